@@ -1,0 +1,158 @@
+#include "core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+void *xalloc(size_t bytes, Err *err) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded) != 0) {
+        err_set(err, ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+
+void xfree(void *p) { free(p); }
+
+int fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int file_write_atomic(const char *path, const void *data, size_t len, Err *err) {
+    size_t n = strlen(path);
+    char *tmp = malloc(n + 32);
+    if (!tmp) return err_set(err, ERR_NOMEM, "out of memory");
+    snprintf(tmp, n + 32, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        err_set(err, ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return ERR_IO;
+    }
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            err_set(err, ERR_IO, "writing %s: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return ERR_IO;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        err_set(err, ERR_IO, "flushing %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return ERR_IO;
+    }
+    if (rename(tmp, path) != 0) {
+        err_set(err, ERR_IO, "renaming %s to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return ERR_IO;
+    }
+    char *d = strdup(path);
+    if (d) {
+        fsync_dir(dirname(d));
+        free(d);
+    }
+    free(tmp);
+    return 0;
+}
+
+int file_read_all(const char *path, char **data, size_t *len, Err *err) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(err, ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return err_set(err, ERR_IO, "%s is not a regular file", path);
+    }
+    size_t sz = (size_t)st.st_size;
+    char *buf = malloc(sz + 1);
+    if (!buf) {
+        fclose(f);
+        return err_set(err, ERR_NOMEM, "out of memory reading %s", path);
+    }
+    if (sz && fread(buf, 1, sz, f) != sz) {
+        free(buf);
+        fclose(f);
+        return err_set(err, ERR_IO, "short read on %s", path);
+    }
+    fclose(f);
+    buf[sz] = 0;
+    *data = buf;
+    *len = sz;
+    return 0;
+}
+
+int mkdir_p(const char *dir, Err *err) {
+    char buf[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof buf) return err_set(err, ERR_INVALID, "bad directory path '%s'", dir);
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return err_set(err, ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
+            buf[i] = c;
+        }
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return err_set(err, ERR_IO, "%s exists and is not a directory", dir);
+    return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+int rm_rf(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return 0;
+    return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+uint32_t crc32_update(uint32_t crc, const void *data, size_t len) {
+    const unsigned char *p = data;
+    /* zlib takes uInt lengths; feed it in 1 GiB pieces. */
+    while (len > 0) {
+        uInt chunk = len > (1u << 30) ? (1u << 30) : (uInt)len;
+        crc = (uint32_t)crc32(crc, p, chunk);
+        p += chunk;
+        len -= chunk;
+    }
+    return crc;
+}
+
+double time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,36 @@
+/* Element types: names, block sizes and bytes per block (GGML's layouts). */
+#include "kernels.h"
+
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int block;
+    size_t bytes;
+} DTypeInfo;
+
+static const DTypeInfo dtypes[DT_COUNT] = {
+    [DT_F32] = {"f32", 1, 4},      [DT_F16] = {"f16", 1, 2},       [DT_BF16] = {"bf16", 1, 2},
+    [DT_Q4_0] = {"q4_0", 32, 18},  [DT_Q4_1] = {"q4_1", 32, 20},   [DT_Q5_0] = {"q5_0", 32, 22},
+    [DT_Q5_1] = {"q5_1", 32, 24},  [DT_Q8_0] = {"q8_0", 32, 34},   [DT_Q8_1] = {"q8_1", 32, 36},
+    [DT_Q2_K] = {"q2_k", 256, 84}, [DT_Q3_K] = {"q3_k", 256, 110}, [DT_Q4_K] = {"q4_k", 256, 144},
+    [DT_Q5_K] = {"q5_k", 256, 176}, [DT_Q6_K] = {"q6_k", 256, 210}, [DT_Q8_K] = {"q8_k", 256, 292},
+};
+
+const char *dtype_name(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].name : NULL; }
+
+int dtype_from_name(const char *name) {
+    for (int t = 0; t < DT_COUNT; t++)
+        if (dtypes[t].name && strcasecmp(dtypes[t].name, name) == 0) return t;
+    return -1;
+}
+
+int dtype_block_size(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].block : 0; }
+
+size_t dtype_block_bytes(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].bytes : 0; }
+
+size_t dtype_row_bytes(int t, int64_t n) {
+    int bs = dtype_block_size(t);
+    if (bs <= 0 || n < 0 || n % bs) return 0;
+    return (size_t)(n / bs) * dtype_block_bytes(t);
+}

@@ -1,0 +1,112 @@
+/* kernels: the numeric building blocks. Each layer is a forward/backward
+ * pair over plain float arrays; shapes are in the comment above each one.
+ * Row-major throughout; "(B,T,C)" means B*T rows of C floats. Backward
+ * functions ACCUMULATE (+=) into parameter gradients and, unless a comment
+ * says otherwise, into input gradients, so residual branches just add.
+ * Parallelism is OpenMP inside each kernel; callers set the thread count. */
+#ifndef JARIP_KERNELS_H
+#define JARIP_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* Tensor element types. Values are GGML's type ids so GGUF files map 1:1. */
+typedef enum {
+    DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q4_1 = 3, DT_Q5_0 = 6, DT_Q5_1 = 7,
+    DT_Q8_0 = 8, DT_Q8_1 = 9, DT_Q2_K = 10, DT_Q3_K = 11, DT_Q4_K = 12, DT_Q5_K = 13,
+    DT_Q6_K = 14, DT_Q8_K = 15, DT_BF16 = 30, DT_COUNT = 40
+} DType;
+
+const char *dtype_name(int dtype);           /* "f32", "q4_1", ... or NULL */
+int dtype_from_name(const char *name);       /* -1 if unknown */
+int dtype_block_size(int dtype);             /* elements per block (1 for floats); 0 if unknown */
+size_t dtype_block_bytes(int dtype);         /* bytes per block; 0 if unknown */
+/* Bytes of a row of n elements; 0 when n is not a multiple of the block. */
+size_t dtype_row_bytes(int dtype, int64_t n);
+
+/* ---- matmul: the one interface every linear layer goes through ---------- */
+/* out (M,N) = inp (M,K) · W(N,K)^T + bias(N). W has dtype wtype (f32 through
+ * oneDNN; other types through the quantized kernels). bias may be NULL.
+ * Returns 0, or ERR_UNSUPPORTED when no kernel handles wtype. */
+int matmul_forward(float *out, const float *inp, const void *W, int wtype, const float *bias,
+                   int M, int N, int K);
+/* dinp (M,K) += dout (M,N) · W (N,K); dW (N,K) += dout^T · inp;
+ * dbias (N) += column sums of dout. Any of dinp/dW/dbias may be NULL. f32 W only. */
+void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp,
+                     const float *W, int M, int N, int K);
+/* Plain row-major GEMM, C (M,N) = alpha·op(A)·op(B) + beta·C. */
+void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- embeddings ------------------------------------------------------- */
+/* out (N,C) = tok_emb[tokens[i]] (+ pos_emb[pos0 + i % T] when pos_emb). N = B*T. */
+void embedding_forward(float *out, const int32_t *tokens, const float *tok_emb, const float *pos_emb,
+                       int B, int T, int C, int pos0);
+void embedding_backward(float *dtok_emb, float *dpos_emb, const float *dout, const int32_t *tokens,
+                        int B, int T, int C);
+
+/* ---- norms -------------------------------------------------------------- */
+/* out (N,C) = (x - mean) * rstd * w + b ; saves mean (N), rstd (N). b may be NULL. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C, float eps);
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C);
+/* out (N,C) = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); saves rstd (N). */
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, int N, int C);
+
+/* ---- activations (elementwise over n) ------------------------------------ */
+/* GELU, tanh approximation (GPT-2's). */
+void gelu_forward(float *out, const float *x, size_t n);
+void gelu_backward(float *dx, const float *x, const float *dout, size_t n);
+/* out = silu(g) * u. */
+void swiglu_forward(float *out, const float *g, const float *u, size_t n);
+void swiglu_backward(float *dg, float *du, const float *g, const float *u, const float *dout, size_t n);
+
+/* ---- rotary position embedding ------------------------------------------- */
+/* In place on x (B,T,H,D), position pos0 + t, frequency theta^(-2i/D).
+ * neox = 0: rotate adjacent pairs (x[2i], x[2i+1]) -- GGUF "llama" layout,
+ *           which is jarip's native layout, so GGUF files load as they are.
+ * neox = 1: rotate (x[i], x[i + D/2]) -- Hugging Face / GPT-NeoX layout. */
+void rope_forward(float *x, int B, int T, int H, int D, int pos0, float theta, int neox);
+/* The inverse rotation applied to the gradient (rotations are orthogonal). */
+void rope_backward(float *dx, int B, int T, int H, int D, int pos0, float theta, int neox);
+
+/* ---- causal self-attention with grouped-query heads ----------------------
+ * q   (B,T,Hq*D)     queries for positions pos0 .. pos0+T-1
+ * k,v (B,S,Hkv*D)    keys/values for positions 0 .. S-1, S >= pos0+T (a KV
+ *                    cache in inference, the current batch in training: S=T)
+ * att (B,Hq,T,S)     softmax probabilities, kept for backward (may be NULL in
+ *                    inference; then a per-thread scratch row is used)
+ * out (B,T,Hq*D)     query head h reads kv head h / (Hq/Hkv). */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       int B, int T, int S, int pos0, int Hq, int Hkv, int D);
+/* Training only (pos0 = 0, S = T). dq, dk, dv are accumulated. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att,
+                        const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv,
+                        int D);
+
+/* ---- loss ---------------------------------------------------------------- */
+/* Softmax cross-entropy per row of logits (N,V). targets < 0 are ignored.
+ * losses (N) gets each row's loss (0 for ignored). Returns the mean over
+ * counted rows (0 if none); *count gets their number. */
+double crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V,
+                            int *count);
+/* dlogits (N,V) = (softmax - onehot) * scale for counted rows, 0 otherwise.
+ * Overwrites dlogits (it may alias logits to save memory). */
+void crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V,
+                           float scale);
+
+/* ---- optimizer --------------------------------------------------------------- */
+/* AdamW with decoupled weight decay on n parameters; t is the 1-based step.
+ * grad_scale multiplies every gradient first (clipping, accumulation). */
+void adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, float grad_scale, int t);
+
+/* Sum of squares of x in double, OpenMP-parallel. */
+double sumsq(const float *x, size_t n);
+
+#endif

@@ -1,0 +1,54 @@
+/* The one matmul interface. f32 goes to oneDNN's sgemm (measured fastest
+ * fp32 GEMM on this class of CPU, see README); other weight types go to the
+ * quantized kernels in quant_*.c which work on blocks directly. */
+#include "kernels.h"
+
+#include <dnnl.h>
+#include <omp.h>
+
+void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    dnnl_sgemm(transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Quantized paths register here (see quant.h); NULL until a type is supported. */
+int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K)
+    __attribute__((weak));
+
+int matmul_forward(float *out, const float *inp, const void *W, int wtype, const float *bias, int M, int N,
+                   int K) {
+    if (wtype == DT_F32) {
+        gemm_f32(0, 1, M, N, K, 1.0f, inp, K, (const float *)W, K, 0.0f, out, N);
+    } else {
+        if (!matmul_quant_forward) return ERR_UNSUPPORTED;
+        int rc = matmul_quant_forward(out, inp, W, wtype, M, N, K);
+        if (rc) return rc;
+    }
+    if (bias) {
+#pragma omp parallel for
+        for (int i = 0; i < M; i++) {
+            float *o = out + (size_t)i * N;
+            for (int j = 0; j < N; j++) o[j] += bias[j];
+        }
+    }
+    return 0;
+}
+
+void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp, const float *W,
+                     int M, int N, int K) {
+    if (dinp) gemm_f32(0, 0, M, K, N, 1.0f, dout, N, W, K, 1.0f, dinp, K);
+    if (dW) gemm_f32(1, 0, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dW, K);
+    if (dbias) {
+        /* column sums: parallel over column blocks, rows inner for locality */
+#pragma omp parallel for
+        for (int j0 = 0; j0 < N; j0 += 64) {
+            int j1 = j0 + 64 < N ? j0 + 64 : N;
+            float acc[64] = {0};
+            for (int i = 0; i < M; i++) {
+                const float *d = dout + (size_t)i * N;
+                for (int j = j0; j < j1; j++) acc[j - j0] += d[j];
+            }
+            for (int j = j0; j < j1; j++) dbias[j] += acc[j - j0];
+        }
+    }
+}

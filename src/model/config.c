@@ -1,0 +1,230 @@
+/* Model configuration: JSON schema, defaults by arch, validation. */
+#include "model.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int config_defaults(Config *c, const char *arch, Err *err) {
+    memset(c, 0, sizeof *c);
+    if (strcmp(arch, "gpt2") == 0) {
+        c->norm = NORM_LAYERNORM;
+        c->norm_eps = 1e-5f;
+        c->pos = POS_LEARNED;
+        c->act = ACT_GELU;
+        c->bias = 1;
+        c->tie_embeddings = 1;
+        c->context_length = 1024;
+        c->vocab_size = 50257;
+    } else if (strcmp(arch, "llama") == 0) {
+        c->norm = NORM_RMSNORM;
+        c->norm_eps = 1e-5f;
+        c->pos = POS_ROPE;
+        c->rope_theta = 10000.0f;
+        c->act = ACT_SWIGLU;
+        c->bias = 0;
+        c->tie_embeddings = 0;
+        c->context_length = 2048;
+        c->vocab_size = 32000;
+    } else {
+        return err_set(err, ERR_INVALID, "config: unknown arch '%s' (expected \"gpt2\" or \"llama\")", arch);
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    c->moe_aux_coef = 0.01f;
+    return 0;
+}
+
+/* Fill fields derived from others when the user left them at 0. */
+static void config_fill_derived(Config *c) {
+    if (c->n_kv_head == 0) c->n_kv_head = c->n_head;
+    if (c->head_dim == 0 && c->n_head > 0) c->head_dim = c->d_model / c->n_head;
+    if (c->d_ff == 0) {
+        if (c->act == ACT_GELU) {
+            c->d_ff = 4 * c->d_model;
+        } else { /* Llama: 2/3 of 4d, rounded up to a multiple of 256 */
+            int f = (int)(8.0 * c->d_model / 3.0);
+            c->d_ff = (f + 255) / 256 * 256;
+        }
+    }
+}
+
+int config_validate(const Config *c, Err *err) {
+#define REQ(cond, ...) do { if (!(cond)) return err_set(err, ERR_INVALID, "config: " __VA_ARGS__); } while (0)
+    REQ(c->vocab_size > 0, "vocab_size must be > 0 (got %d)", c->vocab_size);
+    REQ(c->context_length > 0, "context_length must be > 0 (got %d)", c->context_length);
+    REQ(c->n_layer > 0, "n_layer must be > 0 (got %d)", c->n_layer);
+    REQ(c->d_model > 0, "d_model must be > 0 (got %d)", c->d_model);
+    REQ(c->n_head > 0, "n_head must be > 0 (got %d)", c->n_head);
+    REQ(c->n_kv_head > 0 && c->n_kv_head <= c->n_head, "n_kv_head must be in 1..n_head (got %d)", c->n_kv_head);
+    REQ(c->n_head % c->n_kv_head == 0, "n_head (%d) must be divisible by n_kv_head (%d)", c->n_head, c->n_kv_head);
+    REQ(c->head_dim > 0 && c->head_dim <= 1024, "head_dim must be in 1..1024 (got %d)", c->head_dim);
+    REQ(c->head_dim * c->n_head == c->d_model || c->head_dim > 0,
+        "d_model (%d) must be divisible by n_head (%d)", c->d_model, c->n_head);
+    REQ(c->d_ff > 0, "d_ff must be > 0 (got %d)", c->d_ff);
+    REQ(c->norm_eps > 0 && c->norm_eps < 1, "norm_eps must be in (0, 1)");
+    REQ(c->norm == NORM_LAYERNORM || c->norm == NORM_RMSNORM, "norm must be layernorm or rmsnorm");
+    REQ(c->pos == POS_LEARNED || c->pos == POS_ROPE, "pos must be learned or rope");
+    REQ(c->act == ACT_GELU || c->act == ACT_SWIGLU, "act must be gelu or swiglu");
+    if (c->pos == POS_ROPE) {
+        REQ(c->head_dim % 2 == 0, "rope needs an even head_dim (got %d)", c->head_dim);
+        REQ(c->rope_theta > 0, "rope_theta must be > 0");
+    }
+    REQ(c->n_expert >= 0, "n_expert must be >= 0");
+    if (c->n_expert > 0) {
+        REQ(c->n_expert_active >= 1 && c->n_expert_active <= c->n_expert,
+            "n_expert_active must be in 1..n_expert (got %d of %d)", c->n_expert_active, c->n_expert);
+    } else {
+        REQ(c->n_expert_active == 0, "n_expert_active needs n_expert > 0");
+    }
+    REQ(c->moe_aux_coef >= 0, "moe_aux_coef must be >= 0");
+    /* keep int32 products in kernels safe */
+    REQ((int64_t)c->vocab_size * c->d_model < ((int64_t)1 << 40), "vocab_size x d_model too large");
+    return 0;
+#undef REQ
+}
+
+static const char *const known_keys[] = {
+    "arch", "vocab_size", "context_length", "n_layer", "d_model", "n_head", "n_kv_head", "head_dim",
+    "d_ff", "norm", "norm_eps", "pos", "rope_theta", "rope_style", "act", "bias", "tie_embeddings",
+    "n_expert", "n_expert_active", "moe_aux_coef", "note", NULL};
+
+static int get_int(json_t *o, const char *key, int *out, Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (!json_is_integer(v)) return err_set(err, ERR_INVALID, "config: \"%s\" must be an integer", key);
+    json_int_t x = json_integer_value(v);
+    if (x < 0 || x > 0x7fffffff) return err_set(err, ERR_INVALID, "config: \"%s\" out of range (%lld)", key, (long long)x);
+    *out = (int)x;
+    return 0;
+}
+
+static int get_float(json_t *o, const char *key, float *out, Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (!json_is_number(v)) return err_set(err, ERR_INVALID, "config: \"%s\" must be a number", key);
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
+static int get_bool(json_t *o, const char *key, int *out, Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (!json_is_boolean(v)) return err_set(err, ERR_INVALID, "config: \"%s\" must be true or false", key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* A string key mapped to one of the names; index into *out. */
+static int get_enum(json_t *o, const char *key, const char *const *names, int *out, Err *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (json_is_string(v)) {
+        for (int i = 0; names[i]; i++)
+            if (strcmp(json_string_value(v), names[i]) == 0) {
+                *out = i;
+                return 0;
+            }
+    }
+    return err_set(err, ERR_INVALID, "config: \"%s\" must be one of \"%s\", \"%s\"", key, names[0], names[1]);
+}
+
+int config_from_json(Config *c, const char *text, Err *err) {
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je);
+    if (!o) return err_set(err, ERR_FORMAT, "config: invalid JSON at line %d: %s", je.line, je.text);
+    int rc = 0;
+    if (!json_is_object(o)) {
+        rc = err_set(err, ERR_FORMAT, "config: top level must be a JSON object");
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(o, key, val) {
+        int ok = 0;
+        for (int i = 0; known_keys[i]; i++) ok |= strcmp(key, known_keys[i]) == 0;
+        if (!ok) {
+            rc = err_set(err, ERR_INVALID, "config: unknown key \"%s\"", key);
+            goto done;
+        }
+    }
+    json_t *a = json_object_get(o, "arch");
+    const char *arch = a && json_is_string(a) ? json_string_value(a) : NULL;
+    if (!arch) {
+        rc = err_set(err, ERR_INVALID, "config: \"arch\" (\"gpt2\" or \"llama\") is required");
+        goto done;
+    }
+    if ((rc = config_defaults(c, arch, err))) goto done;
+    static const char *const norms[] = {"layernorm", "rmsnorm", NULL};
+    static const char *const poss[] = {"learned", "rope", NULL};
+    static const char *const acts[] = {"gelu", "swiglu", NULL};
+    static const char *const styles[] = {"gguf", "neox", NULL};
+    if ((rc = get_int(o, "vocab_size", &c->vocab_size, err)) || (rc = get_int(o, "context_length", &c->context_length, err)) ||
+        (rc = get_int(o, "n_layer", &c->n_layer, err)) || (rc = get_int(o, "d_model", &c->d_model, err)) ||
+        (rc = get_int(o, "n_head", &c->n_head, err)) || (rc = get_int(o, "n_kv_head", &c->n_kv_head, err)) ||
+        (rc = get_int(o, "head_dim", &c->head_dim, err)) || (rc = get_int(o, "d_ff", &c->d_ff, err)) ||
+        (rc = get_enum(o, "norm", norms, &c->norm, err)) || (rc = get_float(o, "norm_eps", &c->norm_eps, err)) ||
+        (rc = get_enum(o, "pos", poss, &c->pos, err)) || (rc = get_float(o, "rope_theta", &c->rope_theta, err)) ||
+        (rc = get_enum(o, "rope_style", styles, &c->rope_neox, err)) || (rc = get_enum(o, "act", acts, &c->act, err)) ||
+        (rc = get_bool(o, "bias", &c->bias, err)) || (rc = get_bool(o, "tie_embeddings", &c->tie_embeddings, err)) ||
+        (rc = get_int(o, "n_expert", &c->n_expert, err)) || (rc = get_int(o, "n_expert_active", &c->n_expert_active, err)) ||
+        (rc = get_float(o, "moe_aux_coef", &c->moe_aux_coef, err)))
+        goto done;
+    json_t *note = json_object_get(o, "note");
+    if (note && json_is_string(note)) snprintf(c->note, sizeof c->note, "%s", json_string_value(note));
+    if (c->pos == POS_ROPE && c->rope_theta == 0) c->rope_theta = 10000.0f;
+    if (c->n_head > 0 && c->head_dim == 0 && c->d_model % c->n_head != 0) {
+        rc = err_set(err, ERR_INVALID, "config: d_model (%d) must be divisible by n_head (%d)", c->d_model, c->n_head);
+        goto done;
+    }
+    config_fill_derived(c);
+    rc = config_validate(c, err);
+done:
+    json_decref(o);
+    return rc;
+}
+
+int config_load(Config *c, const char *path, Err *err) {
+    char *text;
+    size_t len;
+    int rc = file_read_all(path, &text, &len, err);
+    if (rc) return rc;
+    rc = config_from_json(c, text, err);
+    free(text);
+    if (rc) err_wrap(err, "%s", path);
+    return rc;
+}
+
+char *config_to_json(const Config *c) {
+    json_t *o = json_object();
+    json_object_set_new(o, "arch", json_string(c->arch));
+    json_object_set_new(o, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(o, "context_length", json_integer(c->context_length));
+    json_object_set_new(o, "n_layer", json_integer(c->n_layer));
+    json_object_set_new(o, "d_model", json_integer(c->d_model));
+    json_object_set_new(o, "n_head", json_integer(c->n_head));
+    json_object_set_new(o, "n_kv_head", json_integer(c->n_kv_head));
+    json_object_set_new(o, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(o, "d_ff", json_integer(c->d_ff));
+    json_object_set_new(o, "norm", json_string(c->norm == NORM_RMSNORM ? "rmsnorm" : "layernorm"));
+    json_object_set_new(o, "norm_eps", json_real(c->norm_eps));
+    json_object_set_new(o, "pos", json_string(c->pos == POS_ROPE ? "rope" : "learned"));
+    if (c->pos == POS_ROPE) {
+        json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
+        json_object_set_new(o, "rope_style", json_string(c->rope_neox ? "neox" : "gguf"));
+    }
+    json_object_set_new(o, "act", json_string(c->act == ACT_SWIGLU ? "swiglu" : "gelu"));
+    json_object_set_new(o, "bias", json_boolean(c->bias));
+    json_object_set_new(o, "tie_embeddings", json_boolean(c->tie_embeddings));
+    json_object_set_new(o, "n_expert", json_integer(c->n_expert));
+    json_object_set_new(o, "n_expert_active", json_integer(c->n_expert_active));
+    if (c->n_expert) json_object_set_new(o, "moe_aux_coef", json_real(c->moe_aux_coef));
+    if (c->note[0]) json_object_set_new(o, "note", json_string(c->note));
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    return s;
+}
+
+double model_flops_per_token(const Config *c, int T) {
+    return 6.0 * (double)config_active_param_count(c) + 12.0 * c->n_layer * (double)c->d_model * T;
+}

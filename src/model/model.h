@@ -1,0 +1,186 @@
+/* model: ONE decoder-only transformer. GPT-2, Llama 2/3, SmolLM2 and
+ * Mixtral-style MoE are configurations of this code, not copies of it.
+ *
+ *   tokens -> embed (+ learned positions) -> n_layer x [ norm -> attention
+ *   (GQA, optional RoPE) -> residual -> norm -> FFN (GELU MLP | SwiGLU |
+ *   top-k routed experts) -> residual ] -> norm -> lm_head -> logits/loss
+ *
+ * The same model_forward serves training (activations kept for backward),
+ * sampling and GGUF inference (KV cache, weights of any dtype). */
+#ifndef JARIP_MODEL_H
+#define JARIP_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "kernels/kernels.h"
+
+/* ---- configuration ------------------------------------------------------ */
+enum { NORM_LAYERNORM = 0, NORM_RMSNORM = 1 };
+enum { POS_LEARNED = 0, POS_ROPE = 1 };
+enum { ACT_GELU = 0, ACT_SWIGLU = 1 };
+
+typedef struct {
+    char arch[16];       /* "gpt2" | "llama": only chooses defaults */
+    int vocab_size;
+    int context_length;
+    int n_layer;
+    int d_model;
+    int n_head;
+    int n_kv_head;       /* GQA: n_head % n_kv_head == 0 */
+    int head_dim;        /* d_model / n_head unless set */
+    int d_ff;            /* per expert for MoE */
+    int norm;            /* NORM_* */
+    float norm_eps;
+    int pos;             /* POS_* */
+    float rope_theta;
+    int rope_neox;       /* 0 = GGUF/llama pair layout, 1 = NeoX half split */
+    int act;             /* ACT_* */
+    int bias;            /* biases on linear layers and norms */
+    int tie_embeddings;  /* lm_head shares token_embd */
+    int n_expert;        /* 0 = dense FFN */
+    int n_expert_active; /* top-k */
+    float moe_aux_coef;  /* weight of the load-balancing loss (Switch) */
+    char note[256];      /* free text, e.g. assumptions of estimated presets */
+} Config;
+
+/* Defaults for an arch ("gpt2" or "llama"); other fields zero. */
+int config_defaults(Config *c, const char *arch, Err *err);
+/* Parse a JSON object (text); unknown keys are an error. Validates. */
+int config_from_json(Config *c, const char *json_text, Err *err);
+int config_load(Config *c, const char *path, Err *err);
+/* Named preset (gpt2-small, smollm2-135m, llama-tiny, ...). */
+int config_preset(Config *c, const char *name, Err *err);
+/* Names of all presets, NULL-terminated. */
+const char *const *config_preset_names(void);
+/* Check every constraint (divisibility, ranges); message names the field. */
+int config_validate(const Config *c, Err *err);
+/* Serialize as a JSON object into a malloc'd string. */
+char *config_to_json(const Config *c);
+
+/* ---- parameter registry ----------------------------------------------------
+ * Every parameter tensor is one entry. Weights, gradients and both Adam
+ * moments are contiguous buffers laid out by the same offsets; checkpoints,
+ * GGUF export, ZeRO sharding and the planner iterate this list and nothing
+ * else enumerates parameters. Names follow GGUF ("blk.3.attn_q.weight"). */
+enum {
+    PF_DECAY = 1u << 0,      /* gets weight decay (matrices only) */
+    PF_RESID_PROJ = 1u << 1, /* init scaled by 1/sqrt(2 n_layer) */
+    PF_ONES = 1u << 2,       /* norm gain: init to 1 */
+    PF_ZEROS = 1u << 3,      /* bias: init to 0 */
+    PF_EXPERT = 1u << 4,     /* stacked expert weights (leading dim n_expert) */
+};
+
+typedef struct {
+    char name[48];
+    int ndim;
+    int64_t shape[4];  /* outermost first, PyTorch order: Linear weight (out, in) */
+    int dtype;         /* DType */
+    size_t numel;
+    size_t offset;     /* elements from the start of the f32 buffers */
+    int layer;         /* -1 outside the blocks */
+    unsigned flags;    /* PF_* */
+    void *data;        /* weights: into Model.params or a GGUF mapping */
+    float *grad;       /* into Model.grads; NULL when not training */
+} Tensor;
+
+typedef struct {
+    Tensor *attn_norm, *attn_norm_b;
+    Tensor *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+    Tensor *ffn_norm, *ffn_norm_b;
+    Tensor *router;               /* (n_expert, d_model) or NULL */
+    Tensor *w_gate;               /* ([E,] d_ff, d_model), SwiGLU only */
+    Tensor *w_up, *b_up;          /* ([E,] d_ff, d_model) */
+    Tensor *w_down, *b_down;      /* ([E,] d_model, d_ff) */
+} LayerWeights;
+
+/* Build the registry for c (no tensor memory). tensors is malloc'd. */
+int registry_build(const Config *c, Tensor **tensors, int *n_tensors, size_t *n_params, Err *err);
+/* Exact parameter count of a config (same code as the registry). */
+size_t config_param_count(const Config *c);
+/* Parameters touched per token (MoE: only n_expert_active experts). */
+size_t config_active_param_count(const Config *c);
+
+/* ---- activations, planned once ------------------------------------------- */
+typedef struct {
+    int B, T;            /* planned batch and sequence */
+    int training;        /* keep what backward needs */
+    size_t n_floats;     /* total size of the one activation buffer */
+    float *mem;
+    /* per layer (pointers into mem, L of each) */
+    float **ln1, **ln1_mean, **ln1_rstd;  /* (B,T,C), (B,T), (B,T) */
+    float **q, **k, **v;                   /* (B,T,Hq*D), (B,T,Hkv*D) x2 */
+    float **att;                           /* (B,Hq,T,T) */
+    float **atty;                          /* (B,T,Hq*D) attention output */
+    float **res_att;                       /* (B,T,C) residual after attention */
+    float **ln2, **ln2_mean, **ln2_rstd;   /* (B,T,C), (B,T), (B,T) */
+    float **ffn_h, **ffn_g, **ffn_a;       /* (B,T,[k*]F) pre-act up, gate, activated */
+    float **router_probs;                  /* (B,T,E) MoE */
+    int32_t **expert_idx;                  /* (B,T,k) chosen experts */
+    float **expert_w;                      /* (B,T,k) their renormalised weights */
+    float **res_ffn;                       /* (B,T,C) residual after FFN = next input */
+    /* outside the blocks */
+    float *embed;                          /* (B,T,C) */
+    float *lnf, *lnf_mean, *lnf_rstd;      /* (B,T,C), (B,T), (B,T) */
+    float *logits;                         /* (B,T,V) */
+    float *losses;                         /* (B,T) */
+    /* backward scratch */
+    float *d_res, *d_tmp, *d_ln;           /* (B,T,C) each */
+    float *d_q, *d_k, *d_v, *d_atty;       /* like q, k, v, atty */
+    float *d_att;                          /* (B,Hq,T,T) */
+    float *d_ffn_h, *d_ffn_g, *d_ffn_a;    /* like ffn_* of one layer */
+    float *moe_scratch;                    /* (B,T,C) per-expert gather */
+} Activations;
+
+/* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1. */
+typedef struct {
+    int ctx, kv_dim, n_layer;
+    int len;             /* positions filled */
+    float *k, *v;
+} KVCache;
+
+/* ---- the model ------------------------------------------------------------ */
+typedef struct {
+    Config cfg;
+    Tensor *tensors;
+    int n_tensors;
+    size_t n_params;
+    Tensor *tok_emb, *pos_emb, *out_norm, *out_norm_b, *lm_head; /* lm_head == tok_emb if tied */
+    LayerWeights *layers;
+    float *params, *grads, *adam_m, *adam_v; /* (n_params) each; grads/adam NULL for inference */
+    Activations act;
+    double aux_loss;                         /* last MoE load-balancing loss (already weighted) */
+    void *owner;                             /* e.g. the GGUF mapping the weights live in */
+} Model;
+
+/* Allocate weights (and, if training, grads and Adam moments) for c. */
+int model_create(Model *m, const Config *c, int training, Err *err);
+/* GPT-2 initialisation: N(0, 0.02), residual projections / sqrt(2 L),
+ * norms 1, biases 0. Deterministic in seed, independent of thread count. */
+void model_init_weights(Model *m, uint64_t seed);
+/* Plan and allocate activations for (B, T); training keeps backward state. */
+int model_plan_activations(Model *m, int B, int T, int training, Err *err);
+size_t model_activation_bytes(const Config *c, int B, int T, int training);
+void model_free(Model *m);
+
+/* Forward over tokens (B,T) at positions 0..T-1. With targets (B,T) it
+ * returns the mean cross-entropy over non-ignored targets (< 0 ignored) plus
+ * the MoE auxiliary loss; without, returns 0 and leaves logits in act.logits.
+ * Returns NAN with err set on bad input (token id out of range...). */
+float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T, Err *err);
+/* Backward of the last training forward; accumulates into m->grads.
+ * loss_scale multiplies d(loss) (1/accum_steps for gradient accumulation). */
+void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, float loss_scale);
+
+/* Inference: n tokens at the cache's current position (batched prompt when
+ * n > 1). Writes logits of the LAST token to logits (V). Needs activations
+ * planned with B=1, T>=n, training=0. */
+int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
+int kvcache_create(KVCache *kv, const Config *c, int ctx, Err *err);
+void kvcache_free(KVCache *kv);
+
+/* Model FLOPs per token for training, PaLM convention: 6 N_active + 12 L d T. */
+double model_flops_per_token(const Config *c, int T);
+
+#endif
