@@ -6,7 +6,7 @@
 #include <string.h>
 
 typedef struct {
-    Tensor *t = NULL;
+    Tensor *t;
     int n, cap;
     size_t offset;
 } RegBuilder;
