@@ -1,0 +1,33 @@
+/* cli: one file per command. Commands parse flags, call the library, print,
+ * and return the process exit code (0 ok, 1 runtime error, 2 usage error). */
+#ifndef JARIP_CLI_H
+#define JARIP_CLI_H
+
+#include "core/core.h"
+
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+
+/* "jarip: <msg>" on stderr; returns code for `return die(...)`. */
+int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Flag parsing helpers: each returns 0 or prints a one-line error and
+ * returns 2. *i is advanced past the value. */
+int cli_int(int argc, char **argv, int *i, long lo, long hi, int *out);
+int cli_long(int argc, char **argv, int *i, long long lo, long long hi, long long *out);
+int cli_float(int argc, char **argv, int *i, double lo, double hi, float *out);
+int cli_double(int argc, char **argv, int *i, double lo, double hi, double *out);
+int cli_str(int argc, char **argv, int *i, const char **out);
+/* True when argv[i] is -h or --help. */
+int cli_is_help(const char *arg);
+
+#endif

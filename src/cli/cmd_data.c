@@ -1,0 +1,7 @@
+/* jarip data -- placeholder until its issue lands; exits with an error. */
+#include "cli.h"
+
+int cmd_data(int argc, char **argv) {
+    (void)argc; (void)argv;
+    return cli_error(1, "'data' is not available in this build yet");
+}

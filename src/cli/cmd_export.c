@@ -1,0 +1,7 @@
+/* jarip export -- placeholder until its issue lands; exits with an error. */
+#include "cli.h"
+
+int cmd_export(int argc, char **argv) {
+    (void)argc; (void)argv;
+    return cli_error(1, "'export' is not available in this build yet");
+}

@@ -1,0 +1,7 @@
+/* jarip quantize -- placeholder until its issue lands; exits with an error. */
+#include "cli.h"
+
+int cmd_quantize(int argc, char **argv) {
+    (void)argc; (void)argv;
+    return cli_error(1, "'quantize' is not available in this build yet");
+}

@@ -1,0 +1,7 @@
+/* jarip train -- placeholder until its issue lands; exits with an error. */
+#include "cli.h"
+
+int cmd_train(int argc, char **argv) {
+    (void)argc; (void)argv;
+    return cli_error(1, "'train' is not available in this build yet");
+}
