@@ -23,7 +23,7 @@ int cli_str(int argc, char **argv, int *i, const char **out) {
 }
 
 int cli_long(int argc, char **argv, int *i, long long lo, long long hi, long long *out) {
-    const char *s;
+    const char *s = NULL;
     if (cli_str(argc, argv, i, &s)) return 2;
     char *end;
     errno = 0;
@@ -35,14 +35,14 @@ int cli_long(int argc, char **argv, int *i, long long lo, long long hi, long lon
 }
 
 int cli_int(int argc, char **argv, int *i, long lo, long hi, int *out) {
-    long long v;
+    long long v = 0;
     if (cli_long(argc, argv, i, lo, hi, &v)) return 2;
     *out = (int)v;
     return 0;
 }
 
 int cli_double(int argc, char **argv, int *i, double lo, double hi, double *out) {
-    const char *s;
+    const char *s = NULL;
     if (cli_str(argc, argv, i, &s)) return 2;
     char *end;
     errno = 0;
@@ -54,7 +54,7 @@ int cli_double(int argc, char **argv, int *i, double lo, double hi, double *out)
 }
 
 int cli_float(int argc, char **argv, int *i, double lo, double hi, float *out) {
-    double v;
+    double v = 0;
     if (cli_double(argc, argv, i, lo, hi, &v)) return 2;
     *out = (float)v;
     return 0;
