@@ -106,6 +106,10 @@ void crossentropy_backward(float *dlogits, const float *logits, const int32_t *t
 void adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float grad_scale, int t);
 
+/* Peak fp32 FLOP/s of this CPU with `threads` threads, measured by a short
+ * loop of independent fused multiply-adds (~0.1 s): the MFU denominator. */
+double cpu_peak_flops(int threads);
+
 /* Sum of squares of x in double, OpenMP-parallel. */
 double sumsq(const float *x, size_t n);
 

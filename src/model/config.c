@@ -70,7 +70,8 @@ int config_validate(const Config *c, Err *err) {
         REQ(c->head_dim % 2 == 0, "rope needs an even head_dim (got %d)", c->head_dim);
         REQ(c->rope_theta > 0, "rope_theta must be > 0");
     }
-    REQ(c->n_expert >= 0, "n_expert must be >= 0");
+    REQ(c->n_expert >= 0 && c->n_expert <= 1024, "n_expert must be in 0..1024 (got %d)", c->n_expert);
+    REQ(c->n_expert_active <= 64, "n_expert_active must be <= 64");
     if (c->n_expert > 0) {
         REQ(c->n_expert_active >= 1 && c->n_expert_active <= c->n_expert,
             "n_expert_active must be in 1..n_expert (got %d of %d)", c->n_expert_active, c->n_expert);

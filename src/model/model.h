@@ -115,10 +115,14 @@ typedef struct {
     float **atty;                          /* (B,T,Hq*D) attention output */
     float **res_att;                       /* (B,T,C) residual after attention */
     float **ln2, **ln2_mean, **ln2_rstd;   /* (B,T,C), (B,T), (B,T) */
-    float **ffn_h, **ffn_g, **ffn_a;       /* (B,T,[k*]F) pre-act up, gate, activated */
-    float **router_probs;                  /* (B,T,E) MoE */
+    float **ffn_h, **ffn_g, **ffn_a;       /* (B*T*k, F) up pre-activation, gate, activated;
+                                              MoE rows are sorted by expert */
+    float **router_probs;                  /* (B,T,E) MoE softmax */
     int32_t **expert_idx;                  /* (B,T,k) chosen experts */
     float **expert_w;                      /* (B,T,k) their renormalised weights */
+    int32_t **moe_row;                     /* (B,T,k) row of (token, slot) in the sorted order */
+    int32_t **moe_off;                     /* (E+1) first sorted row of each expert */
+    float **ffn_y;                         /* (B*T*k, C) expert outputs, MoE only */
     float **res_ffn;                       /* (B,T,C) residual after FFN = next input */
     /* outside the blocks */
     float *embed;                          /* (B,T,C) */
@@ -130,7 +134,8 @@ typedef struct {
     float *d_q, *d_k, *d_v, *d_atty;       /* like q, k, v, atty */
     float *d_att;                          /* (B,Hq,T,T) */
     float *d_ffn_h, *d_ffn_g, *d_ffn_a;    /* like ffn_* of one layer */
-    float *moe_scratch;                    /* (B,T,C) per-expert gather */
+    float *moe_x, *moe_dy;                 /* (B*T*k, C) gathered inputs / output grads */
+    float *d_router;                       /* (B,T,E) */
 } Activations;
 
 /* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1. */

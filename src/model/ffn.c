@@ -1,0 +1,226 @@
+/* The feed-forward half of a block: a dense MLP (GELU or SwiGLU) or a
+ * mixture of such MLPs behind a softmax top-k router (Mixtral-style).
+ * Dense is simply one expert with weight 1, so both share expert_*.
+ *
+ * MoE forward: probs = softmax(x Wr^T); each token picks its k most likely
+ * experts (ties: lower index), weights renormalised over the k; rows are
+ * gathered per expert so each expert runs as one GEMM; outputs combined.
+ * Load-balancing loss (as Hugging Face's Mixtral): coef * E * sum_e f_e P_e,
+ * f_e = tokens routed to e / N (counting every slot), P_e = mean prob of e. */
+#include <math.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+/* Weight (or gradient) block of expert e in a tensor stacked (E, R, K). */
+static const void *expert_w(const Tensor *t, int e) {
+    if (!t) return NULL;
+    if (!(t->flags & PF_EXPERT) && t->ndim < 3 && e == 0) return t->data;
+    size_t rows = (size_t)t->shape[t->ndim - 2 >= 0 ? t->ndim - 2 : 0];
+    size_t K = (size_t)t->shape[t->ndim - 1];
+    if (t->ndim == 2 && (t->flags & PF_EXPERT)) return (const float *)t->data + (size_t)e * K; /* bias (E, K) */
+    return (const char *)t->data + (size_t)e * rows * dtype_row_bytes(t->dtype, (int64_t)K);
+}
+
+static float *expert_g(const Tensor *t, int e) {
+    if (!t || !t->grad) return NULL;
+    if (t->ndim == 3) return t->grad + (size_t)e * t->shape[1] * t->shape[2];
+    if (t->ndim == 2 && (t->flags & PF_EXPERT)) return t->grad + (size_t)e * t->shape[1];
+    return t->grad;
+}
+
+/* y (rows, C) = down(act(up(x) [, gate(x)])) for one expert. h, g, a (rows, F). */
+static int expert_forward(const Model *m, const LayerWeights *w, int e, const float *x, int rows, float *h,
+                          float *g, float *a, float *y) {
+    const Config *c = &m->cfg;
+    const int C = c->d_model, F = c->d_ff;
+    int rc;
+    if ((rc = matmul_forward(h, x, expert_w(w->w_up, e), w->w_up->dtype, expert_w(w->b_up, e), rows, F, C)))
+        return rc;
+    if (c->act == ACT_SWIGLU) {
+        if ((rc = matmul_forward(g, x, expert_w(w->w_gate, e), w->w_gate->dtype, NULL, rows, F, C))) return rc;
+        swiglu_forward(a, g, h, (size_t)rows * F);
+    } else {
+        gelu_forward(a, h, (size_t)rows * F);
+    }
+    return matmul_forward(y, a, expert_w(w->w_down, e), w->w_down->dtype, expert_w(w->b_down, e), rows, C, F);
+}
+
+/* Backward of expert_forward; dx (rows, C) accumulated. dh, dg, da scratch. */
+static void expert_backward(const Model *m, const LayerWeights *w, int e, const float *x, int rows, const float *h,
+                            const float *g, const float *a, const float *dy, float *dx, float *dh, float *dg,
+                            float *da) {
+    const Config *c = &m->cfg;
+    const int C = c->d_model, F = c->d_ff;
+    const size_t n = (size_t)rows * F;
+    memset(da, 0, n * sizeof(float));
+    matmul_backward(da, expert_g(w->w_down, e), expert_g(w->b_down, e), dy, a, expert_w(w->w_down, e), rows, C, F);
+    memset(dh, 0, n * sizeof(float));
+    if (c->act == ACT_SWIGLU) {
+        memset(dg, 0, n * sizeof(float));
+        swiglu_backward(dg, dh, g, h, da, n);
+        matmul_backward(dx, expert_g(w->w_gate, e), NULL, dg, x, expert_w(w->w_gate, e), rows, F, C);
+    } else {
+        gelu_backward(dh, h, da, n);
+    }
+    matmul_backward(dx, expert_g(w->w_up, e), expert_g(w->b_up, e), dh, x, expert_w(w->w_up, e), rows, F, C);
+}
+
+/* Route N tokens: probs, top-k indices and weights, sorted rows, aux loss. */
+static double moe_route(Model *m, int l, const float *x, int N, Err *err) {
+    const Config *c = &m->cfg;
+    const Activations *a = &m->act;
+    const LayerWeights *w = &m->layers[l];
+    const int E = c->n_expert, K = c->n_expert_active;
+    float *p = a->router_probs[l], *wt = a->expert_w[l];
+    int32_t *idx = a->expert_idx[l], *row = a->moe_row[l], *off = a->moe_off[l];
+    if (matmul_forward(p, x, w->router->data, w->router->dtype, NULL, N, E, c->d_model)) {
+        err_set(err, ERR_UNSUPPORTED, "router weight type %s", dtype_name(w->router->dtype));
+        return NAN;
+    }
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float *pi = p + (size_t)i * E;
+        float mx = -INFINITY, sum = 0.0f;
+        for (int e = 0; e < E; e++) mx = pi[e] > mx ? pi[e] : mx;
+        for (int e = 0; e < E; e++) sum += (pi[e] = expf(pi[e] - mx));
+        for (int e = 0; e < E; e++) pi[e] /= sum;
+        float tot = 0.0f;
+        for (int s = 0; s < K; s++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int r = 0; r < s; r++) taken |= idx[(size_t)i * K + r] == e;
+                if (!taken && (best < 0 || pi[e] > pi[best])) best = e;
+            }
+            idx[(size_t)i * K + s] = best;
+            tot += pi[best];
+        }
+        for (int s = 0; s < K; s++) wt[(size_t)i * K + s] = pi[idx[(size_t)i * K + s]] / tot;
+    }
+    /* rows sorted by expert, tokens in order within an expert */
+    memset(off, 0, (size_t)(E + 1) * sizeof *off);
+    for (size_t r = 0; r < (size_t)N * K; r++) off[idx[r] + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    double aux = 0.0;
+    for (int e = 0; e < E; e++) {
+        double pe = 0.0;
+        for (int i = 0; i < N; i++) pe += p[(size_t)i * E + e];
+        aux += (double)(off[e + 1] - off[e]) / N * (pe / N);
+    }
+    int32_t cursor[1024];
+    for (int e = 0; e < E; e++) cursor[e] = off[e];
+    for (size_t r = 0; r < (size_t)N * K; r++) row[r] = cursor[idx[r]]++;
+    return c->moe_aux_coef * E * aux;
+}
+
+int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err) {
+    const Config *c = &m->cfg;
+    const Activations *a = &m->act;
+    const LayerWeights *w = &m->layers[l];
+    const int C = c->d_model, F = c->d_ff;
+    if (c->n_expert == 0) {
+        int rc = expert_forward(m, w, 0, x, N, a->ffn_h[l], a->ffn_g[l], a->ffn_a[l], out);
+        if (rc) return err_set(err, rc, "layer %d: no matmul kernel for this weight type", l);
+        return 0;
+    }
+    const int E = c->n_expert, K = c->n_expert_active;
+    double aux = moe_route(m, l, x, N, err);
+    if (isnan(aux)) return ERR_UNSUPPORTED;
+    m->aux_loss += aux;
+    const int32_t *row = a->moe_row[l], *off = a->moe_off[l];
+#pragma omp parallel for
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < K; s++)
+            memcpy(a->moe_x + (size_t)row[(size_t)i * K + s] * C, x + (size_t)i * C, (size_t)C * sizeof(float));
+    for (int e = 0; e < E; e++) {
+        int r0 = off[e], n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        int rc = expert_forward(m, w, e, a->moe_x + (size_t)r0 * C, n, a->ffn_h[l] + (size_t)r0 * F,
+                                a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL, a->ffn_a[l] + (size_t)r0 * F,
+                                a->ffn_y[l] + (size_t)r0 * C);
+        if (rc) return err_set(err, rc, "layer %d: no matmul kernel for this weight type", l);
+    }
+    const float *wt = a->expert_w[l];
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float *o = out + (size_t)i * C;
+        memset(o, 0, (size_t)C * sizeof(float));
+        for (int s = 0; s < K; s++) {
+            const float *y = a->ffn_y[l] + (size_t)row[(size_t)i * K + s] * C;
+            float ws = wt[(size_t)i * K + s];
+            for (int j = 0; j < C; j++) o[j] += ws * y[j];
+        }
+    }
+    return 0;
+}
+
+void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale) {
+    const Config *c = &m->cfg;
+    Activations *a = &m->act;
+    const LayerWeights *w = &m->layers[l];
+    const int C = c->d_model, F = c->d_ff;
+    if (c->n_expert == 0) {
+        expert_backward(m, w, 0, x, N, a->ffn_h[l], a->ffn_g[l], a->ffn_a[l], dout, dx, a->d_ffn_h, a->d_ffn_g,
+                        a->d_ffn_a);
+        return;
+    }
+    const int E = c->n_expert, K = c->n_expert_active;
+    const int32_t *row = a->moe_row[l], *off = a->moe_off[l], *idx = a->expert_idx[l];
+    const float *wt = a->expert_w[l], *p = a->router_probs[l];
+    float *dp = a->d_router;
+    /* combine backward: dy rows, and d(weights) -> d(probs) over the k chosen */
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *d = dout + (size_t)i * C;
+        float dw[64], dot = 0.0f;
+        for (int s = 0; s < K; s++) {
+            size_t r = (size_t)row[(size_t)i * K + s];
+            const float *y = a->ffn_y[l] + r * C;
+            float *dy = a->moe_dy + r * C, ws = wt[(size_t)i * K + s], acc = 0.0f;
+            for (int j = 0; j < C; j++) {
+                acc += d[j] * y[j];
+                dy[j] = ws * d[j];
+            }
+            dw[s] = acc;
+            dot += acc * ws;
+        }
+        float tot = 0.0f;
+        for (int s = 0; s < K; s++) tot += p[(size_t)i * E + idx[(size_t)i * K + s]];
+        float *dpi = dp + (size_t)i * E;
+        for (int e = 0; e < E; e++) dpi[e] = 0.0f;
+        for (int s = 0; s < K; s++) dpi[idx[(size_t)i * K + s]] = (dw[s] - dot) / tot;
+    }
+    /* experts: moe_x rows hold inputs until their expert is done, then the
+     * gradient of those inputs */
+    for (int e = 0; e < E; e++) {
+        int r0 = off[e], n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        float *xe = a->moe_x + (size_t)r0 * C;
+        float *dxe = a->moe_dy + (size_t)r0 * C; /* reuse: dy rows of e are consumed first */
+        float *tmp = a->d_tmp;                   /* (n <= N rows, C) */
+        memset(tmp, 0, (size_t)n * C * sizeof(float));
+        expert_backward(m, w, e, xe, n, a->ffn_h[l] + (size_t)r0 * F, a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL,
+                        a->ffn_a[l] + (size_t)r0 * F, dxe, tmp, a->d_ffn_h, a->d_ffn_g, a->d_ffn_a);
+        memcpy(dxe, tmp, (size_t)n * C * sizeof(float));
+    }
+#pragma omp parallel for
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < K; s++) {
+            const float *g = a->moe_dy + (size_t)row[(size_t)i * K + s] * C;
+            float *d = dx + (size_t)i * C;
+            for (int j = 0; j < C; j++) d[j] += g[j];
+        }
+    /* aux loss: d/dP_e, then softmax backward to router logits */
+    const float aux_scale = loss_scale * c->moe_aux_coef * E / ((float)N * N);
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float *dpi = dp + (size_t)i * E;
+        const float *pi = p + (size_t)i * E;
+        for (int e = 0; e < E; e++) dpi[e] += aux_scale * (float)(off[e + 1] - off[e]);
+        float s = 0.0f;
+        for (int e = 0; e < E; e++) s += pi[e] * dpi[e];
+        for (int e = 0; e < E; e++) dpi[e] = pi[e] * (dpi[e] - s);
+    }
+    matmul_backward(dx, w->router->grad, NULL, dp, x, w->router->data, N, E, C);
+}

@@ -1,0 +1,220 @@
+/* The forward and backward passes of the transformer. One block function
+ * serves training (keys/values of the batch itself) and inference (keys and
+ * values appended to a KV cache); see model.h for the architecture. */
+#include <math.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+/* Provided by kernels/quant_*.c; used for non-f32 embedding rows. */
+int dequantize_row(int dtype, const void *src, float *dst, int64_t n) __attribute__((weak));
+
+static const float *F(const Tensor *t) { return t ? (const float *)t->data : NULL; }
+static float *G(const Tensor *t) { return t ? t->grad : NULL; }
+
+static int linear(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
+    return matmul_forward(out, in, w->data, w->dtype, F(b), M, (int)w->shape[0], (int)w->shape[1]);
+}
+
+static void norm_forward(const Config *c, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
+                         const Tensor *b, int N) {
+    if (c->norm == NORM_LAYERNORM)
+        layernorm_forward(out, mean, rstd, x, F(w), F(b), N, c->d_model, c->norm_eps);
+    else
+        rmsnorm_forward(out, rstd, x, F(w), N, c->d_model, c->norm_eps);
+}
+
+static void norm_backward(const Config *c, float *dx, const Tensor *w, const Tensor *b, const float *dout,
+                          const float *x, const float *mean, const float *rstd, int N) {
+    if (c->norm == NORM_LAYERNORM)
+        layernorm_backward(dx, G(w), G(b), dout, x, F(w), mean, rstd, N, c->d_model);
+    else
+        rmsnorm_backward(dx, G(w), dout, x, F(w), rstd, N, c->d_model);
+}
+
+static void add_inplace(float *y, const float *x, size_t n) {
+#pragma omp parallel for simd
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* Embedding rows of any dtype (f32 directly; others dequantised per row). */
+static int embed(Model *m, float *out, const int32_t *tokens, int B, int T, int pos0, Err *err) {
+    const Config *c = &m->cfg;
+    const int C = c->d_model;
+    for (int i = 0; i < B * T; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return err_set(err, ERR_INVALID, "token id %d at position %d is outside the vocabulary (size %d)",
+                           tokens[i], i, c->vocab_size);
+    if (pos0 + T > c->context_length && c->pos == POS_LEARNED)
+        return err_set(err, ERR_INVALID, "position %d is beyond context_length %d", pos0 + T, c->context_length);
+    if (m->tok_emb->dtype == DT_F32) {
+        embedding_forward(out, tokens, F(m->tok_emb), F(m->pos_emb), B, T, C, pos0);
+        return 0;
+    }
+    size_t rb = dtype_row_bytes(m->tok_emb->dtype, C);
+    if (!dequantize_row || rb == 0) return err_set(err, ERR_UNSUPPORTED, "embedding type %s", dtype_name(m->tok_emb->dtype));
+    for (int i = 0; i < B * T; i++) {
+        int rc = dequantize_row(m->tok_emb->dtype, (const char *)m->tok_emb->data + (size_t)tokens[i] * rb,
+                                out + (size_t)i * C, C);
+        if (rc) return err_set(err, rc, "embedding type %s", dtype_name(m->tok_emb->dtype));
+        if (m->pos_emb) add_inplace(out + (size_t)i * C, F(m->pos_emb) + (size_t)(pos0 + i % T) * C, (size_t)C);
+    }
+    return 0;
+}
+
+/* One block on x (B,T,C) at positions pos0.. ; result in act.res_ffn[l].
+ * kv == NULL: training/eval, keys and values are this batch's (S = T).
+ * kv != NULL: inference, keys and values appended to the cache (B = 1). */
+static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0, KVCache *kv, Err *err) {
+    const Config *c = &m->cfg;
+    const Activations *a = &m->act;
+    const LayerWeights *w = &m->layers[l];
+    const int N = B * T, C = c->d_model, D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head;
+    const int KVD = Hkv * D;
+    int rc;
+    norm_forward(c, a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], x, w->attn_norm, w->attn_norm_b, N);
+    if ((rc = linear(a->q[l], a->ln1[l], w->wq, w->bq, N)) || (rc = linear(a->k[l], a->ln1[l], w->wk, w->bk, N)) ||
+        (rc = linear(a->v[l], a->ln1[l], w->wv, w->bv, N)))
+        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wq->dtype));
+    if (c->pos == POS_ROPE) {
+        rope_forward(a->q[l], B, T, Hq, D, pos0, c->rope_theta, c->rope_neox);
+        rope_forward(a->k[l], B, T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
+    }
+    const float *kbuf = a->k[l], *vbuf = a->v[l];
+    int S = T;
+    if (kv) {
+        float *kc = kv->k + (size_t)l * kv->ctx * KVD, *vc = kv->v + (size_t)l * kv->ctx * KVD;
+        memcpy(kc + (size_t)pos0 * KVD, a->k[l], (size_t)T * KVD * sizeof(float));
+        memcpy(vc + (size_t)pos0 * KVD, a->v[l], (size_t)T * KVD * sizeof(float));
+        kbuf = kc;
+        vbuf = vc;
+        S = kv->ctx;
+    }
+    attention_forward(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, B, T, S, pos0, Hq, Hkv, D);
+    if ((rc = linear(a->res_att[l], a->atty[l], w->wo, w->bo, N)))
+        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wo->dtype));
+    add_inplace(a->res_att[l], x, (size_t)N * C);
+    norm_forward(c, a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->res_att[l], w->ffn_norm, w->ffn_norm_b, N);
+    if ((rc = ffn_forward(m, l, a->ln2[l], a->res_ffn[l], N, err))) return rc;
+    add_inplace(a->res_ffn[l], a->res_att[l], (size_t)N * C);
+    return 0;
+}
+
+float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T, Err *err) {
+    const Config *c = &m->cfg;
+    Activations *a = &m->act;
+    if (!a->mem || !a->training || B > a->B || T > a->T) {
+        err_set(err, ERR_INVALID, "model_forward: batch %dx%d exceeds the planned %dx%d (training plan)", B, T, a->B, a->T);
+        return NAN;
+    }
+    const int N = B * T, C = c->d_model, V = c->vocab_size;
+    m->aux_loss = 0.0;
+    if (embed(m, a->embed, tokens, B, T, 0, err)) return NAN;
+    const float *x = a->embed;
+    for (int l = 0; l < c->n_layer; l++) {
+        if (block_forward(m, l, x, B, T, 0, NULL, err)) return NAN;
+        x = a->res_ffn[l];
+    }
+    norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, x, m->out_norm, m->out_norm_b, N);
+    if (linear(a->logits, a->lnf, m->lm_head, NULL, N)) {
+        err_set(err, ERR_UNSUPPORTED, "output weight type %s", dtype_name(m->lm_head->dtype));
+        return NAN;
+    }
+    if (!targets) return 0.0f;
+    for (int i = 0; i < N; i++)
+        if (targets[i] >= V) {
+            err_set(err, ERR_INVALID, "target id %d at position %d is outside the vocabulary (size %d)", targets[i], i, V);
+            return NAN;
+        }
+    (void)C;
+    int count = 0;
+    double ce = crossentropy_forward(a->losses, a->logits, targets, N, V, &count);
+    return (float)(ce + m->aux_loss);
+}
+
+void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, float loss_scale) {
+    const Config *c = &m->cfg;
+    Activations *a = &m->act;
+    const int B = a->B, T = a->T, N = B * T, C = c->d_model, V = c->vocab_size;
+    const int D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head, QD = Hq * D, KVD = Hkv * D;
+    int count = 0;
+    for (int i = 0; i < N; i++) count += targets[i] >= 0;
+    /* logits buffer becomes dlogits: it is not needed after this point */
+    crossentropy_backward(a->logits, a->logits, targets, N, V, count ? loss_scale / count : 0.0f);
+    const float *xlast = c->n_layer ? a->res_ffn[c->n_layer - 1] : a->embed;
+    memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
+    matmul_backward(a->d_ln, m->lm_head->grad, NULL, a->logits, a->lnf, F(m->lm_head), N, V, C);
+    memset(a->d_res, 0, (size_t)N * C * sizeof(float));
+    norm_backward(c, a->d_res, m->out_norm, m->out_norm_b, a->d_ln, xlast, a->lnf_mean, a->lnf_rstd, N);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        const LayerWeights *w = &m->layers[l];
+        const float *x = l ? a->res_ffn[l - 1] : a->embed;
+        /* FFN half: res_ffn = res_att + ffn(norm(res_att)) */
+        memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
+        ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale);
+        norm_backward(c, a->d_res, w->ffn_norm, w->ffn_norm_b, a->d_ln, a->res_att[l], a->ln2_mean[l], a->ln2_rstd[l], N);
+        /* attention half: res_att = x + proj(attention(q, k, v)) */
+        memset(a->d_atty, 0, (size_t)N * QD * sizeof(float));
+        matmul_backward(a->d_atty, G(w->wo), G(w->bo), a->d_res, a->atty[l], F(w->wo), N, C, QD);
+        memset(a->d_q, 0, (size_t)N * QD * sizeof(float));
+        memset(a->d_k, 0, (size_t)N * KVD * sizeof(float));
+        memset(a->d_v, 0, (size_t)N * KVD * sizeof(float));
+        attention_backward(a->d_q, a->d_k, a->d_v, a->d_atty, a->att[l], a->q[l], a->k[l], a->v[l], B, T, Hq, Hkv, D);
+        if (c->pos == POS_ROPE) {
+            rope_backward(a->d_q, B, T, Hq, D, 0, c->rope_theta, c->rope_neox);
+            rope_backward(a->d_k, B, T, Hkv, D, 0, c->rope_theta, c->rope_neox);
+        }
+        memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
+        matmul_backward(a->d_ln, G(w->wq), G(w->bq), a->d_q, a->ln1[l], F(w->wq), N, QD, C);
+        matmul_backward(a->d_ln, G(w->wk), G(w->bk), a->d_k, a->ln1[l], F(w->wk), N, KVD, C);
+        matmul_backward(a->d_ln, G(w->wv), G(w->bv), a->d_v, a->ln1[l], F(w->wv), N, KVD, C);
+        norm_backward(c, a->d_res, w->attn_norm, w->attn_norm_b, a->d_ln, x, a->ln1_mean[l], a->ln1_rstd[l], N);
+    }
+    embedding_backward(G(m->tok_emb), G(m->pos_emb), a->d_res, tokens, B, T, C);
+}
+
+int kvcache_create(KVCache *kv, const Config *c, int ctx, Err *err) {
+    memset(kv, 0, sizeof *kv);
+    if (ctx <= 0 || ctx > c->context_length)
+        return err_set(err, ERR_INVALID, "KV cache length %d must be in 1..%d", ctx, c->context_length);
+    kv->ctx = ctx;
+    kv->kv_dim = c->n_kv_head * c->head_dim;
+    kv->n_layer = c->n_layer;
+    size_t n = (size_t)c->n_layer * ctx * kv->kv_dim;
+    kv->k = xalloc(n * sizeof(float), err);
+    kv->v = kv->k ? xalloc(n * sizeof(float), err) : NULL;
+    if (!kv->v) {
+        kvcache_free(kv);
+        return err_wrap(err, "KV cache of %d positions", ctx);
+    }
+    return 0;
+}
+
+void kvcache_free(KVCache *kv) {
+    xfree(kv->k);
+    xfree(kv->v);
+    memset(kv, 0, sizeof *kv);
+}
+
+int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
+    const Config *c = &m->cfg;
+    Activations *a = &m->act;
+    if (!a->mem || a->training || a->B != 1 || n > a->T || n <= 0)
+        return err_set(err, ERR_INVALID, "model_forward_cached: %d tokens exceed the planned inference chunk %d", n, a->T);
+    const int pos0 = kv->len, C = c->d_model;
+    if (pos0 + n > kv->ctx)
+        return err_set(err, ERR_INVALID, "context full: %d + %d tokens exceed the KV cache of %d", pos0, n, kv->ctx);
+    int rc = embed(m, a->embed, tokens, 1, n, pos0, err);
+    if (rc) return rc;
+    const float *x = a->embed;
+    for (int l = 0; l < c->n_layer; l++) {
+        if ((rc = block_forward(m, l, x, 1, n, pos0, kv, err))) return rc;
+        x = a->res_ffn[l];
+    }
+    const float *last = x + (size_t)(n - 1) * C;
+    norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
+    if ((rc = linear(logits, a->lnf, m->lm_head, NULL, 1)))
+        return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
+    kv->len += n;
+    return 0;
+}

@@ -1,0 +1,257 @@
+/* Model lifetime: allocation by the registry, initialisation, and the
+ * activation plan (sized once from config, batch and sequence length). */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static Tensor *find(Model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+static Tensor *find_layer(Model *m, int l, const char *suffix) {
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.%s", l, suffix);
+    return find(m, name);
+}
+
+/* Resolve the named views (tok_emb, layers[l].wq, ...) over the registry. */
+static int model_bind(Model *m, Err *err) {
+    const Config *c = &m->cfg;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return err_set(err, ERR_NOMEM, "out of memory");
+    m->tok_emb = find(m, "token_embd.weight");
+    m->pos_emb = find(m, "position_embd.weight");
+    m->out_norm = find(m, "output_norm.weight");
+    m->out_norm_b = find(m, "output_norm.bias");
+    m->lm_head = c->tie_embeddings ? m->tok_emb : find(m, "output.weight");
+    int moe = c->n_expert > 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerWeights *w = &m->layers[l];
+        w->attn_norm = find_layer(m, l, "attn_norm.weight");
+        w->attn_norm_b = find_layer(m, l, "attn_norm.bias");
+        w->wq = find_layer(m, l, "attn_q.weight");
+        w->bq = find_layer(m, l, "attn_q.bias");
+        w->wk = find_layer(m, l, "attn_k.weight");
+        w->bk = find_layer(m, l, "attn_k.bias");
+        w->wv = find_layer(m, l, "attn_v.weight");
+        w->bv = find_layer(m, l, "attn_v.bias");
+        w->wo = find_layer(m, l, "attn_output.weight");
+        w->bo = find_layer(m, l, "attn_output.bias");
+        w->ffn_norm = find_layer(m, l, "ffn_norm.weight");
+        w->ffn_norm_b = find_layer(m, l, "ffn_norm.bias");
+        w->router = moe ? find_layer(m, l, "ffn_gate_inp.weight") : NULL;
+        w->w_gate = find_layer(m, l, moe ? "ffn_gate_exps.weight" : "ffn_gate.weight");
+        w->w_up = find_layer(m, l, moe ? "ffn_up_exps.weight" : "ffn_up.weight");
+        w->b_up = find_layer(m, l, moe ? "ffn_up_exps.bias" : "ffn_up.bias");
+        w->w_down = find_layer(m, l, moe ? "ffn_down_exps.weight" : "ffn_down.weight");
+        w->b_down = find_layer(m, l, moe ? "ffn_down_exps.bias" : "ffn_down.bias");
+    }
+    return 0;
+}
+
+int model_create(Model *m, const Config *c, int training, Err *err) {
+    memset(m, 0, sizeof *m);
+    int rc = config_validate(c, err);
+    if (rc) return rc;
+    m->cfg = *c;
+    if ((rc = registry_build(c, &m->tensors, &m->n_tensors, &m->n_params, err))) return rc;
+    if ((rc = model_bind(m, err))) goto fail;
+    size_t bytes = m->n_params * sizeof(float);
+    m->params = xalloc(bytes, err);
+    if (!m->params) goto fail_mem;
+    if (training) {
+        m->grads = xalloc(bytes, err);
+        m->adam_m = xalloc(bytes, err);
+        m->adam_v = xalloc(bytes, err);
+        if (!m->grads || !m->adam_m || !m->adam_v) goto fail_mem;
+    }
+    for (int i = 0; i < m->n_tensors; i++) {
+        m->tensors[i].data = m->params + m->tensors[i].offset;
+        m->tensors[i].grad = training ? m->grads + m->tensors[i].offset : NULL;
+    }
+    return 0;
+fail_mem:
+    rc = err_set(err, ERR_NOMEM, "out of memory allocating %zu parameters (%.2f GiB per buffer)", m->n_params,
+                 (double)bytes / (1u << 30));
+fail:
+    model_free(m);
+    return rc;
+}
+
+void model_init_weights(Model *m, uint64_t seed) {
+    const float std = 0.02f, resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
+    for (int i = 0; i < m->n_tensors; i++) {
+        Tensor *t = &m->tensors[i];
+        float *p = t->data;
+        if (t->flags & PF_ONES) {
+            for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
+        } else if (t->flags & PF_ZEROS) {
+            memset(p, 0, t->numel * sizeof(float));
+        } else {
+            /* one stream per tensor, so adding a tensor never shifts another's values */
+            uint64_t key = rng_key(seed, 0x696e6974ULL, (uint64_t)i);
+            float s = (t->flags & PF_RESID_PROJ) ? resid_std : std;
+#pragma omp parallel for
+            for (size_t j = 0; j < t->numel; j++) p[j] = s * rng_normal(key, j);
+        }
+    }
+}
+
+/* ---- activation plan ---------------------------------------------------------
+ * One bump allocation walk serves both counting (base == NULL) and binding,
+ * so the reported size is by construction what gets allocated. */
+typedef struct {
+    float *base;
+    size_t off;
+} Bump;
+
+static float *bump(Bump *b, size_t n) {
+    float *p = b->base ? b->base + b->off : NULL;
+    b->off += (n + 15) & ~(size_t)15; /* 64-byte aligned pieces */
+    return p;
+}
+
+static void plan_walk(Activations *a, const Config *c, int B, int T, int training, Bump *b) {
+    const size_t N = (size_t)B * T, C = c->d_model, V = c->vocab_size, F = c->d_ff;
+    const size_t QD = (size_t)c->n_head * c->head_dim, KVD = (size_t)c->n_kv_head * c->head_dim;
+    const size_t E = c->n_expert, K = E ? (size_t)c->n_expert_active : 1;
+    const int swiglu = c->act == ACT_SWIGLU;
+    const int L = c->n_layer;
+    /* inference reuses one layer's buffers for every layer */
+    for (int l = 0; l < L; l++) {
+        if (!training && l > 0) {
+#define SAME(f) a->f[l] = a->f[0]
+            SAME(ln1); SAME(ln1_mean); SAME(ln1_rstd); SAME(q); SAME(k); SAME(v); SAME(att); SAME(atty);
+            SAME(res_att); SAME(ln2); SAME(ln2_mean); SAME(ln2_rstd); SAME(ffn_h); SAME(ffn_g); SAME(ffn_a);
+            SAME(router_probs); SAME(expert_idx); SAME(expert_w); SAME(moe_row); SAME(moe_off); SAME(ffn_y);
+            SAME(res_ffn);
+#undef SAME
+            continue;
+        }
+        a->ln1[l] = bump(b, N * C);
+        a->ln1_mean[l] = bump(b, N);
+        a->ln1_rstd[l] = bump(b, N);
+        a->q[l] = bump(b, N * QD);
+        a->k[l] = bump(b, N * KVD);
+        a->v[l] = bump(b, N * KVD);
+        a->att[l] = training ? bump(b, (size_t)B * c->n_head * T * T) : NULL;
+        a->atty[l] = bump(b, N * QD);
+        a->res_att[l] = bump(b, N * C);
+        a->ln2[l] = bump(b, N * C);
+        a->ln2_mean[l] = bump(b, N);
+        a->ln2_rstd[l] = bump(b, N);
+        a->ffn_h[l] = bump(b, N * K * F);
+        a->ffn_g[l] = swiglu ? bump(b, N * K * F) : NULL;
+        a->ffn_a[l] = bump(b, N * K * F);
+        if (E) {
+            a->router_probs[l] = bump(b, N * E);
+            a->expert_idx[l] = (int32_t *)bump(b, N * K);
+            a->expert_w[l] = bump(b, N * K);
+            a->moe_row[l] = (int32_t *)bump(b, N * K);
+            a->moe_off[l] = (int32_t *)bump(b, E + 1);
+            a->ffn_y[l] = bump(b, N * K * C);
+        }
+        a->res_ffn[l] = bump(b, N * C);
+    }
+    a->embed = bump(b, N * C);
+    a->lnf = bump(b, N * C);
+    a->lnf_mean = bump(b, N);
+    a->lnf_rstd = bump(b, N);
+    a->logits = bump(b, (training ? N : 1) * V);
+    a->losses = bump(b, N);
+    if (E) {
+        a->moe_x = bump(b, N * K * C);
+        a->moe_dy = training ? bump(b, N * K * C) : NULL;
+        a->d_router = training ? bump(b, N * E) : NULL;
+    }
+    if (training) {
+        a->d_res = bump(b, N * C);
+        a->d_tmp = bump(b, N * C);
+        a->d_ln = bump(b, N * C);
+        a->d_q = bump(b, N * QD);
+        a->d_k = bump(b, N * KVD);
+        a->d_v = bump(b, N * KVD);
+        a->d_atty = bump(b, N * QD);
+        a->d_att = NULL; /* attention backward keeps its (T,T) scratch per thread */
+        a->d_ffn_h = bump(b, N * K * F);
+        a->d_ffn_g = swiglu ? bump(b, N * K * F) : NULL;
+        a->d_ffn_a = bump(b, N * K * F);
+    }
+}
+
+#define ACT_ARRAYS(X) X(ln1) X(ln1_mean) X(ln1_rstd) X(q) X(k) X(v) X(att) X(atty) X(res_att) X(ln2) \
+    X(ln2_mean) X(ln2_rstd) X(ffn_h) X(ffn_g) X(ffn_a) X(router_probs) X(expert_w) X(ffn_y) X(res_ffn)
+
+static void activations_free(Activations *a) {
+#define FREE(f) free(a->f);
+    ACT_ARRAYS(FREE)
+#undef FREE
+    free(a->expert_idx);
+    free(a->moe_row);
+    free(a->moe_off);
+    xfree(a->mem);
+    memset(a, 0, sizeof *a);
+}
+
+static int activations_arrays(Activations *a, int L) {
+    int ok = 1;
+#define ALLOC(f) ok &= (a->f = calloc((size_t)L, sizeof *a->f)) != NULL;
+    ACT_ARRAYS(ALLOC)
+#undef ALLOC
+    ok &= (a->expert_idx = calloc((size_t)L, sizeof *a->expert_idx)) != NULL;
+    ok &= (a->moe_row = calloc((size_t)L, sizeof *a->moe_row)) != NULL;
+    ok &= (a->moe_off = calloc((size_t)L, sizeof *a->moe_off)) != NULL;
+    return ok;
+}
+
+size_t model_activation_bytes(const Config *c, int B, int T, int training) {
+    Activations a;
+    memset(&a, 0, sizeof a);
+    if (!activations_arrays(&a, c->n_layer)) return 0;
+    Bump b = {NULL, 0};
+    plan_walk(&a, c, B, T, training, &b);
+    activations_free(&a);
+    return b.off * sizeof(float);
+}
+
+int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
+    const Config *c = &m->cfg;
+    if (B <= 0 || T <= 0) return err_set(err, ERR_INVALID, "batch and sequence length must be positive");
+    if (T > c->context_length)
+        return err_set(err, ERR_INVALID, "sequence length %d exceeds the model's context_length %d", T,
+                       c->context_length);
+    if (training && !m->grads) return err_set(err, ERR_INVALID, "model was created without gradients");
+    activations_free(&m->act);
+    Activations *a = &m->act;
+    if (!activations_arrays(a, c->n_layer)) return err_set(err, ERR_NOMEM, "out of memory");
+    Bump b = {NULL, 0};
+    plan_walk(a, c, B, T, training, &b);
+    a->mem = xalloc(b.off * sizeof(float), err);
+    if (!a->mem) {
+        activations_free(a);
+        return err_wrap(err, "activations for batch %d x seq %d", B, T);
+    }
+    b.base = a->mem;
+    b.off = 0;
+    plan_walk(a, c, B, T, training, &b);
+    a->B = B;
+    a->T = T;
+    a->training = training;
+    a->n_floats = b.off;
+    return 0;
+}
+
+void model_free(Model *m) {
+    activations_free(&m->act);
+    xfree(m->params);
+    xfree(m->grads);
+    xfree(m->adam_m);
+    xfree(m->adam_v);
+    free(m->tensors);
+    free(m->layers);
+    memset(m, 0, sizeof *m);
+}

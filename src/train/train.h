@@ -1,0 +1,69 @@
+/* train: the training loop, checkpoints, the loss curve, the progress line. */
+#ifndef JARIP_TRAIN_H
+#define JARIP_TRAIN_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+#include "dist/comm.h"
+#include "model/model.h"
+
+typedef struct {
+    const char *data;     /* text file or shard directory */
+    const char *out;      /* run directory */
+    int steps;            /* total optimizer steps of the run */
+    int batch;            /* sequences per micro-batch */
+    int seq;              /* tokens per sequence */
+    int accum;            /* micro-batches per step */
+    float lr, lr_min;     /* peak and final learning rate */
+    int warmup;           /* linear warmup steps */
+    float weight_decay;   /* AdamW decoupled decay (matrices only) */
+    float beta1, beta2, eps;
+    float grad_clip;      /* global norm; 0 = off */
+    uint64_t seed;
+    int eval_every;       /* steps; 0 = only at the end */
+    int eval_batches;     /* validation batches per evaluation */
+    int save_every;       /* steps; 0 = only at the end */
+    int keep;             /* checkpoints kept */
+    int threads;
+    int quiet;            /* no progress line */
+} TrainOptions;
+
+void train_options_default(TrainOptions *o);
+
+/* Learning rate at 0-based step s: linear warmup, then cosine to lr_min. */
+float lr_schedule(const TrainOptions *o, int s);
+
+/* Run (or continue, when start_step > 0 and m holds the resumed state) a
+ * training run. Writes log.jsonl, loss.svg and checkpoints under o->out. */
+int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *err);
+
+/* ---- checkpoints ---------------------------------------------------------
+ * A checkpoint is a directory DIR/ckpt_NNNNNNNN holding config.json,
+ * state.json (step, options, data position) and model.bin (registry,
+ * weights, Adam moments, CRC-32). DIR/latest names the newest; all are
+ * written to temporary names and renamed when complete. */
+int checkpoint_save(const Model *m, const TrainOptions *o, int step, Err *err);
+/* Resolve a run directory (via DIR/latest) or a checkpoint directory. */
+int checkpoint_resolve(const char *dir, char *out, size_t out_len, Err *err);
+/* Load config and weights (and optimizer state when m->grads != NULL after
+ * model_create(training=1)). *step and, if o != NULL, the saved options. */
+int checkpoint_load_config(const char *ckpt_dir, Config *c, Err *err);
+int checkpoint_load(const char *ckpt_dir, Model *m, int *step, TrainOptions *o, Err *err);
+
+/* ---- loss plot ---------------------------------------------------------- */
+typedef struct {
+    int n, cap;
+    int *step;
+    float *loss;
+    int nval, capval;
+    int *val_step;
+    float *val_loss;
+} LossHistory;
+
+void history_add(LossHistory *h, int step, float loss, int is_val);
+void history_free(LossHistory *h);
+/* Write an SVG line chart of training and validation loss (atomic). */
+int plot_loss_svg(const LossHistory *h, const char *path, Err *err);
+
+#endif
