@@ -1,0 +1,72 @@
+/* kernels/quant: GGML block formats (F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q4_K, Q5_K, Q6_K, Q8_K), conversions, and dot products of a
+ * quantized weight row with activations quantized on the fly, as llama.cpp
+ * does: 32-element formats dot with Q8 blocks (d, and d*sum for the formats
+ * with a min), K-quants dot with Q8_K blocks (float d, 16-element sums).
+ *
+ * Layouts are bit-exact with GGML (see the block structs in quant_ref.c);
+ * the reference quantizers for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/F16/BF16 reproduce
+ * llama.cpp's reference rounding byte for byte. The K-quant quantizers are
+ * jarip's own (least-squares refined scale/min per sub-block). */
+#ifndef JARIP_KERNELS_QUANT_H
+#define JARIP_KERNELS_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+/* dst (n floats) = src (n elements of dtype). n must be a multiple of the
+ * block. Returns 0, ERR_INVALID (bad n) or ERR_UNSUPPORTED (type). */
+int dequantize_row(int dtype, const void *src, float *dst, int64_t n);
+/* dst (dtype_row_bytes(dtype, n) bytes) = src quantized. Same returns. */
+int quantize_row(int dtype, const float *src, void *dst, int64_t n);
+/* Whether dequantize_row / quantize_row / matmul handle dtype. */
+int quant_can_dequantize(int dtype);
+int quant_can_quantize(int dtype);
+int quant_can_matmul(int dtype);
+
+/* IEEE half and bfloat16 <-> float, round to nearest even (as GGML). */
+float fp16_to_f32(uint16_t h);
+uint16_t f32_to_fp16(float f);
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+
+/* ---- activations quantized for the dot products ---------------------------
+ * One row of K activations: qs (K int8), and per 32-block d (fp16-rounded
+ * scale) and s (fp16-rounded d * sum(qs)), or for K-quants per 256-block a
+ * float d and per 16-block int16 sums. */
+typedef struct {
+    int8_t *qs;
+    float *d;      /* K/32 (q8) or K/256 (q8_K) */
+    float *s;      /* K/32, q8 only */
+    int16_t *bsums; /* K/16, q8_K only */
+} QAct;
+
+/* Activation format a weight type dots with: DT_Q8_0 (32-blocks), DT_Q8_K,
+ * DT_F32 (float weights: no quantization), or -1 when unsupported. */
+int quant_act_type(int wtype);
+/* Bytes of scratch for one row of K activations of act type (64-aligned parts). */
+size_t quant_act_bytes(int act_type, int64_t K);
+/* Lay out a QAct over scratch (quant_act_bytes) and quantize x (K floats). */
+void quant_act_row(int act_type, const float *x, int64_t K, void *scratch, QAct *a);
+
+/* Dot of one weight row (K elements of wtype) with a quantized activation
+ * row (or the float row x for F16/BF16/F32 weights). */
+typedef float (*QDotFn)(const void *w, const QAct *a, const float *x, int64_t K);
+/* Best available implementation on this CPU (AVX2 or scalar), NULL if none. */
+QDotFn quant_dot_fn(int wtype);
+/* Scalar reference implementation (tests compare the SIMD ones to it). */
+QDotFn quant_dot_fn_scalar(int wtype);
+/* AVX2 implementation or NULL (no kernel, or the CPU lacks AVX2/FMA/F16C). */
+QDotFn quant_dot_fn_avx2(int wtype);
+
+/* Convenience for tests: dot of a weight row with float activations x,
+ * quantizing x the way matmul does. Returns 0 or ERR_UNSUPPORTED. */
+int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *out);
+
+/* out (M,N) = inp (M,K) · W(N,K)^T for W rows of dtype_row_bytes(wtype,K)
+ * bytes. OpenMP over output rows. Overrides the weak symbol of matmul.c. */
+int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K);
+
+#endif

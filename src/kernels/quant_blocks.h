@@ -1,0 +1,64 @@
+/* Private to kernels/quant_*.c: GGML's block layouts (byte-exact) and the
+ * per-format helpers shared by the reference and SIMD code. */
+#ifndef JARIP_KERNELS_QUANT_BLOCKS_H
+#define JARIP_KERNELS_QUANT_BLOCKS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/quant.h"
+
+#define QK 32   /* elements per block of the 32-formats */
+#define QK_K 256
+
+typedef struct { uint16_t d; uint8_t qs[QK / 2]; } BlockQ4_0;               /* 18 bytes */
+typedef struct { uint16_t d, m; uint8_t qs[QK / 2]; } BlockQ4_1;            /* 20 */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; } BlockQ5_0; /* 22 */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[QK / 2]; } BlockQ5_1; /* 24 */
+typedef struct { uint16_t d; int8_t qs[QK]; } BlockQ8_0;                    /* 34 */
+/* K-quants: 256 elements; Q4_K/Q5_K have 8 sub-blocks of 32 with 6-bit
+ * scale and min packed in 12 bytes; Q6_K has 16 sub-blocks of 16 with int8 scales. */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; } BlockQ4_K; /* 144 */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } BlockQ5_K; /* 176 */
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } BlockQ6_K; /* 210 */
+typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } BlockQ8_K; /* 292 */
+
+_Static_assert(sizeof(BlockQ4_0) == 18, "q4_0");
+_Static_assert(sizeof(BlockQ4_1) == 20, "q4_1");
+_Static_assert(sizeof(BlockQ5_0) == 22, "q5_0");
+_Static_assert(sizeof(BlockQ5_1) == 24, "q5_1");
+_Static_assert(sizeof(BlockQ8_0) == 34, "q8_0");
+_Static_assert(sizeof(BlockQ4_K) == 144, "q4_k");
+_Static_assert(sizeof(BlockQ5_K) == 176, "q5_k");
+_Static_assert(sizeof(BlockQ6_K) == 210, "q6_k");
+_Static_assert(sizeof(BlockQ8_K) == 292, "q8_k");
+
+/* Unpack the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block. */
+static inline void kq_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* Round to nearest, ties to even (GGML's nearest_int for |x| < 2^22). */
+static inline int nearest_int(float f) { return (int)lrintf(f); }
+
+/* K-quant entry points in quant_kquant.c */
+void dequant_q4_K(const void *src, float *y, int64_t nb);
+void dequant_q5_K(const void *src, float *y, int64_t nb);
+void dequant_q6_K(const void *src, float *y, int64_t nb);
+void dequant_q8_K(const void *src, float *y, int64_t nb);
+void quant_q4_K(const float *x, void *dst, int64_t nb);
+void quant_q5_K(const float *x, void *dst, int64_t nb);
+void quant_q6_K(const float *x, void *dst, int64_t nb);
+void quant_q8_K(const float *x, void *dst, int64_t nb);
+float dot_q4_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
+float dot_q5_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
+float dot_q6_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
+
+#endif
