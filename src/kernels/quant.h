@@ -68,5 +68,10 @@ int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *ou
 /* out (M,N) = inp (M,K) · W(N,K)^T for W rows of dtype_row_bytes(wtype,K)
  * bytes. OpenMP over output rows. Overrides the weak symbol of matmul.c. */
 int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K);
+/* Same, with flags: QMM_Q8_ACTIVATIONS makes every M use quantized
+ * activations and integer dots (llama.cpp's numerics) instead of the
+ * dequantize + f32 GEMM path taken by default for M >= 16. */
+#define QMM_Q8_ACTIVATIONS 1
+int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags);
 
 #endif

@@ -1,0 +1,106 @@
+/* matmul_quant_forward: out (M,N) = inp (M,K) · W(N,K)^T with W in a block
+ * format, working on the blocks directly.
+ *
+ * M small (generation): quantize the activation rows once (Q8 or Q8_K, as
+ * llama.cpp does), then stream the weights once, each thread a contiguous
+ * range of output rows, each weight row dotted with every activation row
+ * while it is in L1. The loop is memory-bound, so the point is to touch
+ * each weight byte once.
+ * M large (prompt processing): dequantize a panel of weight rows to f32 and
+ * hand it to the f32 GEMM (oneDNN): on CPUs without VNNI that beats integer
+ * dot products several times over, and the dequantization is amortized over
+ * the M rows. QMM_Q8_ACTIVATIONS forces the integer path for every M. */
+#include "kernels/quant_blocks.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+/* Below this many activation rows the integer dot path is used. */
+#define QMM_GEMM_MIN_M 16
+/* Weight rows per dequantized panel in the GEMM path (bounded by bytes). */
+#define QMM_PANEL_BYTES (4u << 20)
+/* Output rows per work item in the dot path: a few KiB of weights. */
+#define QMM_DOT_TILE_BYTES (16u << 10)
+
+int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
+
+QDotFn quant_dot_fn(int t) {
+    QDotFn f = quant_dot_fn_avx2(t);
+    return f ? f : quant_dot_fn_scalar(t);
+}
+
+int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *out) {
+    QDotFn dot = quant_dot_fn(wtype);
+    int act = quant_act_type(wtype);
+    if (!dot || act < 0) return ERR_UNSUPPORTED;
+    if (K % dtype_block_size(wtype) || K % (act == DT_Q8_K ? QK_K : act == DT_Q8_0 ? QK : 1)) return ERR_INVALID;
+    void *scratch = xalloc(quant_act_bytes(act, K), NULL);
+    if (!scratch) return ERR_NOMEM;
+    QAct a;
+    quant_act_row(act, x, K, scratch, &a);
+    *out = dot(w, &a, x, K);
+    xfree(scratch);
+    return 0;
+}
+
+/* GEMM path: panels of weight rows dequantized to f32, then sgemm. */
+static int gemm_path(float *out, const float *inp, const uint8_t *W, int wtype, size_t rb, int M, int N, int K) {
+    int panel = (int)(QMM_PANEL_BYTES / ((size_t)K * 4));
+    if (panel < 16) panel = 16;
+    if (panel > N) panel = N;
+    float *buf = xalloc((size_t)panel * K * 4, NULL);
+    if (!buf) return ERR_NOMEM;
+    for (int n0 = 0; n0 < N; n0 += panel) {
+        const int nr = N - n0 < panel ? N - n0 : panel;
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < nr; r++) dequantize_row(wtype, W + (size_t)(n0 + r) * rb, buf + (size_t)r * K, K);
+        gemm_f32(0, 1, M, nr, K, 1.0f, inp, K, buf, K, 0.0f, out + n0, N);
+    }
+    xfree(buf);
+    return 0;
+}
+
+int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
+    if (M <= 0 || N <= 0) return 0;
+    QDotFn dot = quant_dot_fn(wtype);
+    const int act = quant_act_type(wtype);
+    if (!dot || act < 0) return ERR_UNSUPPORTED;
+    const size_t rb = dtype_row_bytes(wtype, K);
+    const int ablock = act == DT_Q8_K ? QK_K : act == DT_Q8_0 ? QK : 1;
+    if (K <= 0 || !rb || K % ablock) return ERR_INVALID;
+    const uint8_t *Wb = W;
+    if (M >= QMM_GEMM_MIN_M && !(flags & QMM_Q8_ACTIVATIONS)) return gemm_path(out, inp, Wb, wtype, rb, M, N, K);
+
+    const size_t ab = quant_act_bytes(act, K);
+    uint8_t *scratch = NULL;
+    QAct *acts = calloc((size_t)M, sizeof *acts);
+    if (!acts) return ERR_NOMEM;
+    if (act != DT_F32) {
+        scratch = xalloc(ab * (size_t)M, NULL);
+        if (!scratch) return free(acts), ERR_NOMEM;
+#pragma omp parallel for schedule(static) if (M > 1)
+        for (int m = 0; m < M; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+    }
+    /* work items of `tile` output rows; small matrices stay on one thread
+     * (a fork/join costs more than a few thousand multiply-adds) */
+    int tile = (int)(QMM_DOT_TILE_BYTES / rb);
+    if (tile < 1) tile = 1;
+    const int ntiles = (N + tile - 1) / tile;
+    const int parallel = (double)M * N * K > 32768.0;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int t = 0; t < ntiles; t++) {
+        const int n0 = t * tile, n1 = n0 + tile < N ? n0 + tile : N;
+        for (int m = 0; m < M; m++) {
+            const float *x = inp + (size_t)m * K;
+            float *o = out + (size_t)m * N;
+            for (int n = n0; n < n1; n++) o[n] = dot(Wb + (size_t)n * rb, &acts[m], x, K);
+        }
+    }
+    xfree(scratch);
+    free(acts);
+    return 0;
+}
+
+int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K) {
+    return matmul_quant_forward_ex(out, inp, W, wtype, M, N, K, 0);
+}

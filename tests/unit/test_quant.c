@@ -1,0 +1,233 @@
+/* Block formats: round trips, hand-built blocks, float conversions, dot
+ * products (SIMD vs scalar vs float reference) and matmul_quant_forward. */
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+#define CHECK(c, ...)                                                        \
+    do {                                                                     \
+        if (!(c)) {                                                          \
+            failures++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+static const int TYPES[] = {DT_F16, DT_BF16, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1,
+                            DT_Q8_0, DT_Q4_K, DT_Q5_K, DT_Q6_K, DT_Q8_K};
+#define NTYPES (int)(sizeof TYPES / sizeof TYPES[0])
+
+/* relative RMS error bound of quantize -> dequantize on N(0,1) data */
+static double rt_bound(int t) {
+    switch (t) {
+    case DT_F16: return 1e-3;
+    case DT_BF16: return 5e-3;
+    case DT_Q8_0: case DT_Q8_K: return 0.01;
+    case DT_Q6_K: return 0.035;
+    case DT_Q5_0: case DT_Q5_1: case DT_Q5_K: return 0.07;
+    default: return 0.14;
+    }
+}
+
+static void fill(float *x, int64_t n, uint64_t seed, float scale) {
+    uint64_t key = rng_key(seed, 1, 2);
+    for (int64_t i = 0; i < n; i++) x[i] = scale * rng_normal(key, (uint64_t)i);
+}
+
+static void test_round_trip(void) {
+    const int64_t n = 4096;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    void *q = malloc(dtype_row_bytes(DT_Q8_K, n) + dtype_row_bytes(DT_F16, n) * 2);
+    for (int ti = 0; ti < NTYPES; ti++) {
+        const int t = TYPES[ti];
+        fill(x, n, 7 + t, 0.5f);
+        x[5] = 3.0f; /* an outlier, as real weights have */
+        CHECK(quantize_row(t, x, q, n) == 0, "quantize %s", dtype_name(t));
+        CHECK(dequantize_row(t, q, y, n) == 0, "dequantize %s", dtype_name(t));
+        double se = 0, sx = 0;
+        for (int64_t i = 0; i < n; i++) se += (x[i] - y[i]) * (x[i] - y[i]), sx += x[i] * x[i];
+        double rel = sqrt(se / sx);
+        CHECK(rel < rt_bound(t), "%s round trip rel rms %.4f >= %.4f", dtype_name(t), rel, rt_bound(t));
+        /* zeros stay zeros */
+        memset(x, 0, n * 4);
+        quantize_row(t, x, q, n);
+        dequantize_row(t, q, y, n);
+        int ok = 1;
+        for (int64_t i = 0; i < n; i++) ok &= y[i] == 0.0f;
+        CHECK(ok, "%s: zeros do not round trip", dtype_name(t));
+        CHECK(dequantize_row(t, q, y, dtype_block_size(t) == 1 ? -1 : 7) == ERR_INVALID, "%s bad n", dtype_name(t));
+    }
+    CHECK(dequantize_row(DT_Q2_K, q, y, 256) == ERR_UNSUPPORTED, "q2_k unsupported");
+    CHECK(quantize_row(99, x, q, 32) == ERR_UNSUPPORTED, "bad type");
+    free(x), free(y), free(q);
+}
+
+/* Hand-built blocks with known values (GGML's definitions). */
+static void test_known_blocks(void) {
+    float y[256];
+    uint8_t b[256];
+    /* Q4_0: d = 2.0 (0x4000), byte j = low j&15, high 15-(j&15) */
+    memset(b, 0, sizeof b);
+    b[0] = 0x00, b[1] = 0x40;
+    for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)((j & 15) | ((15 - j) << 4));
+    dequantize_row(DT_Q4_0, b, y, 32);
+    for (int j = 0; j < 16; j++) {
+        CHECK(y[j] == 2.0f * (j - 8), "q4_0 lo %d: %g", j, y[j]);
+        CHECK(y[j + 16] == 2.0f * (15 - j - 8), "q4_0 hi %d: %g", j, y[j + 16]);
+    }
+    /* Q4_1: d = 1, m = -0.5 (0xB800) */
+    b[0] = 0x00, b[1] = 0x3C, b[2] = 0x00, b[3] = 0xB8;
+    for (int j = 0; j < 16; j++) b[4 + j] = (uint8_t)(j | (j << 4));
+    dequantize_row(DT_Q4_1, b, y, 32);
+    CHECK(y[3] == 2.5f && y[19] == 2.5f && y[0] == -0.5f, "q4_1 values %g %g %g", y[3], y[19], y[0]);
+    /* Q5_0: d = 1, qh bit j set for j = 1 and j = 17, qs = 0 -> value 16-16=0 there, else -16 */
+    memset(b, 0, 22);
+    b[1] = 0x3C;
+    uint32_t qh = (1u << 1) | (1u << 17);
+    memcpy(b + 2, &qh, 4);
+    dequantize_row(DT_Q5_0, b, y, 32);
+    CHECK(y[1] == 0.0f && y[17] == 0.0f && y[0] == -16.0f && y[16] == -16.0f, "q5_0 %g %g %g %g", y[1], y[17], y[0],
+          y[16]);
+    /* Q8_0: d = 0.5, qs[j] = j - 16 */
+    b[0] = 0x00, b[1] = 0x38;
+    for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)(j - 16);
+    dequantize_row(DT_Q8_0, b, y, 32);
+    CHECK(y[0] == -8.0f && y[31] == 7.5f, "q8_0 %g %g", y[0], y[31]);
+    /* Q4_K: d = 1, dmin = 1; sub-block 0 scale 3 min 2; sub-block 5 scale 40 (needs the high bits) min 33 */
+    memset(b, 0, 144);
+    b[1] = 0x3C, b[3] = 0x3C;
+    uint8_t *sc = b + 4;
+    sc[0] = 3, sc[4] = 2;
+    sc[1] |= (uint8_t)((40 >> 4) << 6), sc[9] = (uint8_t)((40 & 0xF) | ((33 & 0xF) << 4));
+    sc[5] |= (uint8_t)((33 >> 4) << 6);
+    uint8_t *qs = b + 16;
+    qs[0] = 0x07;       /* element 0: sub-block 0, level 7 */
+    qs[64 + 3] = 0x50;  /* element 160 + 3: sub-block 5 (high nibble of bytes 64..95), level 5 */
+    dequantize_row(DT_Q4_K, b, y, 256);
+    CHECK(y[0] == 3.0f * 7 - 2.0f, "q4_k e0 %g", y[0]);
+    CHECK(y[163] == 40.0f * 5 - 33.0f, "q4_k e163 %g", y[163]);
+    CHECK(y[160] == -33.0f, "q4_k e160 %g", y[160]);
+    /* Q6_K: d = 1, scale[k] = k+1, all levels 32 (value 0) except element 200 level 40 */
+    memset(b, 0, 210);
+    for (int k = 0; k < 16; k++) b[192 + k] = (uint8_t)(k + 1);
+    b[208] = 0x00, b[209] = 0x3C;
+    for (int l = 0; l < 64; l++) b[128 + l] = 0xAA; /* high bits 2 for every quarter: level 32 */
+    /* element 200 = half 1, r = 72 -> quarter 2 (high nibble of ql[64 + 8]), l = 8 */
+    b[64 + 8] = (uint8_t)((40 & 0xF) << 4);
+    b[128 + 32 + 8] = (uint8_t)((0xAA & ~(3 << 4)) | ((40 >> 4) << 4));
+    dequantize_row(DT_Q6_K, b, y, 256);
+    CHECK(y[200] == 13.0f * 8, "q6_k e200 %g", y[200]);
+    CHECK(y[0] == 0.0f && y[255] == 0.0f, "q6_k zeros %g %g", y[0], y[255]);
+}
+
+static void test_float_conversions(void) {
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fp16_to_f32((uint16_t)h);
+        if (isnan(f)) continue;
+        if (f32_to_fp16(f) != h) bad++;
+    }
+    CHECK(bad == 0, "fp16 round trip: %d halves differ", bad);
+    CHECK(f32_to_fp16(65504.0f) == 0x7BFF && f32_to_fp16(65520.0f) == 0x7C00, "fp16 overflow");
+    CHECK(f32_to_fp16(1.0f + 1.0f / 2048) == 0x3C00, "fp16 tie to even");
+    CHECK(f32_to_fp16(1.0f + 3.0f / 2048) == 0x3C02, "fp16 tie to even up");
+    CHECK(fp16_to_f32(0x0001) == ldexpf(1, -24), "fp16 smallest subnormal");
+    CHECK(f32_to_fp16(ldexpf(1, -25)) == 0 && f32_to_fp16(ldexpf(1.5f, -25)) == 1, "fp16 subnormal rounding");
+    CHECK(f32_to_bf16(1.0f) == 0x3F80 && bf16_to_f32(0xC000) == -2.0f, "bf16");
+    CHECK(f32_to_bf16(bf16_to_f32(0x3F81) + ldexpf(1, -8)) == 0x3F82, "bf16 tie to even");
+}
+
+static const int MM_TYPES[] = {DT_F16, DT_BF16, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1, DT_Q8_0, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+#define NMM (int)(sizeof MM_TYPES / sizeof MM_TYPES[0])
+
+/* Dots: SIMD == scalar (to rounding), and both close to the float dot of the
+ * dequantized weights (the gap is the activation quantization). */
+static void test_dots(void) {
+    const int64_t K = 1536;
+    float *w = malloc(K * 4), *x = malloc(K * 4), *wd = malloc(K * 4);
+    void *q = malloc(K * 4);
+    for (int ti = 0; ti < NMM; ti++) {
+        const int t = MM_TYPES[ti];
+        for (int rep = 0; rep < 20; rep++) {
+            fill(w, K, 100 + rep, 0.05f);
+            fill(x, K, 200 + rep, 1.0f + rep);
+            quantize_row(t, w, q, K);
+            dequantize_row(t, q, wd, K);
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < K; i++) ref += (double)wd[i] * x[i], mag += fabs(wd[i] * x[i]);
+            float got;
+            CHECK(quant_vec_dot(t, q, x, K, &got) == 0, "%s vec_dot", dtype_name(t));
+            CHECK(fabs(got - ref) <= 0.01 * mag, "%s dot %g vs %g (mag %g)", dtype_name(t), got, ref, mag);
+            QDotFn simd = quant_dot_fn_avx2(t), scal = quant_dot_fn_scalar(t);
+            if (simd) {
+                int act = quant_act_type(t);
+                void *scr = xalloc(quant_act_bytes(act, K), NULL);
+                QAct a;
+                quant_act_row(act, x, K, scr, &a);
+                float s1 = simd(q, &a, x, K), s2 = scal(q, &a, x, K);
+                CHECK(fabsf(s1 - s2) <= 1e-5f * (float)mag + 1e-6f, "%s simd %g vs scalar %g", dtype_name(t), s1, s2);
+                xfree(scr);
+            }
+        }
+    }
+    free(w), free(x), free(wd), free(q);
+}
+
+/* matmul_quant_forward against dequantize + naive matmul, for the dot path
+ * (M = 1, 3), the GEMM path (M = 20) and forced Q8 activations. */
+static void test_matmul(void) {
+    const int N = 37, K = 512, Ms[] = {1, 3, 20};
+    float *W = malloc((size_t)N * K * 4), *Wd = malloc((size_t)N * K * 4), *X = malloc(20 * K * 4);
+    float *out = malloc(20 * N * 4), *ref = malloc(20 * N * 4);
+    uint8_t *Q = malloc((size_t)N * K * 4);
+    fill(W, (int64_t)N * K, 5, 0.1f);
+    fill(X, 20 * K, 6, 1.0f);
+    for (int ti = 0; ti < NMM; ti++) {
+        const int t = MM_TYPES[ti];
+        const size_t rb = dtype_row_bytes(t, K);
+        for (int n = 0; n < N; n++) {
+            quantize_row(t, W + (size_t)n * K, Q + n * rb, K);
+            dequantize_row(t, Q + n * rb, Wd + (size_t)n * K, K);
+        }
+        for (int mi = 0; mi < 3; mi++)
+            for (int flags = 0; flags < 2; flags++) {
+                const int M = Ms[mi];
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) {
+                        double s = 0;
+                        for (int k = 0; k < K; k++) s += (double)X[m * K + k] * Wd[(size_t)n * K + k];
+                        ref[m * N + n] = (float)s;
+                    }
+                int rc = matmul_quant_forward_ex(out, X, Q, t, M, N, K, flags);
+                CHECK(rc == 0, "%s matmul rc %d", dtype_name(t), rc);
+                double maxd = 0;
+                for (int i = 0; i < M * N; i++) maxd = fmax(maxd, fabs(out[i] - ref[i]));
+                CHECK(maxd < 0.05, "%s matmul M=%d flags=%d max diff %g", dtype_name(t), M, flags, maxd);
+            }
+        CHECK(matmul_forward(out, X, Q, t, NULL, 1, N, K) == 0, "%s via matmul_forward", dtype_name(t));
+    }
+    CHECK(matmul_quant_forward(out, X, Q, DT_Q4_0, 1, N, 100) == ERR_INVALID, "K not a block multiple");
+    CHECK(matmul_quant_forward(out, X, Q, DT_Q4_K, 1, N, 288) == ERR_INVALID, "K not a 256 multiple");
+    CHECK(matmul_quant_forward(out, X, Q, DT_Q2_K, 1, N, 256) == ERR_UNSUPPORTED, "q2_k unsupported");
+    free(W), free(Wd), free(X), free(out), free(ref), free(Q);
+}
+
+int main(void) {
+    test_round_trip();
+    test_known_blocks();
+    test_float_conversions();
+    test_dots();
+    test_matmul();
+    if (failures) {
+        fprintf(stderr, "%d failures\n", failures);
+        return 1;
+    }
+    printf("test_quant: ok\n");
+    return 0;
+}
