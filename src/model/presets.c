@@ -40,6 +40,22 @@ static const Preset presets[] = {
     {"mixtral-8x7b", "llama", 32000, 32768, 32, 4096, 32, 8, 14336, 8, 2, 1000000, 0, NULL},
     /* Megatron-LM 1T (Narayanan et al. 2021, Table 1) */
     {"megatron-1t", "gpt2", 51200, 2048, 128, 25600, 160, 0, 0, 0, 0, 0, 1, NULL},
+    /* The hyperscale models in the news: only a total size was reported, so
+     * these shapes are labelled estimates (Llama-3-style decoder: GQA with 8
+     * or 16 kv heads, head_dim 128, SwiGLU d_ff ~3.25 d) chosen to match that
+     * size; the note says so wherever they are printed. */
+    {"mai-1-500b", "llama", 100352, 8192, 124, 18432, 144, 8, 59904, 0, 0, 500000, 0,
+     "ESTIMATE: Microsoft MAI-1, ~500B reported (The Information, 2024); shape assumed: dense Llama-3-style, "
+     "124 layers, d 18432, GQA 8 kv heads, 100k vocab"},
+    {"gemini-ultra-1.56t", "llama", 256000, 8192, 128, 32768, 256, 16, 98304, 0, 0, 500000, 0,
+     "ESTIMATE: Google Gemini Ultra, ~1.56T as estimated in the press; architecture unpublished; assumed dense "
+     "Llama-3-style, 128 layers, d 32768, 16 kv heads, 256k vocab"},
+    {"gpt4-1.76t-moe", "llama", 100352, 8192, 120, 12288, 96, 8, 24320, 16, 2, 500000, 0,
+     "ESTIMATE: OpenAI GPT-4, ~1.76T per press reports (SemiAnalysis 2023): 16 experts top-2, 120 layers, "
+     "d 12288; SwiGLU experts and GQA assumed; never confirmed by OpenAI"},
+    {"olympus-2t", "llama", 128256, 8192, 168, 32768, 256, 8, 98304, 0, 0, 500000, 0,
+     "ESTIMATE: Amazon Olympus, ~2T reported (Reuters/The Information, 2023); shape assumed: dense "
+     "Llama-3-style, 168 layers, d 32768, GQA 8 kv heads"},
 };
 
 static const char *preset_names[sizeof presets / sizeof presets[0] + 1];

@@ -30,9 +30,9 @@ double plan_layer_activation_bytes(const Config *c, const PlanLayout *l, const P
     bytes += rep(l, r, e * sbh);                     /* layernorm input */
     bytes += rep(l, r, e * sbh);                     /* QKV matmul input */
     bytes += e * sb * qd / t + 2 * e * sb * kv_local; /* Q, K, V */
-    if (r->recompute == RECOMPUTE_SELECTIVE || r->flash) {
-        bytes += 4.0 * sb * a / t;                   /* softmax statistics (fp32), scores recomputed */
-    } else {
+    if (r->flash) {
+        bytes += 4.0 * sb * a / t;                   /* fused attention keeps only softmax statistics (fp32) */
+    } else if (r->recompute != RECOMPUTE_SELECTIVE) { /* selective: the scores are recomputed */
         bytes += e * a * s * s * b / t;              /* softmax output */
         if (r->dropout) bytes += (1 + e) * a * s * s * b / t; /* dropout mask + output */
     }
