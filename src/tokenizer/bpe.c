@@ -5,6 +5,7 @@
  * allocates per token. Merging a piece repeatedly applies the lowest-rank
  * adjacent pair, leftmost first on equal ranks -- the rule of Hugging Face
  * and tiktoken: a quadratic scan for short pieces, a heap for long ones. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,5 +368,85 @@ int tokenizer_encode(const Tokenizer *t, const void *bytes, size_t len, int allo
         *ids = NULL;
         *n = 0;
     }
+    return rc;
+}
+
+/* A cut before p is safe when p follows "X\n" with X a visible ASCII
+ * character and p starts a character that is neither white space nor a
+ * continuation: no piece of the known patterns spans such a point. */
+static int safe_cut(const uint8_t *s, size_t p) {
+    if (p < 2 || s[p - 1] != '\n' || s[p - 2] < 0x21 || s[p - 2] > 0x7E) return 0;
+    uint8_t c = s[p];
+    return (c >= 0x21 && c <= 0x7E) || (c >= 0xC3 && c <= 0xE0) || (c >= 0xE4 && c <= 0xF4);
+}
+
+int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len, int allow_special, int threads,
+                              int32_t **ids, size_t *n, Err *err) {
+    const uint8_t *s = bytes;
+    *ids = NULL;
+    *n = 0;
+    int known = !strcmp(t->pattern_name, "gpt2") || !strcmp(t->pattern_name, "llama3") ||
+                !strcmp(t->pattern_name, "smollm");
+    for (int k = 0; k < t->n_special; k++) /* a special holding a newline could straddle a cut */
+        if (memchr(t->pool + t->off[t->special_ids[k]], '\n', t->len[t->special_ids[k]])) known = 0;
+    int nth = threads > 0 ? threads : omp_get_max_threads();
+    if (!known || nth <= 1 || len < (1u << 16)) return tokenizer_encode(t, bytes, len, allow_special, ids, n, err);
+    size_t nchunk = (size_t)nth * 8, step = len / nchunk + 1;
+    size_t *cut = malloc((nchunk + 1) * sizeof *cut);
+    int32_t **part = calloc(nchunk, sizeof *part);
+    size_t *pn = calloc(nchunk, sizeof *pn);
+    int *prc = calloc(nchunk, sizeof *prc);
+    if (!cut || !part || !pn || !prc) {
+        free(cut), free(part), free(pn), free(prc);
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    cut[0] = 0;
+    for (size_t k = 1; k < nchunk; k++) {
+        size_t p = cut[k - 1] > k * step ? cut[k - 1] : k * step;
+        while (p < len && !safe_cut(s, p)) p++;
+        cut[k] = p < len ? p : len;
+    }
+    cut[nchunk] = len;
+    Err perr[1] = {{0}};
+    uint64_t bad = 0;
+#pragma omp parallel num_threads(nth) reduction(+ : bad)
+    {
+        Err e2 = {0};
+        TokEncoder *enc = tok_encoder_new(t, &e2);
+#pragma omp for schedule(dynamic, 1)
+        for (size_t k = 0; k < nchunk; k++) {
+            size_t cap = 0;
+            prc[k] = enc ? tok_encoder_append(enc, s + cut[k], cut[k + 1] - cut[k], allow_special, &part[k], &pn[k], &cap,
+                                              &e2)
+                         : ERR_NOMEM;
+            if (prc[k]) {
+#pragma omp critical
+                perr[0] = e2;
+            }
+        }
+        if (enc) bad += enc->invalid;
+        tok_encoder_free(enc);
+    }
+    (void)bad;
+    int rc = 0;
+    size_t total = 0;
+    for (size_t k = 0; k < nchunk; k++) {
+        if (prc[k]) rc = prc[k];
+        total += pn[k];
+    }
+    if (rc) {
+        if (err) *err = perr[0];
+    } else if (!(*ids = malloc((total ? total : 1) * sizeof **ids))) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+    } else {
+        size_t o = 0;
+        for (size_t k = 0; k < nchunk; k++) {
+            memcpy(*ids + o, part[k], pn[k] * sizeof **ids);
+            o += pn[k];
+        }
+        *n = total;
+    }
+    for (size_t k = 0; k < nchunk; k++) free(part[k]);
+    free(cut), free(part), free(pn), free(prc);
     return rc;
 }

@@ -42,6 +42,13 @@ void tokenizer_free(Tokenizer *t);
 int tokenizer_encode(const Tokenizer *t, const void *bytes, size_t len, int allow_special, int32_t **ids, size_t *n,
                      Err *err);
 
+/* The same ids as tokenizer_encode, computed by `threads` threads (0: all)
+ * on pieces cut where no pre-token can cross: after a newline that ends a
+ * non-space character and precedes one (known patterns only; other
+ * tokenizers fall back to one thread). */
+int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len, int allow_special, int threads,
+                              int32_t **ids, size_t *n, Err *err);
+
 /* Per-thread encoder: keeps a cache of encoded words and scratch buffers
  * between calls, which is what makes encoding many documents fast. */
 typedef struct TokEncoder TokEncoder;
