@@ -140,4 +140,28 @@ int gguf_writer_write(GGUFWriter *w, const char *path, Err *err);
 /* Serialize into a malloc'd buffer (tests, fuzzing); caller frees *out. */
 int gguf_writer_to_memory(GGUFWriter *w, void **out, size_t *len, Err *err);
 
+/* ---- quantize a whole file (`jarip quantize`) -------------------------------------
+ * Every 2+-D tensor becomes `type`; 1-D tensors (norms, biases) stay or become
+ * F32. A row length that is not a multiple of the type's block falls back as
+ * llama.cpp does (q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, others -> f16).
+ * Unless GGUF_QUANT_PURE, the output projection (output.weight, or
+ * token_embd.weight when embeddings are tied) gets q6_k, or q8_0 when its
+ * rows do not fit 256-blocks, for quantized targets of lower precision.
+ * Sources of any type dequant_row can read are converted through f32. */
+enum { GGUF_QUANT_PURE = 1 };
+typedef struct {
+    const char *name;      /* NUL-terminated copy */
+    int ndim;
+    const int64_t *ne;
+    int src_type, dst_type;
+    size_t src_bytes, dst_bytes;
+    const char *why;       /* NULL, or why dst_type differs from the requested type */
+} GGUFQuantTensor;
+typedef void (*GGUFQuantCallback)(void *ctx, const GGUFQuantTensor *t);
+/* Writes out atomically; on_tensor (may be NULL) is called per tensor. */
+int gguf_quantize_file(const char *in, const char *out, int type, int flags, GGUFQuantCallback on_tensor, void *ctx,
+                       Err *err);
+/* GGML's general.file_type (llama_ftype) for a whole-file type, -1 if none. */
+int gguf_file_type_for(int dtype);
+
 #endif

@@ -1,7 +1,282 @@
-/* AVX2 + FMA + F16C dot products (selected at run time). */
+/* AVX2 + FMA + F16C dot products, chosen at run time (target attributes,
+ * so the file builds for any x86-64 and the dispatcher falls back to the
+ * scalar code on CPUs without them).
+ *
+ * Integer core: maddubs(unsigned weights, signed activations) gives int16
+ * pair sums without overflow for every format here (at most 63*127*2), then
+ * madd with 1 (or the sub-block scale) widens to int32. Signed weights use
+ * |w| and sign(a, w), which leaves the products unchanged. */
 #include "kernels/quant_blocks.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+
+TGT static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TGT static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* 16 bytes of nibble pairs -> 32 bytes: low nibbles then high nibbles. */
+TGT static inline __m256i nibbles(const uint8_t *p) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)p);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(x, 4), x);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits -> 32 bytes, 0xFF where the bit is set. */
+TGT static inline __m256i bits_to_bytes(const uint8_t *p) {
+    uint32_t b;
+    memcpy(&b, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)b), shuf);
+    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+/* int32 x8 of sums of u (unsigned) * s (signed) over byte quads. */
+TGT static inline __m256i dot_us(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+TGT static inline __m256i dot_ss(__m256i w, __m256i a) {
+    return dot_us(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+
+TGT static inline __m256i load_q8(const int8_t *q) { return _mm256_loadu_si256((const __m256i *)q); }
+
+TGT static float dot_q4_0(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ4_0 *b = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const __m256i off = _mm256_set1_epi8(8);
+    const int64_t nb = K / QK;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const __m256i w0 = _mm256_sub_epi8(nibbles(b[i].qs), off), w1 = _mm256_sub_epi8(nibbles(b[i + 1].qs), off);
+        const __m256 p0 = _mm256_cvtepi32_ps(dot_ss(w0, load_q8(a->qs + i * QK)));
+        const __m256 p1 = _mm256_cvtepi32_ps(dot_ss(w1, load_q8(a->qs + (i + 1) * QK)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i + 1].d) * a->d[i + 1]), p1, acc1);
+    }
+    for (; i < nb; i++) {
+        const __m256i w0 = _mm256_sub_epi8(nibbles(b[i].qs), off);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                               _mm256_cvtepi32_ps(dot_ss(w0, load_q8(a->qs + i * QK))), acc0);
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+TGT static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ4_1 *b = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float summ = 0;
+    const int64_t nb = K / QK;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const __m256 p0 = _mm256_cvtepi32_ps(dot_us(nibbles(b[i].qs), load_q8(a->qs + i * QK)));
+        const __m256 p1 = _mm256_cvtepi32_ps(dot_us(nibbles(b[i + 1].qs), load_q8(a->qs + (i + 1) * QK)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i + 1].d) * a->d[i + 1]), p1, acc1);
+        summ += h2f(b[i].m) * a->s[i] + h2f(b[i + 1].m) * a->s[i + 1];
+    }
+    for (; i < nb; i++) {
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                               _mm256_cvtepi32_ps(dot_us(nibbles(b[i].qs), load_q8(a->qs + i * QK))), acc0);
+        summ += h2f(b[i].m) * a->s[i];
+    }
+    return hsum_ps(_mm256_add_ps(acc0, acc1)) + summ;
+}
+
+TGT static float dot_q5_0(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ5_0 *b = w;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K / QK; i++) {
+        /* value - 16 as int8: OR 0xF0 into the nibble where the 5th bit is clear */
+        const __m256i hi = _mm256_andnot_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8((char)0xF0));
+        const __m256i wv = _mm256_or_si256(nibbles(b[i].qs), hi);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                              _mm256_cvtepi32_ps(dot_ss(wv, load_q8(a->qs + i * QK))), acc);
+    }
+    return hsum_ps(acc);
+}
+
+TGT static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ5_1 *b = w;
+    __m256 acc = _mm256_setzero_ps();
+    float summ = 0;
+    for (int64_t i = 0; i < K / QK; i++) {
+        const __m256i hi = _mm256_and_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8(0x10));
+        const __m256i wv = _mm256_or_si256(nibbles(b[i].qs), hi);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                              _mm256_cvtepi32_ps(dot_us(wv, load_q8(a->qs + i * QK))), acc);
+        summ += h2f(b[i].m) * a->s[i];
+    }
+    return hsum_ps(acc) + summ;
+}
+
+TGT static float dot_q8_0(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ8_0 *b = w;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int64_t nb = K / QK;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        const __m256 p0 = _mm256_cvtepi32_ps(dot_ss(load_q8(b[i].qs), load_q8(a->qs + i * QK)));
+        const __m256 p1 = _mm256_cvtepi32_ps(dot_ss(load_q8(b[i + 1].qs), load_q8(a->qs + (i + 1) * QK)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i + 1].d) * a->d[i + 1]), p1, acc1);
+    }
+    for (; i < nb; i++)
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                               _mm256_cvtepi32_ps(dot_ss(load_q8(b[i].qs), load_q8(a->qs + i * QK))), acc0);
+    return hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q4_K / Q5_K: 8 scales and mins per super-block; the min term comes from
+ * the activation 16-sums, the scale multiplies int16 pair sums via madd. */
+TGT static float dot_kq(const uint8_t *scales, uint16_t dh, uint16_t dminh, const uint8_t *qs, const uint8_t *qh,
+                        const int8_t *q8, const int16_t *bs, float da) {
+    uint8_t sc[8], mn[8];
+    int summ = 0;
+    for (int j = 0; j < 8; j++) {
+        kq_scale_min(j, scales, &sc[j], &mn[j]);
+        summ += mn[j] * (bs[2 * j] + bs[2 * j + 1]);
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i hv = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (qh) {
+            const __m256i one = _mm256_set1_epi8(1);
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j), one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
+        }
+        const __m256i plo = _mm256_maddubs_epi16(lo, load_q8(q8 + 64 * j));
+        const __m256i phi = _mm256_maddubs_epi16(hi, load_q8(q8 + 64 * j + 32));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
+    }
+    const __m256 s = _mm256_mul_ps(_mm256_set1_ps(h2f(dh) * da), _mm256_cvtepi32_ps(sumi));
+    return hsum_ps(s) - h2f(dminh) * da * (float)summ;
+}
+
+TGT static float dot_q4_K(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ4_K *b = w;
+    float acc = 0;
+    for (int64_t i = 0; i < K / QK_K; i++)
+        acc += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16, a->d[i]);
+    return acc;
+}
+
+TGT static float dot_q5_K(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ5_K *b = w;
+    float acc = 0;
+    for (int64_t i = 0; i < K / QK_K; i++)
+        acc += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16, a->d[i]);
+    return acc;
+}
+
+TGT static float dot_q6_K(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    const BlockQ6_K *b = w;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K / QK_K; i++) {
+        const int8_t *q8 = a->qs + i * QK_K, *sc = b[i].scales;
+        const int16_t *bs = a->bsums + i * 16;
+        int off = 0; /* the -32 of every level, via the activation sums */
+        for (int j = 0; j < 16; j++) off += sc[j] * bs[j];
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                const __m256i l = k & 1 ? l1 : l0;
+                const __m256i lo = k >= 2 ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
+                const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3), 4);
+                const __m256i q = _mm256_or_si256(lo, hb);
+                const __m256i p = _mm256_maddubs_epi16(q, load_q8(q8 + 128 * h + 32 * k));
+                const int s = 8 * h + 2 * k;
+                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[s + 1]), _mm_set1_epi16(sc[s]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum_ps(acc);
+}
+
+TGT static float dot_f16(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)a;
+    const uint16_t *h = w;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= K; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    for (; i + 8 <= K; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
+    float r = hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < K; i++) r += h2f(h[i]) * x[i];
+    return r;
+}
+
+TGT static inline __m256 load_bf16(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)a;
+    const uint16_t *h = w;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= K; i += 16) {
+        s0 = _mm256_fmadd_ps(load_bf16(h + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(load_bf16(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+    }
+    float r = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i < K; i++) r += bf16_to_f32(h[i]) * x[i];
+    return r;
+}
+
+QDotFn quant_dot_fn_avx2(int t) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    switch (t) {
+    case DT_Q4_0: return dot_q4_0;
+    case DT_Q4_1: return dot_q4_1;
+    case DT_Q5_0: return dot_q5_0;
+    case DT_Q5_1: return dot_q5_1;
+    case DT_Q8_0: return dot_q8_0;
+    case DT_Q4_K: return dot_q4_K;
+    case DT_Q5_K: return dot_q5_K;
+    case DT_Q6_K: return dot_q6_K;
+    case DT_F16: return dot_f16;
+    case DT_BF16: return dot_bf16;
+    default: return NULL;
+    }
+}
+
+#else
 QDotFn quant_dot_fn_avx2(int t) {
     (void)t;
     return NULL;
 }
+#endif

@@ -241,26 +241,34 @@ void quant_q8_K(const float *x, void *dst, int64_t nb) {
 
 /* ---- scalar dots with Q8_K activations ---------------------------------------------------
  * sum = d_a * (d * sum_j sc_j * <q_j, a_j> - dmin * sum_j m_j * sum(a_j)) */
+/* One Q4_K/Q5_K super-block (qh NULL for Q4_K) against Q8_K values q8 with
+ * 16-sums bs: returns d * sum sc*<q,a> - dmin * sum m*sum(a) (without d_a). */
+static float kq_block_dot(const uint8_t *scales, uint16_t dh, uint16_t dminh, const uint8_t *qs, const uint8_t *qh,
+                          const int8_t *q8, const int16_t *bs) {
+    int sumi = 0, summ = 0;
+    for (int j = 0; j < 4; j++) {
+        uint8_t s1, m1, s2, m2;
+        kq_scale_min(2 * j, scales, &s1, &m1);
+        kq_scale_min(2 * j + 1, scales, &s2, &m2);
+        int p1 = 0, p2 = 0;
+        const uint8_t *q = qs + 32 * j;
+        for (int l = 0; l < 32; l++) {
+            const int h1 = qh ? ((qh[l] >> (2 * j)) & 1) << 4 : 0, h2 = qh ? ((qh[l] >> (2 * j + 1)) & 1) << 4 : 0;
+            p1 += ((q[l] & 0xF) | h1) * q8[64 * j + l];
+            p2 += ((q[l] >> 4) | h2) * q8[64 * j + 32 + l];
+        }
+        sumi += s1 * p1 + s2 * p2;
+        summ += m1 * (bs[4 * j] + bs[4 * j + 1]) + m2 * (bs[4 * j + 2] + bs[4 * j + 3]);
+    }
+    return fp16_to_f32(dh) * (float)sumi - fp16_to_f32(dminh) * (float)summ;
+}
+
 float dot_q4_K_scalar(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ4_K *b = w;
     float acc = 0;
-    for (int64_t i = 0; i < K / QK_K; i++) {
-        const int8_t *q8 = a->qs + i * QK_K;
-        const int16_t *bs = a->bsums + i * 16;
-        int sumi = 0, summ = 0;
-        for (int j = 0; j < 4; j++) {
-            uint8_t s1, m1, s2, m2;
-            kq_scale_min(2 * j, b[i].scales, &s1, &m1);
-            kq_scale_min(2 * j + 1, b[i].scales, &s2, &m2);
-            int p1 = 0, p2 = 0;
-            const uint8_t *q = b[i].qs + 32 * j;
-            for (int l = 0; l < 32; l++) p1 += (q[l] & 0xF) * q8[64 * j + l], p2 += (q[l] >> 4) * q8[64 * j + 32 + l];
-            sumi += s1 * p1 + s2 * p2;
-            summ += m1 * (bs[4 * j] + bs[4 * j + 1]) + m2 * (bs[4 * j + 2] + bs[4 * j + 3]);
-        }
-        acc += a->d[i] * (fp16_to_f32(b[i].d) * (float)sumi - fp16_to_f32(b[i].dmin) * (float)summ);
-    }
+    for (int64_t i = 0; i < K / QK_K; i++)
+        acc += a->d[i] * kq_block_dot(b[i].scales, b[i].d, b[i].dmin, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16);
     return acc;
 }
 
@@ -268,25 +276,9 @@ float dot_q5_K_scalar(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ5_K *b = w;
     float acc = 0;
-    for (int64_t i = 0; i < K / QK_K; i++) {
-        const int8_t *q8 = a->qs + i * QK_K;
-        const int16_t *bs = a->bsums + i * 16;
-        int sumi = 0, summ = 0;
-        for (int j = 0; j < 4; j++) {
-            uint8_t s1, m1, s2, m2;
-            kq_scale_min(2 * j, b[i].scales, &s1, &m1);
-            kq_scale_min(2 * j + 1, b[i].scales, &s2, &m2);
-            int p1 = 0, p2 = 0;
-            const uint8_t *q = b[i].qs + 32 * j, *qh = b[i].qh;
-            for (int l = 0; l < 32; l++) {
-                p1 += ((q[l] & 0xF) | (((qh[l] >> (2 * j)) & 1) << 4)) * q8[64 * j + l];
-                p2 += ((q[l] >> 4) | (((qh[l] >> (2 * j + 1)) & 1) << 4)) * q8[64 * j + 32 + l];
-            }
-            sumi += s1 * p1 + s2 * p2;
-            summ += m1 * (bs[4 * j] + bs[4 * j + 1]) + m2 * (bs[4 * j + 2] + bs[4 * j + 3]);
-        }
-        acc += a->d[i] * (fp16_to_f32(b[i].d) * (float)sumi - fp16_to_f32(b[i].dmin) * (float)summ);
-    }
+    for (int64_t i = 0; i < K / QK_K; i++)
+        acc += a->d[i] *
+               kq_block_dot(b[i].scales, b[i].d, b[i].dmin, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16);
     return acc;
 }
 

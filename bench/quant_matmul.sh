@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Quantized matmul kernels on SmolLM2-135M shapes (30 layers of q,k,v,o,
+# gate,up,down at d=576, ff=1536, kv=192, plus the 49152-row output layer in
+# q8_0 as the published Q4_1 file has it): time of one token's worth of
+# matvecs (M=1, the generation path) and of a 512-row batch (M=512, prompt
+# processing) per weight type; weights GB/s and GFLOP/s.
+# Usage: bench/quant_matmul.sh [threads...]   (default: 1 2)
+set -eu
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BUILD="${BUILD:-$ROOT/build}"
+[ -f "$BUILD/libjarip_lib.a" ] || { echo "build jarip_lib first (cd build && make jarip_lib)" >&2; exit 1; }
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+cat > "$TMP/qbench.c" <<'CEOF'
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef struct { int N, K; } Shape;
+static const Shape L[] = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
+int main(int argc, char **argv) {
+    const int types[] = {DT_F16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    const int layers = 30, Mpp = argc > 1 ? atoi(argv[1]) : 512;
+    float *x = malloc((size_t)Mpp * 1536 * 4), *out = malloc((size_t)Mpp * 49152 * 4);
+    for (size_t i = 0; i < (size_t)Mpp * 1536; i++) x[i] = rng_normal(1, i);
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        int ty = types[t];
+        /* distinct weights per layer so they stream from memory, as in a model */
+        void *W[30][7];
+        size_t bytes = 0;
+        float *tmp = malloc(1536 * 576 * 4);
+        for (int i = 0; i < 1536 * 576; i++) tmp[i] = 0.05f * rng_normal(2, i);
+        for (int l = 0; l < layers; l++)
+            for (int j = 0; j < 7; j++) {
+                size_t rb = dtype_row_bytes(ty, L[j].K);
+                W[l][j] = xalloc(rb * L[j].N, NULL);
+                for (int n = 0; n < L[j].N; n++) quantize_row(ty, tmp + (size_t)n * L[j].K % (1536 * 576 - 1536), (char *)W[l][j] + n * rb, L[j].K);
+                bytes += rb * L[j].N;
+            }
+        size_t orb = dtype_row_bytes(DT_Q8_0, 576);
+        void *Wout = xalloc(orb * 49152, NULL);
+        for (int n = 0; n < 49152; n++) quantize_row(DT_Q8_0, tmp + (n % 1000) * 576, (char *)Wout + n * orb, 576);
+        double flops = 0;
+        for (int j = 0; j < 7; j++) flops += 2.0 * L[j].N * L[j].K * layers;
+        /* M = 1 */
+        double best = 1e9;
+        for (int rep = 0; rep < 15; rep++) {
+            double t0 = time_now();
+            for (int l = 0; l < layers; l++)
+                for (int j = 0; j < 7; j++) matmul_quant_forward(out, x, W[l][j], ty, 1, L[j].N, L[j].K);
+            matmul_quant_forward(out, x, Wout, DT_Q8_0, 1, 49152, 576);
+            double dt = time_now() - t0;
+            if (dt < best) best = dt;
+        }
+        double tb = (double)bytes + (double)orb * 49152;
+        printf("%-5s threads %d  M=1: %7.3f ms/token  %6.1f GB/s  (=> %5.0f tok/s matmul-only)", dtype_name(ty),
+               omp_get_max_threads(), best * 1e3, tb / best / 1e9, 1 / best);
+        /* M = Mpp, layers only (llama-bench pp computes the output row for the last token only) */
+        double bpp = 1e9;
+        for (int rep = 0; rep < 2; rep++) {
+            double t0 = time_now();
+            for (int l = 0; l < layers; l++)
+                for (int j = 0; j < 7; j++) matmul_quant_forward(out, x, W[l][j], ty, Mpp, L[j].N, L[j].K);
+            double dt = time_now() - t0;
+            if (dt < bpp) bpp = dt;
+        }
+        printf("   M=%d: %7.1f ms  %6.1f GFLOP/s (=> %5.0f tok/s matmul-only)\n", Mpp, bpp * 1e3, flops * Mpp / bpp / 1e9,
+               Mpp / bpp);
+        fflush(stdout);
+        for (int l = 0; l < layers; l++)
+            for (int j = 0; j < 7; j++) xfree(W[l][j]);
+        xfree(Wout);
+        free(tmp);
+    }
+    return 0;
+}
+CEOF
+LIBS="$BUILD/libjarip_lib.a -fopenmp -ldnnl -ljansson -lpcre2-8 -lz -lm"
+gcc -O2 -march=native -I"$ROOT/src" "$TMP/qbench.c" $LIBS -o "$TMP/qbench"
+for t in ${@:-1 2}; do
+    OMP_NUM_THREADS=$t "$TMP/qbench" "${MPP:-512}"
+done
