@@ -79,7 +79,8 @@ double plan_stage_activation_bytes(const Config *c, const PlanLayout *l, const P
         r2.recompute = RECOMPUTE_NONE;
         bytes += plan_layer_activation_bytes(c, l, &r2);
     }
-    if (stage == 0 && r->dropout) bytes += chunks * rep(l, r, sbh); /* embedding dropout mask */
+    /* embedding dropout mask, once per micro-batch in flight (chunks / v) */
+    if (stage == 0 && r->dropout) bytes += chunks / l->vpp * rep(l, r, sbh);
     if (stage == l->pp - 1) {
         /* final norm input, output-layer input, fp32 logits split over the
          * vocabulary (Korthikanti: 4sbh/t (1 + v/h)); one micro-batch */
