@@ -18,6 +18,8 @@ static void usage(FILE *f) {
             "  --out DIR           run directory: log.jsonl, loss.svg, checkpoints\n"
             "  --resume DIR        continue the run in DIR from its latest checkpoint, exactly\n"
             "  --steps N           total optimizer steps of the run (default 1000)\n"
+            "  --stop-after N      end this invocation after N steps with a checkpoint; the\n"
+            "                      schedule still spans --steps (for time-sliced jobs)\n"
             "  --batch B           sequences per micro-batch (default 8)\n"
             "  --seq T             tokens per sequence (default 256; <= context_length)\n"
             "  --accum N           micro-batches accumulated per step (default 1)\n"
@@ -54,6 +56,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out")) rc = cli_str(argc, argv, &i, &o.out);
         else if (!strcmp(a, "--resume")) rc = cli_str(argc, argv, &i, &resume);
         else if (!strcmp(a, "--steps")) rc = cli_int(argc, argv, &i, 1, 100000000, &o.steps), steps_set = 1;
+        else if (!strcmp(a, "--stop-after")) rc = cli_int(argc, argv, &i, 1, 100000000, &o.stop_after);
         else if (!strcmp(a, "--batch")) rc = cli_int(argc, argv, &i, 1, 65536, &o.batch);
         else if (!strcmp(a, "--seq")) rc = cli_int(argc, argv, &i, 1, 1 << 20, &o.seq);
         else if (!strcmp(a, "--accum")) rc = cli_int(argc, argv, &i, 1, 65536, &o.accum);
@@ -94,10 +97,11 @@ int cmd_train(int argc, char **argv) {
         }
         int steps = o.steps;
         const char *data = o.data;
-        int quiet = o.quiet;
+        int quiet = o.quiet, stop_after = o.stop_after;
         o = saved;
         o.out = resume;
         o.quiet = quiet;
+        o.stop_after = stop_after;
         if (steps_set) o.steps = steps;
         if (data) o.data = data;
         if (!o.data) {

@@ -12,6 +12,7 @@ typedef struct {
     const char *data;     /* text file or shard directory */
     const char *out;      /* run directory */
     int steps;            /* total optimizer steps of the run */
+    int stop_after;       /* stop this invocation after N steps (0 = run to the end) */
     int batch;            /* sequences per micro-batch */
     int seq;              /* tokens per sequence */
     int accum;            /* micro-batches per step */

@@ -215,9 +215,14 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
             }
             if (!isnan(val) || last || done_steps % print_every == 0) plot_loss_svg(&hist, svg_path, NULL);
         }
-        if ((o->save_every > 0 && done_steps % o->save_every == 0) || last) {
+        int stop = o->stop_after > 0 && run_steps == o->stop_after && !last;
+        if ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop) {
             if (lead && (rc = checkpoint_save(m, o, done_steps, err))) goto done;
             if (comm->size > 1 && (rc = comm_barrier(comm, err))) goto done;
+        }
+        if (stop) {
+            if (lead && !o->quiet) fprintf(stderr, "stopped after %d steps; continue with: jarip train --resume %s\n", run_steps, o->out);
+            break;
         }
     }
 done:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install everything jarip needs (Debian packages, PyPI packages for the
+# reference tests) and build it. Idempotent: run it as often as you like.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(build-essential cmake pkg-config libdnnl-dev libopenblas-dev libpcre2-dev libjansson-dev
+  zlib1g-dev libomp-dev openmpi-bin libopenmpi-dev python3 python3-pip python3-numpy python3-torch
+  fortunes fortunes-min iproute2 unzip)
+# PyPI packages used only by tests (reference values) and benchmarks (peers).
+PIP_PACKAGES=(tokenizers tiktoken gguf)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+pip_missing=()
+for p in "${PIP_PACKAGES[@]}"; do
+  /usr/bin/python3 -c "import $p" 2>/dev/null || pip_missing+=("$p")
+done
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "setup: installing PyPI packages: ${pip_missing[*]}"
+  /usr/bin/python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)" 2>&1 | grep -E "error|warning" || true
+test -x build/jarip || { echo "setup: build failed" >&2; exit 1; }
+echo "setup: build/jarip is ready"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install, build and run every test: the release build, then the unit tests
+# again under AddressSanitizer + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/fetch_smollm2.sh || echo "test: SmolLM2 model unavailable; tests that need it will say so"
+jobs=$(nproc)
+(cd build && ctest --output-on-failure -j "$jobs")
+echo "test: sanitizer build"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJARIP_SANITIZE=ON >/dev/null
+cmake --build build-asan -j "$jobs" 2>&1 | grep -E "error|warning" || true
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$jobs" -R "^unit/|^e2e/test_bad_input")
+echo "test: all passed"

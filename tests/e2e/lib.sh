@@ -1,0 +1,24 @@
+# Shared helpers for the e2e tests: sourced, not run.
+set -euo pipefail
+JARIP=${1:?usage: test.sh path/to/jarip}
+JARIP=$(cd "$(dirname "$JARIP")" && pwd)/$(basename "$JARIP")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/jarip-e2e.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+# A learnable, deterministic English-like corpus (about $1 lines): sentences
+# from a small grammar, so a tiny byte-level model can learn its structure.
+make_corpus() {
+  awk -v n="$1" 'BEGIN {
+    srand(7);
+    split("the a one every this that", det, " ");
+    split("cat dog king queen bird fox child sailor farmer poet", noun, " ");
+    split("sees likes follows finds calls helps watches loves", verb, " ");
+    split("quickly slowly gladly quietly often never", adv, " ");
+    for (i = 0; i < n; i++) {
+      s = det[int(rand()*6)+1] " " noun[int(rand()*10)+1] " " adv[int(rand()*6)+1] " " verb[int(rand()*8)+1] " " det[int(rand()*6)+1] " " noun[int(rand()*10)+1];
+      print toupper(substr(s,1,1)) substr(s,2) ".";
+    }
+  }'
+}
