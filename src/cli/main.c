@@ -42,6 +42,5 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
-    usage(stderr);
-    return cli_error(2, "unknown command '%s'", argv[1]);
+    return cli_error(2, "unknown command '%s' (see jarip --help)", argv[1]);
 }
