@@ -152,19 +152,19 @@ int plan_search(const Config *c, const Hardware *hw, const PlanRequest *q, unsig
     long long searched = 0;
     PlanCandidate least = {0}; /* the lightest layout, reported when none fits */
     int have_least = 0;
-    int tps[64], pps[64], eps[64];
-    int ntp = divisors(q->gpus, tps, 64);
+    int tps[512], pps[512], eps[512];
+    int ntp = divisors(q->gpus, tps, 512);
     const int mbs[] = {1, 2, 4, 8}, vs[] = {1, 2, 4}, zs[] = {0, 1, 2, 3}, rcs[] = {0, 1, 2};
     const int node = hw->devices_per_node > 0 ? hw->devices_per_node : 1;
     Err e2;
     for (int a = 0; a < ntp; a++) {
         int tp = tps[a];
         if (fix & PLAN_FIX_TP ? tp != q->layout.tp : tp > node) continue; /* TP stays inside a node */
-        int npp = divisors(q->gpus / tp, pps, 64);
+        int npp = divisors(q->gpus / tp, pps, 512);
         for (int bi = 0; bi < npp; bi++) {
             int pp = pps[bi], dp = q->gpus / tp / pp;
             if ((fix & PLAN_FIX_PP && pp != q->layout.pp) || (fix & PLAN_FIX_DP && dp != q->layout.dp)) continue;
-            int nep = c->n_expert > 0 ? divisors(dp, eps, 64) : (eps[0] = 1, 1);
+            int nep = c->n_expert > 0 ? divisors(dp, eps, 512) : (eps[0] = 1, 1);
             for (int ei = 0; ei < nep; ei++)
                 for (int vi = 0; vi < 3; vi++)
                     for (int mi = 0; mi < 4; mi++)
