@@ -37,12 +37,35 @@ static int single_barrier(Comm *c, Err *err) {
     (void)c; (void)err;
     return 0;
 }
+static int single_split(Comm *c, int color, int key, Comm **out, Err *err) {
+    (void)c; (void)color; (void)key;
+    *out = comm_single_create();
+    return *out ? 0 : err_set(err, ERR_NOMEM, "out of memory");
+}
+static int single_alltoallv(Comm *c, const float *send, const int *sc, const int *sd, float *recv, const int *rc,
+                            const int *rd, Err *err) {
+    (void)c; (void)err;
+    (void)rc;
+    memmove(recv + rd[0], send + sd[0], (size_t)sc[0] * sizeof(float));
+    return 0;
+}
 static void single_destroy(Comm *c) { free(c); }
 
 static const struct CommOps single_ops = {
     single_allreduce, single_allreduce_f64, single_reduce_scatter, single_allgather, single_broadcast,
-    single_p2p, single_recv, single_barrier, single_destroy,
+    single_p2p, single_recv, single_barrier, single_split, single_alltoallv, single_destroy,
 };
+
+/* Without comm_mpi.c linked in (no MPI found at build time). */
+__attribute__((weak)) Comm *comm_mpi_create(int *argc, char ***argv, Err *err) {
+    (void)argc; (void)argv;
+    err_set(err, ERR_UNSUPPORTED, "this build has no MPI support (install libopenmpi-dev and rebuild)");
+    return NULL;
+}
+
+int comm_launched_by_mpi(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
 
 Comm *comm_single_create(void) {
     Comm *c = calloc(1, sizeof *c);
