@@ -145,6 +145,9 @@ static void keep(PlanCandidate *best, int *n, int cap, const PlanCandidate *c) {
 int plan_search(const Config *c, const Hardware *hw, const PlanRequest *q, unsigned fix, PlanResult *res, Err *err) {
     memset(res, 0, sizeof *res);
     if (q->gpus < 1) return err_set(err, ERR_INVALID, "--search needs --gpus N");
+    if (peak_of(hw, &q->layout) <= 0) /* the ranking is by modelled step time */
+        return err_set(err, ERR_UNSUPPORTED, "--search: %s has no %s peak to model step time with", hw->name,
+                       q->layout.precision == PREC_BF16 ? "bf16" : "fp32");
     const int cap = q->max_candidates > 0 ? q->max_candidates : 10;
     PlanCandidate *best = calloc((size_t)cap, sizeof *best);
     if (!best) return err_set(err, ERR_NOMEM, "out of memory");

@@ -201,6 +201,40 @@ static void test_korthikanti_table2(void) {
     }
 }
 
+/* Korthikanti et al. 2022, Table 3 / Figure 1: the 1T model on 512 A100-80GB
+ * (t 8, p 64, micro-batch 1, global batch 512, s 2048, Megatron mixed
+ * precision, no ZeRO) does not fit with tensor parallelism alone (the
+ * activations by themselves exceed the device), and fits with sequence
+ * parallelism + selective recomputation, the paper's method. */
+static void test_korthikanti_fit(void) {
+    Config c = preset("megatron-1t");
+    Hardware h = hw("a100-80g");
+    for (int method = 0; method < 2; method++) {
+        PlanRequest q;
+        plan_request_default(&q);
+        q.gpus = 512;
+        q.layout.tp = 8, q.layout.pp = 64, q.layout.dp = 1;
+        q.layout.precision = PREC_BF16;
+        q.layout.grad_bf16 = 0;
+        q.run.seq = 2048;
+        q.run.global_batch = 512;
+        q.run.recompute = method ? RECOMPUTE_SELECTIVE : RECOMPUTE_NONE;
+        q.run.seq_parallel = method;
+        q.rate_kind = RATE_MFU;
+        q.rate = 0.5;
+        plan_run_defaults(&c, &h, &q);
+        PlanResult r;
+        Err err = {0};
+        CHECK(plan_compute(&c, &h, &q, &r, &err) == 0, "%s", err.msg);
+        if (method == 0) {
+            CHECK(!r.fits && r.mem.activations > h.memory, "1T tp only: activations %.1f GB must exceed 80 GB",
+                  r.mem.activations / 1e9);
+        } else {
+            CHECK(r.fits, "1T with sp + selective must fit: %.1f GB", r.mem.total / 1e9);
+        }
+    }
+}
+
 /* Narayanan et al. 2021 ("Efficient Large-Scale Language Model Training on
  * GPU Clusters Using Megatron-LM"): Table 1, GPT 1T on 3072 A100s with
  * tp 8, pp 64, batch 3072: 163 TFLOP/s per GPU = 52% of the 312 TFLOP/s peak,
@@ -401,6 +435,7 @@ int main(void) {
     test_train_flops();
     test_zero_figure1();
     test_korthikanti_table2();
+    test_korthikanti_fit();
     test_megatron_1t();
     test_llama3_405b();
     test_rejections();
