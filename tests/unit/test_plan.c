@@ -67,6 +67,24 @@ static void test_param_counts(void) {
         CHECK(r.params_total == cases[i].n, "%s: %zu params, expected %zu", cases[i].name, r.params_total, cases[i].n);
         CHECK(r.params_active == cases[i].n, "%s: dense model, active %zu", cases[i].name, r.params_active);
     }
+    /* Parameter totals of the published checkpoints (Hugging Face safetensors
+     * metadata of gpt2-medium, gpt2-large, Llama-2-{7,13,70}b, Meta-Llama-3-
+     * {8,70}B, Mixtral-8x7B-v0.1) and Megatron-LM's 1T row of Narayanan et al.
+     * 2021, Table 1 (1008 billion). */
+    struct {
+        const char *name;
+        size_t n;
+    } more[] = {{"gpt2-medium", 354823168ull},    {"gpt2-large", 774030080ull},   {"llama2-7b", 6738415616ull},
+                {"llama2-13b", 13015864320ull},   {"llama2-70b", 68976648192ull}, {"llama3-8b", 8030261248ull},
+                {"llama3-70b", 70553706496ull},   {"mixtral-8x7b", 46702792704ull}};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
+        Config c = preset(more[i].name);
+        CHECK(config_param_count(&c) == more[i].n, "%s: %zu params, checkpoint %zu", more[i].name,
+              config_param_count(&c), more[i].n);
+    }
+    Config t1 = preset("megatron-1t");
+    CHECK(fabs((double)config_param_count(&t1) / 1e9 - 1008) < 0.5, "1T: %zu params, Table 1: 1008B",
+          config_param_count(&t1));
     /* Mixtral 8x7B: 46.7B total, 12.9B active (Jiang et al. 2024, Sec. 2) */
     Config m = preset("mixtral-8x7b");
     CHECK(rel((double)config_param_count(&m), 46.7e9) < 0.005, "mixtral total %zu", config_param_count(&m));
