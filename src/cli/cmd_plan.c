@@ -64,7 +64,6 @@ int cmd_plan(int argc, char **argv) {
     unsigned fix = 0;
     PlanRequest q;
     plan_request_default(&q);
-    q.layout.grad_bf16 = 0;
     int dp = 0;
     double tokens = 0;
     static const char *const recs[] = {"none", "selective", "full", NULL};

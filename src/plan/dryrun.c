@@ -12,7 +12,7 @@ void plan_layout_default(PlanLayout *l) {
     memset(l, 0, sizeof *l);
     l->tp = l->pp = l->dp = l->ep = l->vpp = 1;
     l->precision = PREC_FP32;
-    l->grad_bf16 = 1;
+    l->grad_bf16 = 0; /* bf16 mode: fp32 gradients, as Megatron-LM (18 B/param) */
 }
 
 int plan_layout_check(const Config *c, const PlanLayout *l, int gpus, Err *err) {
