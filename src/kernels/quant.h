@@ -21,6 +21,11 @@
 int dequantize_row(int dtype, const void *src, float *dst, int64_t n);
 /* dst (dtype_row_bytes(dtype, n) bytes) = src quantized. Same returns. */
 int quantize_row(int dtype, const float *src, void *dst, int64_t n);
+/* The portable reference version of dequantize_row (tests compare). */
+int dequantize_row_ref(int dtype, const void *src, float *dst, int64_t n);
+/* Row dequantizer of this CPU's SIMD level (n a block multiple), or NULL. */
+typedef void (*QDequantFn)(const void *src, float *dst, int64_t n);
+QDequantFn quant_dequant_fn_avx2(int dtype);
 /* Whether dequantize_row / quantize_row / matmul handle dtype. */
 int quant_can_dequantize(int dtype);
 int quant_can_quantize(int dtype);

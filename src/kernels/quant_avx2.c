@@ -257,6 +257,137 @@ TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t 
     return r;
 }
 
+/* ---- dequantization (feeds the f32 GEMM path; must be cheap) ------------------------ */
+/* y[0..32) = d * v + m for 32 int8 values v. */
+TGT static inline void store32(float *y, __m256i v, __m256 d, __m256 m) {
+    const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+    _mm256_storeu_ps(y, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d, m));
+    _mm256_storeu_ps(y + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), d, m));
+    _mm256_storeu_ps(y + 16, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d, m));
+    _mm256_storeu_ps(y + 24, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), d, m));
+}
+
+TGT static void deq_q4_0(const void *src, float *y, int64_t n) {
+    const BlockQ4_0 *b = src;
+    const __m256i off = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < n / QK; i++, y += QK)
+        store32(y, _mm256_sub_epi8(nibbles(b[i].qs), off), _mm256_set1_ps(h2f(b[i].d)), _mm256_setzero_ps());
+}
+
+TGT static void deq_q4_1(const void *src, float *y, int64_t n) {
+    const BlockQ4_1 *b = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK)
+        store32(y, nibbles(b[i].qs), _mm256_set1_ps(h2f(b[i].d)), _mm256_set1_ps(h2f(b[i].m)));
+}
+
+TGT static void deq_q5_0(const void *src, float *y, int64_t n) {
+    const BlockQ5_0 *b = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const __m256i hi = _mm256_andnot_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8((char)0xF0));
+        store32(y, _mm256_or_si256(nibbles(b[i].qs), hi), _mm256_set1_ps(h2f(b[i].d)), _mm256_setzero_ps());
+    }
+}
+
+TGT static void deq_q5_1(const void *src, float *y, int64_t n) {
+    const BlockQ5_1 *b = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK) {
+        const __m256i hi = _mm256_and_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8(0x10));
+        store32(y, _mm256_or_si256(nibbles(b[i].qs), hi), _mm256_set1_ps(h2f(b[i].d)), _mm256_set1_ps(h2f(b[i].m)));
+    }
+}
+
+TGT static void deq_q8_0(const void *src, float *y, int64_t n) {
+    const BlockQ8_0 *b = src;
+    for (int64_t i = 0; i < n / QK; i++, y += QK)
+        store32(y, load_q8(b[i].qs), _mm256_set1_ps(h2f(b[i].d)), _mm256_setzero_ps());
+}
+
+TGT static void deq_kq(const void *src, float *y, int64_t n, int five) {
+    const uint8_t *p = src;
+    const size_t bb = five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < n / QK_K; i++, p += bb) {
+        const BlockQ4_K *b4 = (const BlockQ4_K *)p; /* d, dmin, scales share the layout */
+        const uint8_t *qs = five ? ((const BlockQ5_K *)p)->qs : b4->qs;
+        const __m256i hv = five ? _mm256_loadu_si256((const __m256i *)((const BlockQ5_K *)p)->qh) : _mm256_setzero_si256();
+        const float d = h2f(b4->d), dmin = h2f(b4->dmin);
+        for (int j = 0; j < 4; j++, y += 64) {
+            uint8_t s1, m1, s2, m2;
+            kq_scale_min(2 * j, b4->scales, &s1, &m1);
+            kq_scale_min(2 * j + 1, b4->scales, &s2, &m2);
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
+            }
+            store32(y, lo, _mm256_set1_ps(d * s1), _mm256_set1_ps(-dmin * m1));
+            store32(y + 32, hi, _mm256_set1_ps(d * s2), _mm256_set1_ps(-dmin * m2));
+        }
+    }
+}
+
+TGT static void deq_q4_K(const void *src, float *y, int64_t n) { deq_kq(src, y, n, 0); }
+TGT static void deq_q5_K(const void *src, float *y, int64_t n) { deq_kq(src, y, n, 1); }
+
+TGT static void deq_q6_K(const void *src, float *y, int64_t n) {
+    const BlockQ6_K *b = src;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = h2f(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            for (int k = 0; k < 4; k++, y += 32) {
+                const __m256i l = k & 1 ? l1 : l0;
+                const __m256i lo = k >= 2 ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
+                const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3), 4);
+                const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, hb), off);
+                const int s = 8 * h + 2 * k;
+                /* two sub-blocks of 16 with their own scales */
+                const __m128i qlo = _mm256_castsi256_si128(q), qhi = _mm256_extracti128_si256(q, 1);
+                const __m256 d0 = _mm256_set1_ps(d * b[i].scales[s]), d1 = _mm256_set1_ps(d * b[i].scales[s + 1]);
+                _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qlo)), d0));
+                _mm256_storeu_ps(y + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(qlo, 8))), d0));
+                _mm256_storeu_ps(y + 16, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qhi)), d1));
+                _mm256_storeu_ps(y + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(qhi, 8))), d1));
+            }
+        }
+    }
+}
+
+TGT static void deq_f16(const void *src, float *y, int64_t n) {
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) y[i] = h2f(h[i]);
+}
+
+TGT static void deq_bf16(const void *src, float *y, int64_t n) {
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_bf16(h + i));
+    for (; i < n; i++) y[i] = bf16_to_f32(h[i]);
+}
+
+QDequantFn quant_dequant_fn_avx2(int t) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    switch (t) {
+    case DT_Q4_0: return deq_q4_0;
+    case DT_Q4_1: return deq_q4_1;
+    case DT_Q5_0: return deq_q5_0;
+    case DT_Q5_1: return deq_q5_1;
+    case DT_Q8_0: return deq_q8_0;
+    case DT_Q4_K: return deq_q4_K;
+    case DT_Q5_K: return deq_q5_K;
+    case DT_Q6_K: return deq_q6_K;
+    case DT_F16: return deq_f16;
+    case DT_BF16: return deq_bf16;
+    default: return NULL;
+    }
+}
+
 QDotFn quant_dot_fn_avx2(int t) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
     switch (t) {
@@ -276,6 +407,10 @@ QDotFn quant_dot_fn_avx2(int t) {
 
 #else
 QDotFn quant_dot_fn_avx2(int t) {
+    (void)t;
+    return NULL;
+}
+QDequantFn quant_dequant_fn_avx2(int t) {
     (void)t;
     return NULL;
 }

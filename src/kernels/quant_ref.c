@@ -215,6 +215,15 @@ int quant_can_dequantize(int t) {
 int quant_can_quantize(int t) { return quant_can_dequantize(t); }
 
 int dequantize_row(int t, const void *src, float *y, int64_t n) {
+    QDequantFn f = quant_dequant_fn_avx2(t);
+    if (f && n >= 0 && n % dtype_block_size(t) == 0) {
+        f(src, y, n);
+        return 0;
+    }
+    return dequantize_row_ref(t, src, y, n);
+}
+
+int dequantize_row_ref(int t, const void *src, float *y, int64_t n) {
     if (!quant_can_dequantize(t)) return ERR_UNSUPPORTED;
     int bs = dtype_block_size(t);
     if (n < 0 || n % bs) return ERR_INVALID;

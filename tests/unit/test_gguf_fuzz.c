@@ -3,7 +3,8 @@
  * offsets, truncation, splices, duplicated ranges), open it from an
  * exact-size heap copy and walk every accessor. It must never crash; run
  * under the sanitizer build (cmake -DJARIP_SANITIZE=ON) it also proves no
- * out-of-bounds read. JARIP_FUZZ_ITERS / JARIP_FUZZ_SECONDS bound the run. */
+ * out-of-bounds read. JARIP_FUZZ_ITERS / JARIP_FUZZ_SECONDS bound the run,
+ * JARIP_FUZZ_SEED picks another mutation sequence. */
 #include "test_gguf_exercise.h"
 
 #include <stdint.h>
@@ -70,7 +71,8 @@ int main(void) {
     double seconds = sec_env ? atof(sec_env) : 20.0;
     const size_t cap = n + 4096;
     unsigned char *buf = malloc(cap);
-    uint64_t rng = 12345, sum = 0;
+    const char *seed_env = getenv("JARIP_FUZZ_SEED");
+    uint64_t rng = seed_env ? strtoull(seed_env, NULL, 10) : 12345, sum = 0;
     long opened = 0, i;
     double t0 = time_now();
     for (i = 0; i < iters && time_now() - t0 < seconds; i++) {

@@ -50,6 +50,14 @@ static void test_round_trip(void) {
         x[5] = 3.0f; /* an outlier, as real weights have */
         CHECK(quantize_row(t, x, q, n) == 0, "quantize %s", dtype_name(t));
         CHECK(dequantize_row(t, q, y, n) == 0, "dequantize %s", dtype_name(t));
+        {
+            float *yr = malloc(n * 4);
+            dequantize_row_ref(t, q, yr, n);
+            double md = 0, mx = 0;
+            for (int64_t i = 0; i < n; i++) md = fmax(md, fabs(yr[i] - y[i])), mx = fmax(mx, fabs(yr[i]));
+            CHECK(md <= 1e-6 * mx, "%s: SIMD dequantization differs from the reference by %g", dtype_name(t), md);
+            free(yr);
+        }
         double se = 0, sx = 0;
         for (int64_t i = 0; i < n; i++) se += (x[i] - y[i]) * (x[i] - y[i]), sx += x[i] * x[i];
         double rel = sqrt(se / sx);
