@@ -191,6 +191,12 @@ int hw_measure_cpu(Hardware *hw, Err *err) {
     hw_common(hw);
     double peak = cpu_peak_flops(0); /* the engine's own MFU denominator */
     double sgemm = measure_sgemm(err);
+    /* Other processes share these cores: probe again and keep the best; no
+     * matmul can beat the FMA peak, so a faster sgemm means the probe was
+     * disturbed and the sgemm rate is the better lower bound. */
+    double again = cpu_peak_flops(0);
+    if (again > peak) peak = again;
+    if (sgemm > peak) peak = sgemm;
     if (peak <= 0) return err_set(err, ERR_IO, "cpu: the FMA probe measured nothing");
     snprintf(hw->name, sizeof hw->name, "cpu");
     int nt = omp_get_max_threads();
@@ -205,7 +211,7 @@ int hw_measure_cpu(Hardware *hw, Err *err) {
     hw->devices_per_node = 1;
     /* Assumed 10 W per core: no power counter is readable in a container. */
     hw->power_w = 10.0 * nt;
-    hw->gemm_efficiency = sgemm > 0 && sgemm < peak ? sgemm / peak : 1.0;
+    hw->gemm_efficiency = sgemm > 0 ? sgemm / peak : 1.0;
     hw->usable_fraction = 0.8;
     snprintf(hw->note, sizeof hw->note, "this machine, %d threads: FMA peak %.0f GFLOP/s, sgemm %.0f GFLOP/s (measured)",
              nt, peak / 1e9, sgemm / 1e9);
