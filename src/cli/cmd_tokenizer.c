@@ -11,7 +11,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: jarip tokenizer train  --vocab-size N --input FILES... --out tok.json [--pattern gpt2|llama3]\n"
             "                              [--special TOKEN ...] [--threads N]\n"
-            "       jarip tokenizer encode --tokenizer FILE [--input FILE] [--no-special] [--threads N]\n"
+            "       jarip tokenizer encode --tokenizer FILE [--input FILE] [--no-special] [--threads N] [--stats]\n"
             "       jarip tokenizer decode --tokenizer FILE [--input FILE]\n"
             "       jarip tokenizer info   --tokenizer FILE\n\n"
             "  --vocab-size N     total vocabulary: 256 bytes + merges + special tokens\n"
@@ -21,7 +21,8 @@ static void usage(FILE *f) {
             "  --special TOKEN... special tokens, given ids after the merges (default <|endoftext|>)\n"
             "  --threads N        threads for word counting / encoding (default: all cores)\n"
             "  --tokenizer FILE   tokenizer.json, a .gguf model, or a tiktoken rank file\n"
-            "  --no-special       encode special-token text as ordinary bytes\n\n"
+            "  --no-special       encode special-token text as ordinary bytes\n"
+            "  --stats            encode: print bytes, tokens and encoding speed (MB/s) to stderr\n\n"
             "encode writes decimal ids separated by single spaces (and a final newline);\n"
             "decode reads ids separated by white space and writes the exact bytes.\n");
 }
@@ -122,7 +123,8 @@ static int do_train(int argc, char **argv) {
     return rc;
 }
 
-static int parse_common(int argc, char **argv, const char **tok, const char **in, int *nospecial, int *threads) {
+static int parse_common(int argc, char **argv, const char **tok, const char **in, int *nospecial, int *threads,
+                        int *stats) {
     for (int i = 1; i < argc; i++) {
         int rc = 0;
         if (cli_is_help(argv[i])) {
@@ -134,6 +136,8 @@ static int parse_common(int argc, char **argv, const char **tok, const char **in
             rc = cli_str(argc, argv, &i, in);
         } else if (!strcmp(argv[i], "--no-special") && nospecial) {
             *nospecial = 1;
+        } else if (!strcmp(argv[i], "--stats") && stats) {
+            *stats = 1;
         } else if (!strcmp(argv[i], "--threads") && threads) {
             rc = cli_int(argc, argv, &i, 1, 1024, threads);
         } else {
@@ -146,8 +150,8 @@ static int parse_common(int argc, char **argv, const char **tok, const char **in
 
 static int do_encode(int argc, char **argv) {
     const char *tokp = NULL, *inp = NULL;
-    int nospecial = 0, threads = 0;
-    int rc = parse_common(argc, argv, &tokp, &inp, &nospecial, &threads);
+    int nospecial = 0, threads = 0, stats = 0;
+    int rc = parse_common(argc, argv, &tokp, &inp, &nospecial, &threads, &stats);
     if (rc) return rc < 0 ? 0 : rc;
     Tokenizer *t = NULL;
     if ((rc = load(tokp, &t))) return rc;
@@ -160,9 +164,14 @@ static int do_encode(int argc, char **argv) {
     Err err = {0};
     int32_t *ids = NULL;
     size_t n = 0;
+    double t0 = time_now();
     if (tokenizer_encode_parallel(t, data, len, !nospecial, threads, &ids, &n, &err)) {
         rc = cli_error(1, "%s", err.msg);
     } else {
+        double dt = time_now() - t0;
+        if (stats)
+            fprintf(stderr, "encoded %zu bytes into %zu tokens (%.3f bytes/token) in %.4f s: %.2f MB/s\n", len, n,
+                    n ? (double)len / n : 0.0, dt, dt > 0 ? len / dt / 1e6 : 0.0);
         char *buf = malloc(n * 12 + 2), *o = buf;
         if (!buf) {
             rc = cli_error(1, "out of memory");
@@ -189,7 +198,7 @@ static int do_encode(int argc, char **argv) {
 
 static int do_decode(int argc, char **argv) {
     const char *tokp = NULL, *inp = NULL;
-    int rc = parse_common(argc, argv, &tokp, &inp, NULL, NULL);
+    int rc = parse_common(argc, argv, &tokp, &inp, NULL, NULL, NULL);
     if (rc) return rc < 0 ? 0 : rc;
     Tokenizer *t = NULL;
     if ((rc = load(tokp, &t))) return rc;
@@ -230,7 +239,7 @@ static int do_decode(int argc, char **argv) {
 
 static int do_info(int argc, char **argv) {
     const char *tokp = NULL;
-    int rc = parse_common(argc, argv, &tokp, NULL, NULL, NULL);
+    int rc = parse_common(argc, argv, &tokp, NULL, NULL, NULL, NULL);
     if (rc) return rc < 0 ? 0 : rc;
     Tokenizer *t = NULL;
     if ((rc = load(tokp, &t))) return rc;

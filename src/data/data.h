@@ -30,4 +30,77 @@ uint64_t loader_tokens(const DataLoader *dl, int split);
 int loader_vocab(const DataLoader *dl);
 void loader_close(DataLoader *dl);
 
+/* ---- token shards (docs/shards.md) --------------------------------------
+ * One file per shard: a 64-byte little-endian header (magic "JARIPTOK",
+ * version, bytes per token 2 or 4, vocab size, split, token count,
+ * document count, CRC-32 of the tokens, CRC-32 of the header), then the
+ * tokens. Written to a temp name and renamed only when complete. */
+#define SHARD_MAGIC "JARIPTOK"
+#define SHARD_VERSION 1
+#define SHARD_HEADER_BYTES 64
+
+typedef struct {
+    uint32_t version, width, vocab, split;
+    uint64_t n_tokens, n_docs;
+    uint32_t crc;
+} ShardHeader;
+
+/* A mapped, verified shard. */
+typedef struct {
+    ShardHeader h;
+    const void *tokens; /* n_tokens of h.width bytes */
+    void *map;
+    size_t map_len;
+} ShardView;
+
+/* Map path and check everything: magic, version, width, exact size (a
+ * truncated file is named as such), header and token CRC-32, and every
+ * token < vocab_limit (pass 0 to skip that check). */
+int shard_map(const char *path, int vocab_limit, ShardView *out, Err *err);
+void shard_unmap(ShardView *v);
+
+typedef struct ShardWriter ShardWriter;
+/* Shards named <dir>/<prefix>_NNNNNN.bin; a new one starts every
+ * max_tokens tokens. Width is 2 when vocab < 65536, else 4. A shard's
+ * document count is the number of eot tokens in it. */
+int shard_writer_open(ShardWriter **w, const char *dir, const char *prefix, int split, int vocab, int32_t eot,
+                      uint64_t max_tokens, Err *err);
+int shard_writer_put(ShardWriter *w, const int32_t *ids, size_t n, Err *err);
+/* Finish the last shard; *n_shards (may be NULL) gets the count written. */
+int shard_writer_close(ShardWriter *w, int *n_shards, Err *err);
+/* Drop the shard in progress (its temp file); written shards stay. */
+void shard_writer_abort(ShardWriter *w);
+
+/* ---- prepare: corpus -> shards (`jarip data prepare`) ------------------- */
+typedef struct Tokenizer Tokenizer;
+enum { DATA_FORMAT_TEXT = 0, DATA_FORMAT_LINES = 1, DATA_FORMAT_JSONL = 2 };
+
+typedef struct {
+    const Tokenizer *tok;
+    const char *const *inputs;
+    int n_inputs;
+    const char *out_dir;       /* must not exist or be empty */
+    double val_fraction;       /* share of documents (text format: 64 KiB segments) held out */
+    int format;                /* DATA_FORMAT_* */
+    const char *jsonl_field;   /* default "text" */
+    int threads;               /* 0: all */
+    uint64_t shard_tokens;     /* tokens per shard, 0: 100M */
+    void (*progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total);
+    void *progress_ctx;
+} PrepareOptions;
+
+typedef struct {
+    uint64_t docs[2], tokens[2];
+    uint64_t bytes;            /* input bytes tokenized */
+    uint64_t invalid_utf8;     /* bytes that were not valid UTF-8 (kept, one token each) */
+    int shards[2];
+} PrepareStats;
+
+/* Tokenize the inputs into shards, streaming (memory bounded by a block of
+ * input, whatever its size). Each document's tokens are followed by the
+ * end-of-text token. Output goes to <out_dir>.partial and is renamed to
+ * out_dir only when complete. Same inputs and options (any thread count)
+ * give byte-identical shards. */
+int data_prepare(const PrepareOptions *o, PrepareStats *st, Err *err);
+
 #endif

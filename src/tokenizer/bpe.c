@@ -380,6 +380,14 @@ static int safe_cut(const uint8_t *s, size_t p) {
     return (c >= 0x21 && c <= 0x7E) || (c >= 0xC3 && c <= 0xE0) || (c >= 0xE4 && c <= 0xF4);
 }
 
+size_t tokenizer_next_cut(const Tokenizer *t, const void *bytes, size_t len, size_t from) {
+    (void)t;
+    const uint8_t *s = bytes;
+    for (size_t p = from; p < len; p++)
+        if (safe_cut(s, p)) return p;
+    return len;
+}
+
 int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len, int allow_special, int threads,
                               int32_t **ids, size_t *n, Err *err) {
     const uint8_t *s = bytes;
@@ -408,8 +416,7 @@ int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len,
     }
     cut[nchunk] = len;
     Err perr[1] = {{0}};
-    uint64_t bad = 0;
-#pragma omp parallel num_threads(nth) reduction(+ : bad)
+#pragma omp parallel num_threads(nth)
     {
         Err e2 = {0};
         TokEncoder *enc = tok_encoder_new(t, &e2);
@@ -424,10 +431,8 @@ int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len,
                 perr[0] = e2;
             }
         }
-        if (enc) bad += enc->invalid;
         tok_encoder_free(enc);
     }
-    (void)bad;
     int rc = 0;
     size_t total = 0;
     for (size_t k = 0; k < nchunk; k++) {

@@ -49,6 +49,13 @@ int tokenizer_encode(const Tokenizer *t, const void *bytes, size_t len, int allo
 int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len, int allow_special, int threads,
                               int32_t **ids, size_t *n, Err *err);
 
+/* Smallest p in [from, len) where the text may be cut with the ids of the
+ * two parts equal to the ids of the whole (see tokenizer_encode_parallel),
+ * or len when there is none. For patterns without known cut points it
+ * returns the first point after a newline followed by a visible character:
+ * exact for every pattern that never joins those two. */
+size_t tokenizer_next_cut(const Tokenizer *t, const void *bytes, size_t len, size_t from);
+
 /* Per-thread encoder: keeps a cache of encoded words and scratch buffers
  * between calls, which is what makes encoding many documents fast. */
 typedef struct TokEncoder TokEncoder;
