@@ -19,7 +19,8 @@ static const void *expert_w(const Tensor *t, int e) {
     size_t rows = (size_t)t->shape[t->ndim - 2 >= 0 ? t->ndim - 2 : 0];
     size_t K = (size_t)t->shape[t->ndim - 1];
     if (t->ndim == 2 && (t->flags & PF_EXPERT)) return (const float *)t->data + (size_t)e * K; /* bias (E, K) */
-    return (const char *)t->data + (size_t)e * rows * dtype_row_bytes(t->dtype, (int64_t)K);
+    size_t row_bytes = t->dtype == DT_F32 ? K * sizeof(float) : dtype_row_bytes(t->dtype, (int64_t)K);
+    return (const char *)t->data + (size_t)e * rows * row_bytes;
 }
 
 static float *expert_g(const Tensor *t, int e) {
@@ -191,8 +192,11 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
         for (int e = 0; e < E; e++) dpi[e] = 0.0f;
         for (int s = 0; s < K; s++) dpi[idx[(size_t)i * K + s]] = (dw[s] - dot) / tot;
     }
-    /* experts: moe_x rows hold inputs until their expert is done, then the
-     * gradient of those inputs */
+    /* moe_x is one buffer for all layers: gather this layer's inputs again */
+#pragma omp parallel for
+    for (int i = 0; i < N; i++)
+        for (int s = 0; s < K; s++)
+            memcpy(a->moe_x + (size_t)row[(size_t)i * K + s] * C, x + (size_t)i * C, (size_t)C * sizeof(float));
     for (int e = 0; e < E; e++) {
         int r0 = off[e], n = off[e + 1] - off[e];
         if (n == 0) continue;

@@ -1,0 +1,37 @@
+/* The model's matmul interface in double precision for the float64 gradient
+ * check (this directory is compiled with float defined as double; see
+ * CMakeLists.txt). Plain loops: exactness matters here, not speed. */
+#include "kernels/kernels.h"
+
+void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            long double s = 0;
+            for (int k = 0; k < K; k++) {
+                float a = transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                float b = transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += (long double)a * b;
+            }
+            float *c = &C[(size_t)i * ldc + j];
+            *c = (float)(alpha * s + (beta != 0 ? beta * *c : 0));
+        }
+}
+
+int matmul_forward(float *out, const float *inp, const void *W, int wtype, const float *bias, int M, int N, int K) {
+    if (wtype != DT_F32) return ERR_UNSUPPORTED;
+    gemm_f32(0, 1, M, N, K, 1, inp, K, W, K, 0, out, N);
+    if (bias)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) out[(size_t)i * N + j] += bias[j];
+    return 0;
+}
+
+void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp, const float *W, int M,
+                     int N, int K) {
+    if (dinp) gemm_f32(0, 0, M, K, N, 1, dout, N, W, K, 1, dinp, K);
+    if (dW) gemm_f32(1, 0, N, K, M, 1, dout, N, inp, K, 1, dW, K);
+    if (dbias)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) dbias[j] += dout[(size_t)i * N + j];
+}
