@@ -36,6 +36,7 @@ struct Comm {
     int rank, size;
     void *impl;
     size_t bytes_sent; /* for the scaling benchmark */
+    double comm_seconds; /* wall time inside comm ops (waiting included) */
 };
 
 /* The one-process communicator. */

@@ -1,0 +1,407 @@
+/* dist: the communicator over MPI (OpenMPI from Debian, any MPI-3 works).
+ *
+ * Every op runs on the process's main thread (MPI_THREAD_FUNNELED: OpenMP
+ * threads only compute). Errors come back as codes (MPI_ERRORS_RETURN on
+ * the world, inherited by every split) and become one-line Err messages that
+ * name the operation, this rank and, for point-to-point, the peer's rank in
+ * the group and in the world.
+ *
+ * MPI counts are ints. Messages larger than a chunk (1 GiB by default, far
+ * below 2^31 elements) are cut into several calls; the environment variable
+ * JARIP_MPI_CHUNK_BYTES lowers the chunk so tests reach that path with small
+ * buffers.
+ *
+ * bytes_sent is what this rank puts on the wire: exact for send and
+ * alltoallv, the ring-algorithm volume for collectives (allreduce
+ * 2(p-1)/p*bytes, reduce-scatter (p-1)/p of the input, allgather (p-1)
+ * times the own block, broadcast as a chain: every rank but the chain's
+ * last forwards the whole buffer). comm_seconds is the wall time spent
+ * inside these calls, waiting included. */
+#include <mpi.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm.h"
+
+typedef struct {
+    MPI_Comm comm;
+    int is_world;      /* destroy finalizes MPI (when this code initialized it) */
+    int we_initialized;
+    size_t chunk;      /* largest message of one MPI call, in bytes */
+} MpiImpl;
+
+static MpiImpl *impl_of(Comm *c) { return (MpiImpl *)c->impl; }
+
+/* The rank in MPI_COMM_WORLD of rank `peer` of c (for messages). */
+static int world_rank_of(Comm *c, int peer) {
+    MpiImpl *m = impl_of(c);
+    if (m->is_world || peer < 0) return peer;
+    MPI_Group g, w;
+    int out = MPI_UNDEFINED;
+    if (MPI_Comm_group(m->comm, &g) != MPI_SUCCESS) return -1;
+    if (MPI_Comm_group(MPI_COMM_WORLD, &w) == MPI_SUCCESS) {
+        MPI_Group_translate_ranks(g, 1, &peer, w, &out);
+        MPI_Group_free(&w);
+    }
+    MPI_Group_free(&g);
+    return out == MPI_UNDEFINED ? -1 : out;
+}
+
+/* Turn an MPI error code into err; peer < 0 for collectives. */
+static int mpi_fail(Comm *c, int code, const char *op, int peer, Err *err) {
+    char text[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) snprintf(text, sizeof text, "MPI error %d", code);
+    int me = world_rank_of(c, c->rank);
+    if (peer < 0)
+        return err_set(err, ERR_IO, "MPI %s failed on rank %d of %d (world rank %d): %s", op, c->rank, c->size, me, text);
+    return err_set(err, ERR_IO, "MPI %s with rank %d (world rank %d) failed on rank %d of %d (world rank %d): %s", op,
+                   peer, world_rank_of(c, peer), c->rank, c->size, me, text);
+}
+
+/* Largest element count of one call for elements of `size` bytes. */
+static size_t chunk_elems(Comm *c, size_t size) {
+    size_t n = impl_of(c)->chunk / size;
+    return n ? n : 1;
+}
+
+static int overlap(const void *a, size_t alen, const void *b, size_t blen) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x < y + blen && y < x + alen;
+}
+
+static int allreduce_typed(Comm *c, void *buf, size_t n, size_t esize, MPI_Datatype t, const char *op, Err *err) {
+    double t0 = MPI_Wtime();
+    size_t step = chunk_elems(c, esize);
+    int rc = 0;
+    for (size_t off = 0; off < n && !rc; off += step) {
+        size_t k = n - off < step ? n - off : step;
+        int e = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * esize, (int)k, t, MPI_SUM, impl_of(c)->comm);
+        if (e != MPI_SUCCESS) rc = mpi_fail(c, e, op, -1, err);
+    }
+    if (c->size > 1) c->bytes_sent += (size_t)(2.0 * (c->size - 1) / c->size * (double)(n * esize));
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static int mpi_allreduce(Comm *c, float *buf, size_t n, Err *err) {
+    return allreduce_typed(c, buf, n, sizeof(float), MPI_FLOAT, "allreduce (f32 sum)", err);
+}
+
+static int mpi_allreduce_f64(Comm *c, double *buf, size_t n, Err *err) {
+    return allreduce_typed(c, buf, n, sizeof(double), MPI_DOUBLE, "allreduce (f64 sum)", err);
+}
+
+static int mpi_reduce_scatter(Comm *c, const float *send, float *recv, size_t n, Err *err) {
+    const size_t p = (size_t)c->size;
+    if (n % p) return err_set(err, ERR_INVALID, "reduce-scatter of %zu floats over %zu ranks: not divisible", n, p);
+    const size_t blk = n / p;
+    double t0 = MPI_Wtime();
+    MPI_Comm comm = impl_of(c)->comm;
+    int rc = 0, e = MPI_SUCCESS;
+    if (n <= chunk_elems(c, sizeof(float))) {
+        if (recv == send) {
+            e = MPI_Reduce_scatter_block(MPI_IN_PLACE, recv, (int)blk, MPI_FLOAT, MPI_SUM, comm);
+        } else if (overlap(send, n * sizeof(float), recv, blk * sizeof(float))) {
+            float *tmp = malloc(blk * sizeof(float) + 1);
+            if (!tmp) {
+                rc = err_set(err, ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            e = MPI_Reduce_scatter_block(send, tmp, (int)blk, MPI_FLOAT, MPI_SUM, comm);
+            if (e == MPI_SUCCESS) memmove(recv, tmp, blk * sizeof(float));
+            free(tmp);
+        } else {
+            e = MPI_Reduce_scatter_block(send, recv, (int)blk, MPI_FLOAT, MPI_SUM, comm);
+        }
+        if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "reduce-scatter", -1, err);
+    } else {
+        /* Column chunks: gather columns [c0, c0+k) of every rank's block into
+         * one packed buffer, reduce-scatter it in place, keep the first k. */
+        size_t k = chunk_elems(c, sizeof(float)) / p;
+        if (!k) k = 1;
+        float *tmp = malloc(k * p * sizeof(float));
+        if (!tmp) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        /* an aliased recv may overwrite blocks not yet packed: copy send first */
+        const float *src = send;
+        float *copy = NULL;
+        if (overlap(send, n * sizeof(float), recv, blk * sizeof(float))) {
+            copy = malloc(n * sizeof(float));
+            if (!copy) {
+                free(tmp);
+                rc = err_set(err, ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            memcpy(copy, send, n * sizeof(float));
+            src = copy;
+        }
+        for (size_t c0 = 0; c0 < blk && !rc; c0 += k) {
+            size_t kk = blk - c0 < k ? blk - c0 : k;
+            for (size_t r = 0; r < p; r++) memcpy(tmp + r * kk, src + r * blk + c0, kk * sizeof(float));
+            e = MPI_Reduce_scatter_block(MPI_IN_PLACE, tmp, (int)kk, MPI_FLOAT, MPI_SUM, comm);
+            if (e != MPI_SUCCESS)
+                rc = mpi_fail(c, e, "reduce-scatter", -1, err);
+            else
+                memcpy(recv + c0, tmp, kk * sizeof(float));
+        }
+        free(copy);
+        free(tmp);
+    }
+    if (p > 1) c->bytes_sent += (p - 1) * blk * sizeof(float);
+done:
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static int mpi_allgather(Comm *c, const float *send, float *recv, size_t n, Err *err) {
+    const size_t p = (size_t)c->size;
+    double t0 = MPI_Wtime();
+    MPI_Comm comm = impl_of(c)->comm;
+    float *own = recv + (size_t)c->rank * n;
+    int rc = 0, e = MPI_SUCCESS;
+    /* Own block already in place (or copied there): MPI_IN_PLACE. */
+    const int in_place = send == own;
+    float *copy = NULL;
+    if (!in_place && overlap(send, n * sizeof(float), recv, p * n * sizeof(float))) {
+        copy = malloc(n * sizeof(float) + 1);
+        if (!copy) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(copy, send, n * sizeof(float));
+        send = copy;
+    }
+    if (p * n <= chunk_elems(c, sizeof(float))) {
+        e = MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, comm);
+        if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "allgather", -1, err);
+    } else {
+        /* Column chunks through a packed buffer, unpacked to each block. */
+        size_t k = chunk_elems(c, sizeof(float)) / p;
+        if (!k) k = 1;
+        float *tmp = malloc(k * p * sizeof(float));
+        if (!tmp) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        const float *src = in_place ? own : send;
+        for (size_t c0 = 0; c0 < n && !rc; c0 += k) {
+            size_t kk = n - c0 < k ? n - c0 : k;
+            /* in place, the own block's later columns are still untouched:
+             * unpacking writes only columns [c0, c0+kk) */
+            e = MPI_Allgather(src + c0, (int)kk, MPI_FLOAT, tmp, (int)kk, MPI_FLOAT, comm);
+            if (e != MPI_SUCCESS) {
+                rc = mpi_fail(c, e, "allgather", -1, err);
+                break;
+            }
+            for (size_t r = 0; r < p; r++) memcpy(recv + r * n + c0, tmp + r * kk, kk * sizeof(float));
+        }
+        free(tmp);
+    }
+    if (p > 1) c->bytes_sent += (p - 1) * n * sizeof(float);
+done:
+    free(copy);
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static int mpi_broadcast(Comm *c, void *buf, size_t bytes, int root, Err *err) {
+    if (root < 0 || root >= c->size)
+        return err_set(err, ERR_INVALID, "broadcast from rank %d in a group of %d", root, c->size);
+    double t0 = MPI_Wtime();
+    size_t step = chunk_elems(c, 1);
+    int rc = 0;
+    for (size_t off = 0; off < bytes && !rc; off += step) {
+        size_t k = bytes - off < step ? bytes - off : step;
+        int e = MPI_Bcast((char *)buf + off, (int)k, MPI_BYTE, root, impl_of(c)->comm);
+        if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "broadcast (root)", root, err);
+    }
+    if (c->size > 1 && c->rank != (root + c->size - 1) % c->size) c->bytes_sent += bytes;
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+/* Tag of point-to-point traffic: one stream per (src, dst) pair, kept in
+ * order by MPI, so chunks of a large message need no numbering. */
+enum { P2P_TAG = 17 };
+
+static int mpi_send(Comm *c, const void *buf, size_t bytes, int dst, Err *err) {
+    if (dst < 0 || dst >= c->size || dst == c->rank)
+        return err_set(err, ERR_INVALID, "send to rank %d from rank %d in a group of %d", dst, c->rank, c->size);
+    double t0 = MPI_Wtime();
+    size_t step = chunk_elems(c, 1);
+    int rc = 0;
+    /* one (possibly empty) message at least, so recv of 0 bytes matches */
+    size_t off = 0;
+    do {
+        size_t k = bytes - off < step ? bytes - off : step;
+        int e = MPI_Send((const char *)buf + off, (int)k, MPI_BYTE, dst, P2P_TAG, impl_of(c)->comm);
+        if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "send", dst, err);
+        else c->bytes_sent += k;
+        off += k;
+    } while (off < bytes && !rc);
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static int mpi_recv(Comm *c, void *buf, size_t bytes, int src, Err *err) {
+    if (src < 0 || src >= c->size || src == c->rank)
+        return err_set(err, ERR_INVALID, "receive from rank %d on rank %d in a group of %d", src, c->rank, c->size);
+    double t0 = MPI_Wtime();
+    size_t step = chunk_elems(c, 1);
+    int rc = 0;
+    size_t off = 0;
+    do {
+        size_t k = bytes - off < step ? bytes - off : step;
+        MPI_Status st;
+        int e = MPI_Recv((char *)buf + off, (int)k, MPI_BYTE, src, P2P_TAG, impl_of(c)->comm, &st);
+        if (e != MPI_SUCCESS) {
+            rc = mpi_fail(c, e, "receive", src, err);
+        } else {
+            int got = 0;
+            MPI_Get_count(&st, MPI_BYTE, &got);
+            if ((size_t)got != k)
+                rc = err_set(err, ERR_INVALID, "receive from rank %d on rank %d: %d bytes arrived, %zu expected", src,
+                             c->rank, got, k);
+        }
+        off += k;
+    } while (off < bytes && !rc);
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static int mpi_barrier(Comm *c, Err *err) {
+    double t0 = MPI_Wtime();
+    int e = MPI_Barrier(impl_of(c)->comm), rc = 0;
+    if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "barrier", -1, err);
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static int mpi_alltoallv(Comm *c, const float *send, const int *sc, const int *sd, float *recv, const int *rc_,
+                         const int *rd, Err *err) {
+    double t0 = MPI_Wtime();
+    int rc = 0;
+    for (int r = 0; r < c->size; r++)
+        if (sc[r] < 0 || sd[r] < 0 || rc_[r] < 0 || rd[r] < 0) {
+            rc = err_set(err, ERR_INVALID, "alltoallv: negative count or displacement for rank %d", r);
+            goto done;
+        }
+    int e = MPI_Alltoallv(send, sc, sd, MPI_FLOAT, recv, rc_, rd, MPI_FLOAT, impl_of(c)->comm);
+    if (e != MPI_SUCCESS) {
+        rc = mpi_fail(c, e, "alltoallv", -1, err);
+        goto done;
+    }
+    for (int r = 0; r < c->size; r++)
+        if (r != c->rank) c->bytes_sent += (size_t)sc[r] * sizeof(float);
+done:
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static const struct CommOps mpi_ops;
+
+static Comm *wrap(MPI_Comm mc, int is_world, int we_initialized, size_t chunk, Err *err) {
+    Comm *c = calloc(1, sizeof *c);
+    MpiImpl *m = calloc(1, sizeof *m);
+    if (!c || !m) {
+        free(c);
+        free(m);
+        err_set(err, ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    m->comm = mc;
+    m->is_world = is_world;
+    m->we_initialized = we_initialized;
+    m->chunk = chunk;
+    c->ops = &mpi_ops;
+    c->impl = m;
+    MPI_Comm_rank(mc, &c->rank);
+    MPI_Comm_size(mc, &c->size);
+    return c;
+}
+
+static int mpi_split(Comm *c, int color, int key, Comm **out, Err *err) {
+    *out = NULL;
+    double t0 = MPI_Wtime();
+    MPI_Comm nc;
+    int rc = 0, e = MPI_Comm_split(impl_of(c)->comm, color < 0 ? MPI_UNDEFINED : color, key, &nc);
+    if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "communicator split", -1, err);
+    else if (nc == MPI_COMM_NULL) rc = err_set(err, ERR_INVALID, "split with color %d leaves rank %d in no group", color, c->rank);
+    else if (!(*out = wrap(nc, 0, 0, impl_of(c)->chunk, err))) {
+        MPI_Comm_free(&nc);
+        rc = ERR_NOMEM;
+    }
+    c->comm_seconds += MPI_Wtime() - t0;
+    return rc;
+}
+
+static void mpi_destroy(Comm *c) {
+    if (!c) return;
+    MpiImpl *m = impl_of(c);
+    if (m->is_world) {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (m->we_initialized && !finalized) MPI_Finalize();
+    } else {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) MPI_Comm_free(&m->comm);
+    }
+    free(m);
+    free(c);
+}
+
+static const struct CommOps mpi_ops = {
+    mpi_allreduce, mpi_allreduce_f64, mpi_reduce_scatter, mpi_allgather, mpi_broadcast, mpi_send,
+    mpi_recv,      mpi_barrier,       mpi_split,          mpi_alltoallv, mpi_destroy,
+};
+
+Comm *comm_mpi_create(int *argc, char ***argv, Err *err) {
+    int inited = 0, provided = 0, we = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            err_set(err, ERR_IO, "MPI_Init_thread failed (is this process started by a working mpirun?)");
+            return NULL;
+        }
+        we = 1;
+    } else {
+        MPI_Query_thread(&provided);
+    }
+    if (provided < MPI_THREAD_FUNNELED) {
+        err_set(err, ERR_UNSUPPORTED, "the MPI library gives thread level %d; jarip needs MPI_THREAD_FUNNELED", provided);
+        if (we) MPI_Finalize();
+        return NULL;
+    }
+    /* Failures come back to the caller as codes, and from it to the user as
+     * messages (a lost peer usually makes mpirun end the job first). */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    size_t chunk = (size_t)1 << 30;
+    const char *env = getenv("JARIP_MPI_CHUNK_BYTES");
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (*end || v < 8 || v > ((size_t)1 << 30)) {
+            err_set(err, ERR_INVALID, "JARIP_MPI_CHUNK_BYTES=%s: expected a byte count from 8 to 1073741824", env);
+            if (we) MPI_Finalize();
+            return NULL;
+        }
+        chunk = (size_t)v;
+    }
+    Comm *c = wrap(MPI_COMM_WORLD, 1, we, chunk, err);
+    if (!c && we) MPI_Finalize();
+    return c;
+}
+
+/* Abort every rank of the job (see launch.h). */
+void comm_mpi_abort(Comm *c, int code) {
+    (void)c;
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (inited && !finalized) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+}
