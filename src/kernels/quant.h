@@ -66,6 +66,11 @@ QDotFn quant_dot_fn_scalar(int wtype);
 /* AVX2 implementation or NULL (no kernel, or the CPU lacks AVX2/FMA/F16C). */
 QDotFn quant_dot_fn_avx2(int wtype);
 
+/* Four consecutive weight rows (row stride rb bytes) against one activation
+ * row: out[0..4). Only for the hottest types; NULL otherwise. */
+typedef void (*QDot4Fn)(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out);
+QDot4Fn quant_dot4_fn_avx2(int wtype);
+
 /* Convenience for tests: dot of a weight row with float activations x,
  * quantizing x the way matmul does. Returns 0 or ERR_UNSUPPORTED. */
 int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *out);

@@ -24,9 +24,9 @@ TGT static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 /* 16 bytes of nibble pairs -> 32 bytes: low nibbles then high nibbles. */
 TGT static inline __m256i nibbles(const uint8_t *p) {
-    const __m128i x = _mm_loadu_si128((const __m128i *)p);
-    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(x, 4), x);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+    /* broadcast the 16 bytes to both lanes (a load, no shuffle), shift the upper lane by 4 */
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(0x0F));
 }
 
 /* 32 bits -> 32 bytes, 0xFF where the bit is set. */
@@ -257,6 +257,78 @@ TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t 
     return r;
 }
 
+/* ---- four weight rows at once (M = 1 hot path) --------------------------------------
+ * One activation load and one half->float conversion of the four rows'
+ * scales per block, four independent accumulation chains. */
+TGT static inline __m256 lane(__m256 v, int k) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k)); }
+
+TGT static void dot4_q4_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    const BlockQ4_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
+                    *b3 = (const void *)(w + 3 * rb);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    const __m256i off = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < K / QK; i++) {
+        const __m256i av = load_q8(a->qs + i * QK);
+        const __m256 dv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_setr_epi16((short)b0[i].d, (short)b1[i].d, (short)b2[i].d,
+                                                                        (short)b3[i].d, 0, 0, 0, 0)),
+                                        _mm256_set1_ps(a->d[i]));
+        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b0[i].qs), off), av)), c0);
+        c1 = _mm256_fmadd_ps(lane(dv, 1), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b1[i].qs), off), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b2[i].qs), off), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 3), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b3[i].qs), off), av)), c3);
+    }
+    out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
+}
+
+TGT static void dot4_q4_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
+                    *b3 = (const void *)(w + 3 * rb);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    __m128 mm = _mm_setzero_ps();
+    for (int64_t i = 0; i < K / QK; i++) {
+        const __m256i av = load_q8(a->qs + i * QK);
+        /* d0..d3 m0..m3 in one conversion */
+        const __m256 dm = _mm256_cvtph_ps(_mm_setr_epi16((short)b0[i].d, (short)b1[i].d, (short)b2[i].d, (short)b3[i].d,
+                                                         (short)b0[i].m, (short)b1[i].m, (short)b2[i].m, (short)b3[i].m));
+        const __m256 dv = _mm256_mul_ps(dm, _mm256_set1_ps(a->d[i]));
+        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(nibbles(b0[i].qs), av)), c0);
+        c1 = _mm256_fmadd_ps(lane(dv, 1), _mm256_cvtepi32_ps(dot_us(nibbles(b1[i].qs), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(nibbles(b2[i].qs), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 3), _mm256_cvtepi32_ps(dot_us(nibbles(b3[i].qs), av)), c3);
+        mm = _mm_fmadd_ps(_mm256_extractf128_ps(dm, 1), _mm_set1_ps(a->s[i]), mm);
+    }
+    float m[4];
+    _mm_storeu_ps(m, mm);
+    out[0] = hsum_ps(c0) + m[0], out[1] = hsum_ps(c1) + m[1], out[2] = hsum_ps(c2) + m[2], out[3] = hsum_ps(c3) + m[3];
+}
+
+TGT static void dot4_q8_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
+                    *b3 = (const void *)(w + 3 * rb);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (int64_t i = 0; i < K / QK; i++) {
+        const __m256i av = load_q8(a->qs + i * QK);
+        const __m256 dv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_setr_epi16((short)b0[i].d, (short)b1[i].d, (short)b2[i].d,
+                                                                        (short)b3[i].d, 0, 0, 0, 0)),
+                                        _mm256_set1_ps(a->d[i]));
+        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_ss(load_q8(b0[i].qs), av)), c0);
+        c1 = _mm256_fmadd_ps(lane(dv, 1), _mm256_cvtepi32_ps(dot_ss(load_q8(b1[i].qs), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_ss(load_q8(b2[i].qs), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 3), _mm256_cvtepi32_ps(dot_ss(load_q8(b3[i].qs), av)), c3);
+    }
+    out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
+}
+
+QDot4Fn quant_dot4_fn_avx2(int t) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    switch (t) {
+    case DT_Q4_0: return dot4_q4_0;
+    case DT_Q4_1: return dot4_q4_1;
+    case DT_Q8_0: return dot4_q8_0;
+    default: return NULL;
+    }
+}
+
 /* ---- dequantization (feeds the f32 GEMM path; must be cheap) ------------------------ */
 /* y[0..32) = d * v + m for 32 int8 values v. */
 TGT static inline void store32(float *y, __m256i v, __m256 d, __m256 m) {
@@ -411,6 +483,10 @@ QDotFn quant_dot_fn_avx2(int t) {
     return NULL;
 }
 QDequantFn quant_dequant_fn_avx2(int t) {
+    (void)t;
+    return NULL;
+}
+QDot4Fn quant_dot4_fn_avx2(int t) {
     (void)t;
     return NULL;
 }

@@ -85,15 +85,20 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
      * (a fork/join costs more than a few thousand multiply-adds) */
     int tile = (int)(QMM_DOT_TILE_BYTES / rb);
     if (tile < 1) tile = 1;
+    if (tile >= 4) tile &= ~3; /* keep work items in whole groups of four rows */
     const int ntiles = (N + tile - 1) / tile;
     const int parallel = (double)M * N * K > 32768.0;
+    QDot4Fn dot4 = quant_dot4_fn_avx2(wtype);
 #pragma omp parallel for schedule(static) if (parallel)
     for (int t = 0; t < ntiles; t++) {
         const int n0 = t * tile, n1 = n0 + tile < N ? n0 + tile : N;
         for (int m = 0; m < M; m++) {
             const float *x = inp + (size_t)m * K;
             float *o = out + (size_t)m * N;
-            for (int n = n0; n < n1; n++) o[n] = dot(Wb + (size_t)n * rb, &acts[m], x, K);
+            int n = n0;
+            if (dot4)
+                for (; n + 4 <= n1; n += 4) dot4(Wb + (size_t)n * rb, rb, &acts[m], K, o + n);
+            for (; n < n1; n++) o[n] = dot(Wb + (size_t)n * rb, &acts[m], x, K);
         }
     }
     xfree(scratch);

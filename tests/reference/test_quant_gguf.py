@@ -105,6 +105,21 @@ def main():
                     failures.append(f"{ty}: {name}: round-trip error {rel:.4f} > {RT_BOUND[ty]}")
                 print(f"{ty:5s} {name:24s} bytes {'= ref' if ty in EXACT else 'n/a  '}  "
                       f"dequant diff {diff:.1e}  round-trip rel err {rel:.4f}")
+        # bad input: one-line error, non-zero exit, never a crash
+        with open(src, "rb") as fsrc:
+            blob = fsrc.read()
+        cut = os.path.join(d, "cut.gguf")
+        with open(cut, "wb") as fcut:
+            fcut.write(blob[: len(blob) // 2])
+        for args, want in [((os.path.join(d, "missing.gguf"), os.path.join(d, "o.gguf"), "--type", "q4_0"), "cannot open"),
+                           ((cut, os.path.join(d, "o.gguf"), "--type", "q4_0"), "outside"),
+                           ((src, os.path.join(d, "o.gguf"), "--type", "q9_9"), "unknown"),
+                           ((src, os.path.join(d, "o.gguf")), "--type")]:
+            r = subprocess.run([JARIP, "quantize", *args], capture_output=True, text=True)
+            if r.returncode == 0 or r.returncode >= 128 or want not in r.stderr or r.stderr.count("\n") != 1:
+                failures.append(f"quantize {args[-2:]}: rc {r.returncode}, stderr {r.stderr!r}")
+            if os.path.exists(os.path.join(d, "o.gguf")):
+                failures.append("a failed quantize left an output file")
         # jarip reads gguf-py's metadata (string array) and writes it back intact
         rd = gguf.GGUFReader(os.path.join(d, "q4_0.gguf"))
         f = rd.fields["test.strings"]

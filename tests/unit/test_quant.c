@@ -180,6 +180,18 @@ static void test_dots(void) {
                 quant_act_row(act, x, K, scr, &a);
                 float s1 = simd(q, &a, x, K), s2 = scal(q, &a, x, K);
                 CHECK(fabsf(s1 - s2) <= 1e-5f * (float)mag + 1e-6f, "%s simd %g vs scalar %g", dtype_name(t), s1, s2);
+                QDot4Fn d4 = quant_dot4_fn_avx2(t);
+                if (d4) { /* same row four times, then compare each output */
+                    const size_t rb = dtype_row_bytes(t, K);
+                    uint8_t *q4 = malloc(4 * rb);
+                    for (int r = 0; r < 4; r++) memcpy(q4 + r * rb, q, rb);
+                    float o4[4];
+                    d4(q4, rb, &a, K, o4);
+                    for (int r = 0; r < 4; r++)
+                        CHECK(fabsf(o4[r] - s2) <= 1e-5f * (float)mag + 1e-6f, "%s dot4[%d] %g vs %g", dtype_name(t), r,
+                              o4[r], s2);
+                    free(q4);
+                }
                 xfree(scr);
             }
         }
