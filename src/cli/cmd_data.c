@@ -140,6 +140,5 @@ int cmd_data(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "prepare")) return do_prepare(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return do_info(argc - 1, argv + 1);
-    usage(stderr);
-    return cli_error(2, "data: unknown subcommand '%s'", argv[1]);
+    return cli_error(2, "data: unknown subcommand '%s' (see jarip data --help)", argv[1]);
 }

@@ -267,6 +267,5 @@ int cmd_tokenizer(int argc, char **argv) {
     if (!strcmp(sub, "encode")) return do_encode(argc - 1, argv + 1);
     if (!strcmp(sub, "decode")) return do_decode(argc - 1, argv + 1);
     if (!strcmp(sub, "info")) return do_info(argc - 1, argv + 1);
-    usage(stderr);
-    return cli_error(2, "tokenizer: unknown subcommand '%s'", sub);
+    return cli_error(2, "tokenizer: unknown subcommand '%s' (see jarip tokenizer --help)", sub);
 }

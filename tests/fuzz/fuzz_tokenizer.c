@@ -1,0 +1,33 @@
+/* libFuzzer target for the tokenizer round trip (not part of the CTest build):
+ *   (build jarip first; the library supplies everything but the tokenizer)
+ *   clang -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Itests/unit \
+ *     tests/fuzz/fuzz_tokenizer.c src/tokenizer/*.c build/libjarip_lib.a -ldnnl -lpcre2-8 -ljansson -lz -lm \
+ *     -o fuzz_tokenizer
+ *   ./fuzz_tokenizer -max_total_time=60
+ * Tokenizer: $JARIP_FUZZ_TOKENIZER or tests/fixtures/tokenizer/gpt2_hf.json.
+ * The bounded-time fuzz that runs in the tests is tests/unit/test_tokenizer_fuzz.c. */
+#include <stdio.h>
+
+#include "test_tokenizer_fuzz.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static Tokenizer *t; /* loaded once per fuzzing process */
+    static TokEncoder *warm;
+    if (!t) {
+        const char *p = getenv("JARIP_FUZZ_TOKENIZER");
+        Err err = {0};
+        if (tokenizer_load(&t, p ? p : "tests/fixtures/tokenizer/gpt2_hf.json", &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            abort();
+        }
+        warm = tok_encoder_new(t, &err);
+    }
+    const char *bad = tok_fuzz_one(t, warm, data, size);
+    if (bad) {
+        fprintf(stderr, "%s\n", bad);
+        abort();
+    }
+    return 0;
+}
