@@ -48,6 +48,9 @@ typedef struct {
     int16_t *bsums; /* K/16, q8_K only */
 } QAct;
 
+/* SIMD Q8 activation quantizer (bit-identical to the scalar one) or NULL. */
+typedef void (*QActQ8Fn)(const float *x, int64_t K, int8_t *qs, float *d, float *s);
+QActQ8Fn quant_act_q8_fn_avx2(void);
 /* Activation format a weight type dots with: DT_Q8_0 (32-blocks), DT_Q8_K,
  * DT_F32 (float weights: no quantization), or -1 when unsupported. */
 int quant_act_type(int wtype);
@@ -55,6 +58,8 @@ int quant_act_type(int wtype);
 size_t quant_act_bytes(int act_type, int64_t K);
 /* Lay out a QAct over scratch (quant_act_bytes) and quantize x (K floats). */
 void quant_act_row(int act_type, const float *x, int64_t K, void *scratch, QAct *a);
+/* The same with the portable code only (tests compare). */
+void quant_act_row_ref(int act_type, const float *x, int64_t K, void *scratch, QAct *a);
 
 /* Dot of one weight row (K elements of wtype) with a quantized activation
  * row (or the float row x for F16/BF16/F32 weights). */

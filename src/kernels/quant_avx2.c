@@ -257,6 +257,47 @@ TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t 
     return r;
 }
 
+/* ---- activation quantization (Q8, 32-blocks) ------------------------------------------
+ * Same arithmetic as the scalar act_q8: id = 127/amax, round half to even,
+ * d and d*sum rounded to half precision. */
+TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, float *ss) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b < K / QK; b++) {
+        const float *xb = x + b * QK;
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16),
+               v3 = _mm256_loadu_ps(xb + 24);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, absmask), _mm256_and_ps(v1, absmask)),
+                                  _mm256_max_ps(_mm256_and_ps(v2, absmask), _mm256_and_ps(v3, absmask)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
+        const __m256 idv = _mm256_set1_ps(id);
+        const int r = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, idv), r));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, idv), r));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, idv), r));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, idv), r));
+        const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        /* pack 32 int32 -> 32 int8 in order (packs work per 128-bit lane: fix with a permute) */
+        const __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(qs + b * QK), p);
+        dd[b] = _cvtsh_ss(_cvtss_sh(d, 0));
+        ss[b] = _cvtsh_ss(_cvtss_sh(d * (float)_mm_cvtsi128_si32(s4), 0));
+    }
+}
+
+QActQ8Fn quant_act_q8_fn_avx2(void) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    return act_q8_avx2;
+}
+
 /* ---- four weight rows at once (M = 1 hot path) --------------------------------------
  * One activation load and one half->float conversion of the four rows'
  * scales per block, four independent accumulation chains. */
@@ -490,4 +531,5 @@ QDot4Fn quant_dot4_fn_avx2(int t) {
     (void)t;
     return NULL;
 }
+QActQ8Fn quant_act_q8_fn_avx2(void) { return NULL; }
 #endif

@@ -331,20 +331,34 @@ static void act_q8_K(const float *x, int64_t K, QAct *a) {
     }
 }
 
-void quant_act_row(int act, const float *x, int64_t K, void *scratch, QAct *a) {
+static void act_layout(int act, int64_t K, void *scratch, QAct *a) {
     uint8_t *p = scratch;
     memset(a, 0, sizeof *a);
     if (act == DT_Q8_0) {
         a->qs = (int8_t *)p;
         a->d = (float *)(p + up64((size_t)K));
         a->s = (float *)(p + up64((size_t)K) + up64((size_t)K / QK * 4));
-        act_q8(x, K, a);
     } else if (act == DT_Q8_K) {
         a->qs = (int8_t *)p;
         a->d = (float *)(p + up64((size_t)K));
         a->bsums = (int16_t *)(p + up64((size_t)K) + up64((size_t)K / QK_K * 4));
-        act_q8_K(x, K, a);
     }
+}
+
+void quant_act_row_ref(int act, const float *x, int64_t K, void *scratch, QAct *a) {
+    act_layout(act, K, scratch, a);
+    if (act == DT_Q8_0) act_q8(x, K, a);
+    else if (act == DT_Q8_K) act_q8_K(x, K, a);
+}
+
+void quant_act_row(int act, const float *x, int64_t K, void *scratch, QAct *a) {
+    QActQ8Fn f = act == DT_Q8_0 ? quant_act_q8_fn_avx2() : NULL;
+    if (!f) {
+        quant_act_row_ref(act, x, K, scratch, a);
+        return;
+    }
+    act_layout(act, K, scratch, a);
+    f(x, K, a->qs, a->d, a->s);
 }
 
 /* ---- scalar dots ---------------------------------------------------------------------- */

@@ -151,6 +151,28 @@ static void test_float_conversions(void) {
     CHECK(f32_to_bf16(bf16_to_f32(0x3F81) + ldexpf(1, -8)) == 0x3F82, "bf16 tie to even");
 }
 
+/* SIMD activation quantization is bit-identical to the portable one. */
+static void test_act(void) {
+    const int64_t K = 4096;
+    float *x = malloc(K * 4);
+    fill(x, K, 77, 3.0f);
+    for (int j = 0; j < 32; j++) x[64 + j] = 0.0f;        /* an all-zero block */
+    for (int j = 0; j < 32; j++) x[128 + j] = 0.5f + j;   /* ties at x*id = k + 0.5 */
+    for (int act = DT_Q8_0; act <= DT_Q8_K; act += DT_Q8_K - DT_Q8_0) {
+        size_t nb = quant_act_bytes(act, K);
+        void *s1 = xalloc(nb, NULL), *s2 = xalloc(nb, NULL);
+        QAct a1, a2;
+        quant_act_row(act, x, K, s1, &a1);
+        quant_act_row_ref(act, x, K, s2, &a2);
+        CHECK(memcmp(a1.qs, a2.qs, K) == 0, "act %s: qs differ", dtype_name(act));
+        int nblk = act == DT_Q8_0 ? (int)(K / 32) : (int)(K / 256);
+        CHECK(memcmp(a1.d, a2.d, nblk * 4) == 0, "act %s: d differ", dtype_name(act));
+        if (act == DT_Q8_0) CHECK(memcmp(a1.s, a2.s, nblk * 4) == 0, "act q8_0: s differ");
+        xfree(s1), xfree(s2);
+    }
+    free(x);
+}
+
 static const int MM_TYPES[] = {DT_F16, DT_BF16, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1, DT_Q8_0, DT_Q4_K, DT_Q5_K, DT_Q6_K};
 #define NMM (int)(sizeof MM_TYPES / sizeof MM_TYPES[0])
 
@@ -242,6 +264,7 @@ int main(void) {
     test_round_trip();
     test_known_blocks();
     test_float_conversions();
+    test_act();
     test_dots();
     test_matmul();
     if (failures) {
