@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Quantized matmul kernels on SmolLM2-135M shapes (30 layers of q,k,v,o,
 # gate,up,down at d=576, ff=1536, kv=192, plus the 49152-row output layer in
-# q8_0 as the published Q4_1 file has it): time of one token's worth of
+# q8_0 as the published Q4_1 file has it; K-quant rows of 576 fall back to
+# q5_0/q5_1/q8_0 as in a real file): time of one token's worth of
 # matvecs (M=1, the generation path) and of a 512-row batch (M=512, prompt
 # processing) per weight type; weights GB/s and GFLOP/s.
 # Usage: bench/quant_matmul.sh [threads...]   (default: 1 2)
+#   MPP=N     prompt rows (default 512);  Q8ACT=1  force the Q8-activation
+#             integer path for the prompt too (llama.cpp's numerics)
 set -eu
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${BUILD:-$ROOT/build}"
@@ -19,10 +22,15 @@ cat > "$TMP/qbench.c" <<'CEOF'
 #include <stdlib.h>
 #include <string.h>
 typedef struct { int N, K; } Shape;
+/* as `jarip quantize` (and llama.cpp) do: rows that do not fit 256-blocks fall back */
+static int fit(int t, int K) {
+    if (K % dtype_block_size(t) == 0) return t;
+    return t == DT_Q4_K ? DT_Q5_0 : t == DT_Q5_K ? DT_Q5_1 : t == DT_Q6_K ? DT_Q8_0 : DT_F16;
+}
 static const Shape L[] = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
 int main(int argc, char **argv) {
     const int types[] = {DT_F16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1, DT_Q4_K, DT_Q5_K, DT_Q6_K};
-    const int layers = 30, Mpp = argc > 1 ? atoi(argv[1]) : 512;
+    const int layers = 30, Mpp = argc > 1 ? atoi(argv[1]) : 512, flags = argc > 2 ? atoi(argv[2]) : 0;
     float *x = malloc((size_t)Mpp * 1536 * 4), *out = malloc((size_t)Mpp * 49152 * 4);
     for (size_t i = 0; i < (size_t)Mpp * 1536; i++) x[i] = rng_normal(1, i);
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
@@ -34,9 +42,10 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 1536 * 576; i++) tmp[i] = 0.05f * rng_normal(2, i);
         for (int l = 0; l < layers; l++)
             for (int j = 0; j < 7; j++) {
-                size_t rb = dtype_row_bytes(ty, L[j].K);
+                const int tj = fit(ty, L[j].K);
+                size_t rb = dtype_row_bytes(tj, L[j].K);
                 W[l][j] = xalloc(rb * L[j].N, NULL);
-                for (int n = 0; n < L[j].N; n++) quantize_row(ty, tmp + (size_t)n * L[j].K % (1536 * 576 - 1536), (char *)W[l][j] + n * rb, L[j].K);
+                for (int n = 0; n < L[j].N; n++) quantize_row(tj, tmp + (size_t)n * L[j].K % (1536 * 576 - 1536), (char *)W[l][j] + n * rb, L[j].K);
                 bytes += rb * L[j].N;
             }
         size_t orb = dtype_row_bytes(DT_Q8_0, 576);
@@ -49,7 +58,7 @@ int main(int argc, char **argv) {
         for (int rep = 0; rep < 15; rep++) {
             double t0 = time_now();
             for (int l = 0; l < layers; l++)
-                for (int j = 0; j < 7; j++) matmul_quant_forward(out, x, W[l][j], ty, 1, L[j].N, L[j].K);
+                for (int j = 0; j < 7; j++) if (matmul_quant_forward(out, x, W[l][j], fit(ty, L[j].K), 1, L[j].N, L[j].K)) return 1;
             matmul_quant_forward(out, x, Wout, DT_Q8_0, 1, 49152, 576);
             double dt = time_now() - t0;
             if (dt < best) best = dt;
@@ -62,7 +71,7 @@ int main(int argc, char **argv) {
         for (int rep = 0; rep < 2; rep++) {
             double t0 = time_now();
             for (int l = 0; l < layers; l++)
-                for (int j = 0; j < 7; j++) matmul_quant_forward(out, x, W[l][j], ty, Mpp, L[j].N, L[j].K);
+                for (int j = 0; j < 7; j++) if (matmul_quant_forward_ex(out, x, W[l][j], fit(ty, L[j].K), Mpp, L[j].N, L[j].K, flags)) return 1;
             double dt = time_now() - t0;
             if (dt < bpp) bpp = dt;
         }
@@ -80,5 +89,5 @@ CEOF
 LIBS="$BUILD/libjarip_lib.a -fopenmp -ldnnl -ljansson -lpcre2-8 -lz -lm"
 gcc -O2 -march=native -I"$ROOT/src" "$TMP/qbench.c" $LIBS -o "$TMP/qbench"
 for t in ${@:-1 2}; do
-    OMP_NUM_THREADS=$t "$TMP/qbench" "${MPP:-512}"
+    OMP_NUM_THREADS=$t "$TMP/qbench" "${MPP:-512}" "${Q8ACT:-0}"
 done
