@@ -142,9 +142,11 @@ TGT static float dot_q8_0(const void *w, const QAct *a, const float *x, int64_t 
 }
 
 /* Q4_K / Q5_K: 8 scales and mins per super-block; the min term comes from
- * the activation 16-sums, the scale multiplies int16 pair sums via madd. */
-TGT static float dot_kq(const uint8_t *scales, uint16_t dh, uint16_t dminh, const uint8_t *qs, const uint8_t *qh,
-                        const int8_t *q8, const int16_t *bs, float da) {
+ * the activation 16-sums, the scale multiplies int16 pair sums via madd.
+ * Accumulates d*d_a*sums into acc (one horizontal sum per row, at the end)
+ * and returns the scalar min term. */
+TGT static inline float dot_kq(const uint8_t *scales, uint16_t dh, uint16_t dminh, const uint8_t *qs,
+                               const uint8_t *qh, const int8_t *q8, const int16_t *bs, float da, __m256 *acc) {
     uint8_t sc[8], mn[8];
     int summ = 0;
     for (int j = 0; j < 8; j++) {
@@ -167,26 +169,29 @@ TGT static float dot_kq(const uint8_t *scales, uint16_t dh, uint16_t dminh, cons
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
     }
-    const __m256 s = _mm256_mul_ps(_mm256_set1_ps(h2f(dh) * da), _mm256_cvtepi32_ps(sumi));
-    return hsum_ps(s) - h2f(dminh) * da * (float)summ;
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dh) * da), _mm256_cvtepi32_ps(sumi), *acc);
+    return h2f(dminh) * da * (float)summ;
 }
 
 TGT static float dot_q4_K(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ4_K *b = w;
-    float acc = 0;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
     for (int64_t i = 0; i < K / QK_K; i++)
-        acc += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16, a->d[i]);
-    return acc;
+        mins += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16, a->d[i], &acc);
+    return hsum_ps(acc) - mins;
 }
 
 TGT static float dot_q5_K(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ5_K *b = w;
-    float acc = 0;
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
     for (int64_t i = 0; i < K / QK_K; i++)
-        acc += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16, a->d[i]);
-    return acc;
+        mins += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16, a->d[i],
+                       &acc);
+    return hsum_ps(acc) - mins;
 }
 
 TGT static float dot_q6_K(const void *w, const QAct *a, const float *x, int64_t K) {
