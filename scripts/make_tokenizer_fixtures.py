@@ -94,6 +94,7 @@ def cases():
         "a" * 300,
         "supercalifragilisticexpialidocious" * 5,
         "tab\tsep\tvalues\u3000ideographic\u00a0nbsp\u2028line\u2029para\u0085nel",
+        "a\u1680b\u2000c \u200a d\u202fe\u205ff\u001cg\u001f h\u180ei \u180e j\u200bk\ufeffl  \u3000\u3000x",
         "mixed한국어English日本語123abc!!!???...",
         "Ω≈ç√∫˜µ≤≥÷ åß∂ƒ©˙∆˚¬… ¡™£¢∞§¶•ªº–≠",
         "’curly quotes’ “double” — dash 'single'",

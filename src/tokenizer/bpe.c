@@ -14,6 +14,7 @@
 #define CACHE_MAX_KEY 64       /* longer pieces are rare; merging them is not cached */
 #define CACHE_MAX_SLOTS (1u << 20)
 #define SHORT_PIECE 48
+#define PIECE_BATCH 32
 
 typedef struct {
     uint64_t hash;             /* 0 = empty slot */
@@ -38,6 +39,10 @@ struct TokEncoder {
     size_t *out_n, *out_cap;
     int oom;
     uint64_t invalid;
+    const uint8_t *qp[PIECE_BATCH]; /* queued pieces */
+    size_t ql[PIECE_BATCH];
+    uint64_t qh[PIECE_BATCH];
+    int nq;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -181,6 +186,10 @@ static size_t merge_piece(TokEncoder *e, const uint8_t *p, size_t len) {
     if (n < 2) return n;
     if (n > SHORT_PIECE) return merge_long(e, n);
     int32_t *s = e->sym, *r = e->rk;
+    for (size_t i = 0; i + 1 < n; i++) { /* overlap the table's memory latency */
+        uint64_t key = ((uint64_t)(uint32_t)s[i] << 32) | (uint32_t)s[i + 1];
+        __builtin_prefetch(&t->mmap[(size_t)((key * 0x9E3779B97F4A7C15ULL) >> 20) & (t->mmap_cap - 1)]);
+    }
     for (size_t i = 0; i + 1 < n; i++) r[i] = merge_rank(t, s[i], s[i + 1]);
     while (n > 1) {
         size_t best = 0;
@@ -260,16 +269,14 @@ static int ensure_scratch(TokEncoder *e, size_t len) {
     return 0;
 }
 
-static void on_piece(void *ctx, const uint8_t *p, size_t len) {
-    TokEncoder *e = ctx;
+static void encode_piece(TokEncoder *e, const uint8_t *p, size_t len, uint64_t h) {
     const Tokenizer *t = e->t;
     if (len == 1 && t->byte_id[p[0]] >= 0) {
         emit(e, &t->byte_id[p[0]], 1);
         return;
     }
-    uint64_t h = 0;
     if (len <= CACHE_MAX_KEY) {
-        h = tok_hash_bytes(p, len) | 1;
+        if (!h) h = tok_hash_bytes(p, len) | 1;
         for (size_t j = (size_t)h & (e->ce_cap - 1);; j = (j + 1) & (e->ce_cap - 1)) {
             const CacheEnt *c = &e->ce[j];
             if (!c->hash) break;
@@ -285,10 +292,30 @@ static void on_piece(void *ctx, const uint8_t *p, size_t len) {
     }
     size_t n = merge_piece(e, p, len);
     emit(e, e->sym, n);
-    if (len <= CACHE_MAX_KEY) {
-        if (!h) h = tok_hash_bytes(p, len) | 1;
-        cache_put(e, h, p, len, e->sym, n);
+    if (len <= CACHE_MAX_KEY) cache_put(e, h, p, len, e->sym, n);
+}
+
+/* Pieces are queued and handled in batches: hashing a batch first and
+ * prefetching its cache slots overlaps the memory latency of the lookups
+ * (a large cache does not fit in the CPU caches). Order is kept. */
+static void flush_pieces(TokEncoder *e) {
+    size_t mask = e->ce_cap - 1;
+    for (int i = 0; i < e->nq; i++) {
+        if (e->ql[i] > 1 && e->ql[i] <= CACHE_MAX_KEY) {
+            e->qh[i] = tok_hash_bytes(e->qp[i], e->ql[i]) | 1;
+            __builtin_prefetch(&e->ce[e->qh[i] & mask]);
+        }
     }
+    for (int i = 0; i < e->nq; i++) encode_piece(e, e->qp[i], e->ql[i], e->qh[i]);
+    e->nq = 0;
+}
+
+static void on_piece(void *ctx, const uint8_t *p, size_t len) {
+    TokEncoder *e = ctx;
+    e->qp[e->nq] = p;
+    e->ql[e->nq] = len;
+    e->qh[e->nq] = 0;
+    if (++e->nq == PIECE_BATCH) flush_pieces(e);
 }
 
 static void encode_segment(TokEncoder *e, const uint8_t *san, const uint8_t *orig, size_t len) {
@@ -304,9 +331,11 @@ static void encode_segment(TokEncoder *e, const uint8_t *san, const uint8_t *ori
         e->pre[len + 1] = ' ';
         memcpy(e->pre + len + 2, san, len);
         tok_split(t, &e->sp, e->pre + len + 1, e->pre, len + 1, on_piece, e);
+        flush_pieces(e);
         return;
     }
     tok_split(t, &e->sp, san, orig, len, on_piece, e);
+    flush_pieces(e);
 }
 
 int tok_encoder_append(TokEncoder *e, const void *bytes, size_t len, int allow_special, int32_t **ids, size_t *n,
