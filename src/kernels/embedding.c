@@ -27,8 +27,10 @@ void embedding_backward(float *dtok_emb, float *dpos_emb, const float *dout, con
         int j1 = j0 + 32 < C ? j0 + 32 : C;
         for (int i = 0; i < B * T; i++) {
             const float *d = dout + (size_t)i * C;
-            float *te = dtok_emb + (size_t)tokens[i] * C;
-            for (int j = j0; j < j1; j++) te[j] += d[j];
+            if (dtok_emb) {
+                float *te = dtok_emb + (size_t)tokens[i] * C;
+                for (int j = j0; j < j1; j++) te[j] += d[j];
+            }
             if (dpos_emb) {
                 float *pe = dpos_emb + (size_t)(i % T) * C;
                 for (int j = j0; j < j1; j++) pe[j] += d[j];

@@ -44,6 +44,7 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const fl
 /* out (N,C) = tok_emb[tokens[i]] (+ pos_emb[pos0 + i % T] when pos_emb). N = B*T. */
 void embedding_forward(float *out, const int32_t *tokens, const float *tok_emb, const float *pos_emb,
                        int B, int T, int C, int pos0);
+/* Either gradient may be NULL. */
 void embedding_backward(float *dtok_emb, float *dpos_emb, const float *dout, const int32_t *tokens,
                         int B, int T, int C);
 

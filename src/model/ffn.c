@@ -30,11 +30,16 @@ static float *expert_g(const Tensor *t, int e) {
     return t->grad;
 }
 
-/* y (rows, C) = down(act(up(x) [, gate(x)])) for one expert. h, g, a (rows, F). */
+/* Feed-forward width held by this rank (d_ff / tp). */
+static int local_ff(const Model *m) { return m->cfg.d_ff / m->shard.tp_size; }
+
+/* y (rows, C) = down(act(up(x) [, gate(x)])) for one expert. h, g, a (rows, F).
+ * Under tensor parallelism y is this rank's partial sum; the down bias is
+ * added by rank 0 only. */
 static int expert_forward(const Model *m, const LayerWeights *w, int e, const float *x, int rows, float *h,
                           float *g, float *a, float *y) {
     const Config *c = &m->cfg;
-    const int C = c->d_model, F = c->d_ff;
+    const int C = c->d_model, F = local_ff(m);
     int rc;
     if ((rc = matmul_forward(h, x, expert_w(w->w_up, e), w->w_up->dtype, expert_w(w->b_up, e), rows, F, C)))
         return rc;
@@ -44,7 +49,8 @@ static int expert_forward(const Model *m, const LayerWeights *w, int e, const fl
     } else {
         gelu_forward(a, h, (size_t)rows * F);
     }
-    return matmul_forward(y, a, expert_w(w->w_down, e), w->w_down->dtype, expert_w(w->b_down, e), rows, C, F);
+    const void *bias = m->shard.tp_rank == 0 ? expert_w(w->b_down, e) : NULL;
+    return matmul_forward(y, a, expert_w(w->w_down, e), w->w_down->dtype, bias, rows, C, F);
 }
 
 /* Backward of expert_forward; dx (rows, C) accumulated. dh, dg, da scratch. */
@@ -52,7 +58,7 @@ static void expert_backward(const Model *m, const LayerWeights *w, int e, const 
                             const float *g, const float *a, const float *dy, float *dx, float *dh, float *dg,
                             float *da) {
     const Config *c = &m->cfg;
-    const int C = c->d_model, F = c->d_ff;
+    const int C = c->d_model, F = local_ff(m);
     const size_t n = (size_t)rows * F;
     memset(da, 0, n * sizeof(float));
     matmul_backward(da, expert_g(w->w_down, e), expert_g(w->b_down, e), dy, a, expert_w(w->w_down, e), rows, C, F);
@@ -119,10 +125,11 @@ int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err) {
     const Config *c = &m->cfg;
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
-    const int C = c->d_model, F = c->d_ff;
+    const int C = c->d_model, F = local_ff(m);
     if (c->n_expert == 0) {
         int rc = expert_forward(m, w, 0, x, N, a->ffn_h[l], a->ffn_g[l], a->ffn_a[l], out);
         if (rc) return err_set(err, rc, "layer %d: no matmul kernel for this weight type", l);
+        if (m->shard.tp_size > 1) return comm_allreduce_sum(m->shard.tp, out, (size_t)N * C, err);
         return 0;
     }
     const int E = c->n_expert, K = c->n_expert_active;
@@ -142,6 +149,11 @@ int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err) {
                                 a->ffn_y[l] + (size_t)r0 * C);
         if (rc) return err_set(err, rc, "layer %d: no matmul kernel for this weight type", l);
     }
+    /* whole expert outputs: backward needs them for the routing weights */
+    if (m->shard.tp_size > 1) {
+        int rc = comm_allreduce_sum(m->shard.tp, a->ffn_y[l], (size_t)N * K * C, err);
+        if (rc) return rc;
+    }
     const float *wt = a->expert_w[l];
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
@@ -160,7 +172,7 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
     const Config *c = &m->cfg;
     Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
-    const int C = c->d_model, F = c->d_ff;
+    const int C = c->d_model, F = local_ff(m);
     if (c->n_expert == 0) {
         expert_backward(m, w, 0, x, N, a->ffn_h[l], a->ffn_g[l], a->ffn_a[l], dout, dx, a->d_ffn_h, a->d_ffn_g,
                         a->d_ffn_a);
@@ -226,5 +238,7 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
         for (int e = 0; e < E; e++) s += pi[e] * dpi[e];
         for (int e = 0; e < E; e++) dpi[e] = pi[e] * (dpi[e] - s);
     }
-    matmul_backward(dx, w->router->grad, NULL, dp, x, w->router->data, N, E, C);
+    /* the router is replicated over tp: its input gradient is added once,
+     * since the caller sums dx over the tensor-parallel group */
+    matmul_backward(m->shard.tp_rank == 0 ? dx : NULL, w->router->grad, NULL, dp, x, w->router->data, N, E, C);
 }

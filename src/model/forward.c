@@ -2,6 +2,7 @@
  * serves training (keys/values of the batch itself) and inference (keys and
  * values appended to a KV cache); see model.h for the architecture. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model_internal.h"
@@ -32,6 +33,15 @@ static void norm_backward(const Config *c, float *dx, const Tensor *w, const Ten
         rmsnorm_backward(dx, G(w), dout, x, F(w), rstd, N, c->d_model);
 }
 
+/* Sum a partial result over the tensor-parallel group (no-op when tp = 1). */
+static int tp_reduce(Model *m, float *buf, size_t n, Err *err) {
+    if (m->shard.tp_size == 1) return 0;
+    return comm_allreduce_sum(m->shard.tp, buf, n, err);
+}
+
+/* Row-parallel layers add their bias once: on tensor-parallel rank 0. */
+static const Tensor *row_bias(const Model *m, const Tensor *b) { return m->shard.tp_rank == 0 ? b : NULL; }
+
 static void add_inplace(float *y, const float *x, size_t n) {
 #pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) y[i] += x[i];
@@ -47,6 +57,24 @@ static int embed(Model *m, float *out, const int32_t *tokens, int B, int T, int 
                            tokens[i], i, c->vocab_size);
     if (pos0 + T > c->context_length && c->pos == POS_LEARNED)
         return err_set(err, ERR_INVALID, "position %d is beyond context_length %d", pos0 + T, c->context_length);
+    if (m->shard.tp_size > 1) {
+        /* vocabulary parallel: rows this rank holds, zeros elsewhere, summed */
+        const int v0 = (int)m->tok_emb->start[0], nv = (int)m->tok_emb->shape[0];
+#pragma omp parallel for
+        for (int i = 0; i < B * T; i++) {
+            float *o = out + (size_t)i * C;
+            int t = tokens[i] - v0;
+            if (t >= 0 && t < nv)
+                memcpy(o, F(m->tok_emb) + (size_t)t * C, (size_t)C * sizeof(float));
+            else
+                memset(o, 0, (size_t)C * sizeof(float));
+        }
+        int rc = tp_reduce(m, out, (size_t)B * T * C, err);
+        if (rc) return rc;
+        if (m->pos_emb)
+            for (int i = 0; i < B * T; i++) add_inplace(out + (size_t)i * C, F(m->pos_emb) + (size_t)(pos0 + i % T) * C, (size_t)C);
+        return 0;
+    }
     if (m->tok_emb->dtype == DT_F32) {
         embedding_forward(out, tokens, F(m->tok_emb), F(m->pos_emb), B, T, C, pos0);
         return 0;
@@ -69,7 +97,8 @@ static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0
     const Config *c = &m->cfg;
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
-    const int N = B * T, C = c->d_model, D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head;
+    const int tp = m->shard.tp_size;
+    const int N = B * T, C = c->d_model, D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp;
     const int KVD = Hkv * D;
     int rc;
     norm_forward(c, a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], x, w->attn_norm, w->attn_norm_b, N);
@@ -91,8 +120,9 @@ static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0
         S = kv->ctx;
     }
     attention_forward(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, B, T, S, pos0, Hq, Hkv, D);
-    if ((rc = linear(a->res_att[l], a->atty[l], w->wo, w->bo, N)))
+    if ((rc = linear(a->res_att[l], a->atty[l], w->wo, row_bias(m, w->bo), N)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wo->dtype));
+    if ((rc = tp_reduce(m, a->res_att[l], (size_t)N * C, err))) return rc;
     add_inplace(a->res_att[l], x, (size_t)N * C);
     norm_forward(c, a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->res_att[l], w->ffn_norm, w->ffn_norm_b, N);
     if ((rc = ffn_forward(m, l, a->ln2[l], a->res_ffn[l], N, err))) return rc;
@@ -100,58 +130,166 @@ static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0
     return 0;
 }
 
-float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T, Err *err) {
-    const Config *c = &m->cfg;
+/* Vocabulary-parallel cross-entropy (tp > 1): logits (N, V/tp) per rank; the
+ * softmax statistics are combined over the group, so the loss equals the one
+ * of the whole vocabulary. Saves the row max and sum for backward. */
+static int ce_forward_tp(Model *m, const int32_t *targets, int N, double *mean, int *count, Err *err) {
     Activations *a = &m->act;
-    if (!a->mem || !a->training || B > a->B || T > a->T) {
-        err_set(err, ERR_INVALID, "model_forward: batch %dx%d exceeds the planned %dx%d (training plan)", B, T, a->B, a->T);
-        return NAN;
+    const int Vl = (int)m->lm_head->shape[0], v0 = (int)m->lm_head->start[0], tp = m->shard.tp_size;
+    float *mx = a->ce_max, *sum = a->ce_sum, *zt = a->losses;
+    float *all = malloc((size_t)N * tp * sizeof(float));
+    if (!all) return err_set(err, ERR_NOMEM, "out of memory");
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *z = a->logits + (size_t)i * Vl;
+        float v = -INFINITY;
+        for (int j = 0; j < Vl; j++) v = z[j] > v ? z[j] : v;
+        mx[i] = v;
     }
-    const int N = B * T, C = c->d_model, V = c->vocab_size;
-    m->aux_loss = 0.0;
-    if (embed(m, a->embed, tokens, B, T, 0, err)) return NAN;
-    const float *x = a->embed;
-    for (int l = 0; l < c->n_layer; l++) {
-        if (block_forward(m, l, x, B, T, 0, NULL, err)) return NAN;
-        x = a->res_ffn[l];
+    int rc = comm_allgather(m->shard.tp, mx, all, (size_t)N, err);
+    if (rc) {
+        free(all);
+        return rc;
     }
-    norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, x, m->out_norm, m->out_norm_b, N);
-    if (linear(a->logits, a->lnf, m->lm_head, NULL, N)) {
-        err_set(err, ERR_UNSUPPORTED, "output weight type %s", dtype_name(m->lm_head->dtype));
-        return NAN;
-    }
-    if (!targets) return 0.0f;
     for (int i = 0; i < N; i++)
-        if (targets[i] >= V) {
-            err_set(err, ERR_INVALID, "target id %d at position %d is outside the vocabulary (size %d)", targets[i], i, V);
-            return NAN;
+        for (int r = 0; r < tp; r++) mx[i] = all[(size_t)r * N + i] > mx[i] ? all[(size_t)r * N + i] : mx[i];
+    free(all);
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *z = a->logits + (size_t)i * Vl;
+        double s = 0.0;
+        for (int j = 0; j < Vl; j++) s += expf(z[j] - mx[i]);
+        sum[i] = (float)s;
+        int t = targets[i] - v0;
+        zt[i] = (targets[i] >= 0 && t >= 0 && t < Vl) ? z[t] : 0.0f;
+    }
+    if ((rc = tp_reduce(m, sum, (size_t)N, err)) || (rc = tp_reduce(m, zt, (size_t)N, err))) return rc;
+    double total = 0.0;
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        if (targets[i] < 0) {
+            a->losses[i] = 0.0f;
+            continue;
         }
-    (void)C;
-    int count = 0;
-    double ce = crossentropy_forward(a->losses, a->logits, targets, N, V, &count);
-    return (float)(ce + m->aux_loss);
+        a->losses[i] = logf(sum[i]) + mx[i] - zt[i];
+        total += a->losses[i];
+        n++;
+    }
+    *mean = n ? total / n : 0.0;
+    *count = n;
+    return 0;
 }
 
-void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, float loss_scale) {
+static void ce_backward_tp(Model *m, const int32_t *targets, int N, float scale) {
+    Activations *a = &m->act;
+    const int Vl = (int)m->lm_head->shape[0], v0 = (int)m->lm_head->start[0];
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        float *z = a->logits + (size_t)i * Vl;
+        if (targets[i] < 0) {
+            memset(z, 0, (size_t)Vl * sizeof(float));
+            continue;
+        }
+        float inv = 1.0f / a->ce_sum[i], mx = a->ce_max[i];
+        for (int j = 0; j < Vl; j++) z[j] = expf(z[j] - mx) * inv * scale;
+        int t = targets[i] - v0;
+        if (t >= 0 && t < Vl) z[t] -= scale;
+    }
+}
+
+int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int B, int T, Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
-    const int B = a->B, T = a->T, N = B * T, C = c->d_model, V = c->vocab_size;
-    const int D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head, QD = Hq * D, KVD = Hkv * D;
+    if (!a->mem || !a->training || B > a->B || T > a->T)
+        return err_set(err, ERR_INVALID, "model_forward: batch %dx%d exceeds the planned %dx%d (training plan)", B, T, a->B, a->T);
+    const ModelShard *s = &m->shard;
+    int rc;
+    m->aux_loss = 0.0;
+    if (s->first) {
+        if ((rc = embed(m, a->embed, tokens, B, T, 0, err))) return rc;
+    } else {
+        if (!x_in) return err_set(err, ERR_INVALID, "a later pipeline stage needs the previous stage's output");
+        memcpy(a->embed, x_in, (size_t)B * T * c->d_model * sizeof(float));
+    }
+    const float *x = a->embed;
+    for (int l = s->layer0; l < s->layer1; l++) {
+        if ((rc = block_forward(m, l, x, B, T, 0, NULL, err))) return rc;
+        x = a->res_ffn[l];
+    }
+    return 0;
+}
+
+const float *model_stage_output(const Model *m) {
+    const ModelShard *s = &m->shard;
+    return s->layer1 > s->layer0 ? m->act.res_ffn[s->layer1 - 1] : m->act.embed;
+}
+
+int model_stage_loss(Model *m, const int32_t *targets, int B, int T, double *loss, Err *err) {
+    const Config *c = &m->cfg;
+    Activations *a = &m->act;
+    const int N = B * T, V = c->vocab_size;
+    norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, model_stage_output(m), m->out_norm, m->out_norm_b, N);
+    if (linear(a->logits, a->lnf, m->lm_head, NULL, N))
+        return err_set(err, ERR_UNSUPPORTED, "output weight type %s", dtype_name(m->lm_head->dtype));
+    if (!targets) {
+        *loss = 0.0;
+        return 0;
+    }
+    for (int i = 0; i < N; i++)
+        if (targets[i] >= V)
+            return err_set(err, ERR_INVALID, "target id %d at position %d is outside the vocabulary (size %d)", targets[i], i, V);
     int count = 0;
-    for (int i = 0; i < N; i++) count += targets[i] >= 0;
-    /* logits buffer becomes dlogits: it is not needed after this point */
-    crossentropy_backward(a->logits, a->logits, targets, N, V, count ? loss_scale / count : 0.0f);
-    const float *xlast = c->n_layer ? a->res_ffn[c->n_layer - 1] : a->embed;
-    memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-    matmul_backward(a->d_ln, m->lm_head->grad, NULL, a->logits, a->lnf, F(m->lm_head), N, V, C);
-    memset(a->d_res, 0, (size_t)N * C * sizeof(float));
-    norm_backward(c, a->d_res, m->out_norm, m->out_norm_b, a->d_ln, xlast, a->lnf_mean, a->lnf_rstd, N);
-    for (int l = c->n_layer - 1; l >= 0; l--) {
+    double ce = 0.0;
+    if (m->shard.tp_size > 1) {
+        int rc = ce_forward_tp(m, targets, N, &ce, &count, err);
+        if (rc) return rc;
+    } else {
+        ce = crossentropy_forward(a->losses, a->logits, targets, N, V, &count);
+    }
+    *loss = ce;
+    return 0;
+}
+
+float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T, Err *err) {
+    double loss = 0.0;
+    if (model_forward_stage(m, tokens, NULL, B, T, err) || model_stage_loss(m, targets, B, T, &loss, err)) return NAN;
+    return targets ? (float)(loss + m->aux_loss) : 0.0f;
+}
+
+int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets, const float *d_out, float loss_scale,
+                         Err *err) {
+    const Config *c = &m->cfg;
+    Activations *a = &m->act;
+    const ModelShard *s = &m->shard;
+    const int tp = s->tp_size;
+    const int B = a->B, T = a->T, N = B * T, C = c->d_model;
+    const int D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp, QD = Hq * D, KVD = Hkv * D;
+    int rc;
+    if (s->last) {
+        const int Vl = (int)m->lm_head->shape[0];
+        int count = 0;
+        for (int i = 0; i < N; i++) count += targets[i] >= 0;
+        float scale = count ? loss_scale / count : 0.0f;
+        /* logits buffer becomes dlogits: it is not needed after this point */
+        if (tp > 1)
+            ce_backward_tp(m, targets, N, scale);
+        else
+            crossentropy_backward(a->logits, a->logits, targets, N, Vl, scale);
+        memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
+        matmul_backward(a->d_ln, m->lm_head->grad, NULL, a->logits, a->lnf, F(m->lm_head), N, Vl, C);
+        if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
+        memset(a->d_res, 0, (size_t)N * C * sizeof(float));
+        norm_backward(c, a->d_res, m->out_norm, m->out_norm_b, a->d_ln, model_stage_output(m), a->lnf_mean, a->lnf_rstd, N);
+    } else {
+        memcpy(a->d_res, d_out, (size_t)N * C * sizeof(float));
+    }
+    for (int l = s->layer1 - 1; l >= s->layer0; l--) {
         const LayerWeights *w = &m->layers[l];
-        const float *x = l ? a->res_ffn[l - 1] : a->embed;
+        const float *x = l > s->layer0 ? a->res_ffn[l - 1] : a->embed;
         /* FFN half: res_ffn = res_att + ffn(norm(res_att)) */
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
         ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale);
+        if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->ffn_norm, w->ffn_norm_b, a->d_ln, a->res_att[l], a->ln2_mean[l], a->ln2_rstd[l], N);
         /* attention half: res_att = x + proj(attention(q, k, v)) */
         memset(a->d_atty, 0, (size_t)N * QD * sizeof(float));
@@ -168,9 +306,31 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
         matmul_backward(a->d_ln, G(w->wq), G(w->bq), a->d_q, a->ln1[l], F(w->wq), N, QD, C);
         matmul_backward(a->d_ln, G(w->wk), G(w->bk), a->d_k, a->ln1[l], F(w->wk), N, KVD, C);
         matmul_backward(a->d_ln, G(w->wv), G(w->bv), a->d_v, a->ln1[l], F(w->wv), N, KVD, C);
+        if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->attn_norm, w->attn_norm_b, a->d_ln, x, a->ln1_mean[l], a->ln1_rstd[l], N);
     }
-    embedding_backward(G(m->tok_emb), G(m->pos_emb), a->d_res, tokens, B, T, C);
+    if (s->first) {
+        if (tp > 1) {
+            const int v0 = (int)m->tok_emb->start[0], nv = (int)m->tok_emb->shape[0];
+            float *g = G(m->tok_emb);
+            for (int i = 0; i < N; i++) {
+                int t = tokens[i] - v0;
+                if (t < 0 || t >= nv) continue;
+                const float *d = a->d_res + (size_t)i * C;
+                float *gr = g + (size_t)t * C;
+                for (int j = 0; j < C; j++) gr[j] += d[j];
+            }
+            if (m->pos_emb) embedding_backward(NULL, G(m->pos_emb), a->d_res, tokens, B, T, C);
+        } else {
+            embedding_backward(G(m->tok_emb), G(m->pos_emb), a->d_res, tokens, B, T, C);
+        }
+    }
+    return 0;
+}
+
+void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, float loss_scale) {
+    memset(&m->comm_err, 0, sizeof m->comm_err);
+    model_backward_stage(m, tokens, targets, NULL, loss_scale, &m->comm_err);
 }
 
 int kvcache_create(KVCache *kv, const Config *c, int ctx, Err *err) {

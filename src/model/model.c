@@ -54,11 +54,18 @@ static int model_bind(Model *m, Err *err) {
 }
 
 int model_create(Model *m, const Config *c, int training, Err *err) {
+    ModelShard whole;
+    model_shard_whole(&whole, c);
+    return model_create_shard(m, c, &whole, training, err);
+}
+
+int model_create_shard(Model *m, const Config *c, const ModelShard *shard, int training, Err *err) {
     memset(m, 0, sizeof *m);
     int rc = config_validate(c, err);
     if (rc) return rc;
     m->cfg = *c;
-    if ((rc = registry_build(c, &m->tensors, &m->n_tensors, &m->n_params, err))) return rc;
+    m->shard = *shard;
+    if ((rc = registry_build_shard(c, shard, &m->tensors, &m->n_tensors, &m->n_params, err))) return rc;
     if ((rc = model_bind(m, err))) goto fail;
     size_t bytes = m->n_params * sizeof(float);
     m->params = xalloc(bytes, err);
@@ -82,6 +89,14 @@ fail:
     return rc;
 }
 
+/* FNV-1a: a tensor's random stream is keyed by its name, not its index, so
+ * a pipeline stage holding a subset of tensors draws the same values. */
+static uint64_t tensor_name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
 void model_init_weights(Model *m, uint64_t seed) {
     const float std = 0.02f, resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
@@ -93,10 +108,21 @@ void model_init_weights(Model *m, uint64_t seed) {
             memset(p, 0, t->numel * sizeof(float));
         } else {
             /* one stream per tensor, so adding a tensor never shifts another's values */
-            uint64_t key = rng_key(seed, 0x696e6974ULL, (uint64_t)i);
+            uint64_t key = rng_key(seed, 0x696e6974ULL, tensor_name_hash(t->name));
             float s = (t->flags & PF_RESID_PROJ) ? resid_std : std;
+            /* the draw depends on the element's index in the whole tensor, so
+             * any sharding starts from the same weights as one process */
 #pragma omp parallel for
-            for (size_t j = 0; j < t->numel; j++) p[j] = s * rng_normal(key, j);
+            for (size_t e = 0; e < t->numel; e++) {
+                uint64_t rem = e, g = 0, stride = 1;
+                for (int d = t->ndim - 1; d >= 0; d--) {
+                    uint64_t i = rem % (uint64_t)t->shape[d];
+                    rem /= (uint64_t)t->shape[d];
+                    g += (i + (uint64_t)t->start[d]) * stride;
+                    stride *= (uint64_t)t->full[d];
+                }
+                p[e] = s * rng_normal(key, g);
+            }
         }
     }
 }
@@ -163,6 +189,8 @@ static void plan_walk(Activations *a, const Config *c, int B, int T, int trainin
     a->lnf_rstd = bump(b, N);
     a->logits = bump(b, (training ? N : 1) * V);
     a->losses = bump(b, N);
+    a->ce_max = bump(b, N);
+    a->ce_sum = bump(b, N);
     if (E) {
         a->moe_x = bump(b, N * K * C);
         a->moe_dy = training ? bump(b, N * K * C) : NULL;
@@ -208,6 +236,16 @@ static int activations_arrays(Activations *a, int L) {
     return ok;
 }
 
+Config model_local_config(const Config *c, const ModelShard *s) {
+    Config lc = *c;
+    lc.n_head /= s->tp_size;
+    lc.n_kv_head /= s->tp_size;
+    lc.d_ff /= s->tp_size;
+    int v0;
+    vocab_part(c->vocab_size, s->tp_size, s->tp_rank, &v0, &lc.vocab_size);
+    return lc;
+}
+
 size_t model_activation_bytes(const Config *c, int B, int T, int training) {
     Activations a;
     memset(&a, 0, sizeof a);
@@ -219,7 +257,7 @@ size_t model_activation_bytes(const Config *c, int B, int T, int training) {
 }
 
 int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
-    const Config *c = &m->cfg;
+    const Config lc = model_local_config(&m->cfg, &m->shard), *c = &lc;
     if (B <= 0 || T <= 0) return err_set(err, ERR_INVALID, "batch and sequence length must be positive");
     if (T > c->context_length)
         return err_set(err, ERR_INVALID, "sequence length %d exceeds the model's context_length %d", T,

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "dist/comm.h"
 #include "kernels/kernels.h"
 
 /* ---- configuration ------------------------------------------------------ */
@@ -75,7 +76,12 @@ enum {
 typedef struct {
     char name[48];
     int ndim;
-    int64_t shape[4];  /* outermost first, PyTorch order: Linear weight (out, in) */
+    int64_t shape[4];  /* outermost first, PyTorch order: Linear weight (out, in);
+                          this rank's block when the model is sharded */
+    int64_t full[4];   /* shape in the whole model */
+    int64_t start[4];  /* where this rank's block starts in the whole tensor */
+    int tp_split;      /* 1: split over tensor-parallel ranks (0: replicated) */
+    int ep_split;      /* 1: split over expert-parallel ranks */
     int dtype;         /* DType */
     size_t numel;
     size_t offset;     /* elements from the start of the f32 buffers */
@@ -97,6 +103,32 @@ typedef struct {
 
 /* Build the registry for c (no tensor memory). tensors is malloc'd. */
 int registry_build(const Config *c, Tensor **tensors, int *n_tensors, size_t *n_params, Err *err);
+
+/* ---- model parallelism -------------------------------------------------------
+ * Which part of the model one rank holds (Megatron-LM splits): attention
+ * heads and FFN columns over tp (column-parallel q/k/v/gate/up, row-parallel
+ * output and down projections), the vocabulary over tp (embedding, output,
+ * cross-entropy), experts over ep, and layers [layer0, layer1) of a
+ * pipeline stage. All-ones/whole-model when unsharded. */
+typedef struct {
+    int tp_rank, tp_size;
+    Comm *tp;            /* tensor-parallel group; NULL when tp_size == 1 */
+    int ep_rank, ep_size;
+    Comm *ep;            /* expert-parallel group; NULL when ep_size == 1 */
+    int layer0, layer1;  /* this stage's layers */
+    int first, last;     /* holds the embeddings / the final norm and output */
+} ModelShard;
+
+void model_shard_whole(ModelShard *s, const Config *c);
+/* Check that c can be split this way; the message names the rule. */
+int model_shard_check(const Config *c, const ModelShard *s, Err *err);
+/* The registry of one rank: local blocks with their place in the whole. */
+int registry_build_shard(const Config *c, const ModelShard *s, Tensor **tensors, int *n_tensors, size_t *n_params,
+                         Err *err);
+/* Vocabulary rows [*v0, *v0 + *n) held by tp rank r (first V % tp ranks get one more). */
+void vocab_part(int V, int tp, int r, int *v0, int *n);
+/* Copy between a local block and the whole tensor (to_full: local -> whole). */
+void tensor_block_copy(const Tensor *t, float *whole, float *local, int to_full);
 /* Exact parameter count of a config (same code as the registry). */
 size_t config_param_count(const Config *c);
 /* Parameters touched per token (MoE: only n_expert_active experts). */
@@ -129,6 +161,7 @@ typedef struct {
     float *lnf, *lnf_mean, *lnf_rstd;      /* (B,T,C), (B,T), (B,T) */
     float *logits;                         /* (B,T,V) */
     float *losses;                         /* (B,T) */
+    float *ce_max, *ce_sum;                /* (B,T) vocabulary-parallel softmax statistics */
     /* backward scratch */
     float *d_res, *d_tmp, *d_ln;           /* (B,T,C) each */
     float *d_q, *d_k, *d_v, *d_atty;       /* like q, k, v, atty */
@@ -148,6 +181,7 @@ typedef struct {
 /* ---- the model ------------------------------------------------------------ */
 typedef struct {
     Config cfg;
+    ModelShard shard;
     Tensor *tensors;
     int n_tensors;
     size_t n_params;
@@ -156,11 +190,14 @@ typedef struct {
     float *params, *grads, *adam_m, *adam_v; /* (n_params) each; grads/adam NULL for inference */
     Activations act;
     double aux_loss;                         /* last MoE load-balancing loss (already weighted) */
+    Err comm_err;                            /* first communication failure inside backward (code 0: none) */
     void *owner;                             /* e.g. the GGUF mapping the weights live in */
 } Model;
 
 /* Allocate weights (and, if training, grads and Adam moments) for c. */
 int model_create(Model *m, const Config *c, int training, Err *err);
+/* The same for one rank's shard (shard is copied; its Comms are borrowed). */
+int model_create_shard(Model *m, const Config *c, const ModelShard *shard, int training, Err *err);
 /* GPT-2 initialisation: N(0, 0.02), residual projections / sqrt(2 L),
  * norms 1, biases 0. Deterministic in seed, independent of thread count. */
 void model_init_weights(Model *m, uint64_t seed);
@@ -174,9 +211,22 @@ void model_free(Model *m);
  * the MoE auxiliary loss; without, returns 0 and leaves logits in act.logits.
  * Returns NAN with err set on bad input (token id out of range...). */
 float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T, Err *err);
+/* Pipeline pieces. model_forward = forward_stage + stage_loss on a whole
+ * model. A stage reads tokens (first stage) or x_in (B,T,C) from the
+ * previous one; its output is model_stage_output(). stage_loss (last stage)
+ * computes logits and the mean cross-entropy (without the MoE aux loss).
+ * backward_stage takes d_out = dL/d(output) from the next stage (NULL on the
+ * last) and leaves dL/d(input) in act.d_res. */
+int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int B, int T, Err *err);
+const float *model_stage_output(const Model *m);
+int model_stage_loss(Model *m, const int32_t *targets, int B, int T, double *loss, Err *err);
+int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets, const float *d_out, float loss_scale,
+                         Err *err);
+
 /* Backward of the last training forward; accumulates into m->grads.
  * loss_scale multiplies d(loss) (1/accum_steps for gradient accumulation). */
 void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, float loss_scale);
+/* A communication failure inside model_backward is left in m->comm_err. */
 
 /* Inference: n tokens at the cache's current position (batched prompt when
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
@@ -184,6 +234,10 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
 int kvcache_create(KVCache *kv, const Config *c, int ctx, Err *err);
 void kvcache_free(KVCache *kv);
+
+/* Per-rank dimensions of a sharded model (heads, d_ff, vocabulary, experts
+ * divided by tp / ep); the whole config when unsharded. */
+Config model_local_config(const Config *c, const ModelShard *s);
 
 /* Model FLOPs per token for training, PaLM convention: 6 N_active + 12 L d T. */
 double model_flops_per_token(const Config *c, int T);

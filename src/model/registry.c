@@ -33,6 +33,7 @@ static int reg_add(RegBuilder *rb, int layer, const char *name, unsigned flags, 
         t->shape[i] = dims[i];
         t->numel *= (size_t)dims[i];
     }
+    for (int i = 0; i < ndim; i++) t->full[i] = dims[i];
     t->dtype = DT_F32;
     t->offset = rb->offset;
     t->layer = layer;
@@ -120,4 +121,133 @@ size_t config_active_param_count(const Config *c) {
     }
     free(t);
     return active;
+}
+
+/* ---- sharding ------------------------------------------------------------------ */
+
+void model_shard_whole(ModelShard *s, const Config *c) {
+    memset(s, 0, sizeof *s);
+    s->tp_size = s->ep_size = 1;
+    s->layer0 = 0;
+    s->layer1 = c->n_layer;
+    s->first = s->last = 1;
+}
+
+int model_shard_check(const Config *c, const ModelShard *s, Err *err) {
+    const int tp = s->tp_size;
+    if (tp < 1 || s->ep_size < 1 || s->tp_rank < 0 || s->tp_rank >= tp || s->ep_rank < 0 || s->ep_rank >= s->ep_size)
+        return err_set(err, ERR_INVALID, "bad shard ranks");
+    if (c->n_head % tp) return err_set(err, ERR_INVALID, "attention heads (%d) are not divisible by tp (%d)", c->n_head, tp);
+    if (c->n_kv_head % tp)
+        return err_set(err, ERR_INVALID, "kv heads (%d) are not divisible by tp (%d)", c->n_kv_head, tp);
+    if (c->d_ff % tp) return err_set(err, ERR_INVALID, "d_ff (%d) is not divisible by tp (%d)", c->d_ff, tp);
+    if (c->vocab_size < tp) return err_set(err, ERR_INVALID, "vocabulary smaller than tp");
+    if (s->ep_size > 1 && (c->n_expert == 0 || c->n_expert % s->ep_size))
+        return err_set(err, ERR_INVALID, "experts (%d) are not divisible by ep (%d)", c->n_expert, s->ep_size);
+    if (s->layer0 < 0 || s->layer1 > c->n_layer || s->layer0 > s->layer1)
+        return err_set(err, ERR_INVALID, "bad layer range %d..%d", s->layer0, s->layer1);
+    return 0;
+}
+
+void vocab_part(int V, int tp, int r, int *v0, int *n) {
+    int base = V / tp, extra = V % tp;
+    *n = base + (r < extra);
+    *v0 = r * base + (r < extra ? r : extra);
+}
+
+/* Split dimension d of t into parts, keep part idx (even split). */
+static void split_dim(Tensor *t, int d, int parts, int idx) {
+    int64_t n = t->full[d] / parts;
+    t->shape[d] = n;
+    t->start[d] = n * idx;
+}
+
+/* Base name without "blk.N." */
+static const char *base_name(const Tensor *t) {
+    if (t->layer < 0) return t->name;
+    const char *dot = strchr(t->name + 4, '.');
+    return dot ? dot + 1 : t->name;
+}
+
+static int starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+
+int registry_build_shard(const Config *c, const ModelShard *s, Tensor **tensors, int *n_tensors, size_t *n_params,
+                         Err *err) {
+    int rc = model_shard_check(c, s, err);
+    if (rc) return rc;
+    Tensor *all = NULL;
+    int n = 0;
+    size_t total = 0;
+    if ((rc = registry_build(c, &all, &n, &total, err))) return rc;
+    int k = 0;
+    size_t offset = 0;
+    const int tp = s->tp_size, tr = s->tp_rank;
+    for (int i = 0; i < n; i++) {
+        Tensor t = all[i];
+        const char *b = base_name(&t);
+        int embed = strcmp(t.name, "token_embd.weight") == 0, pos = strcmp(t.name, "position_embd.weight") == 0;
+        int head = starts(t.name, "output");
+        int keep = t.layer >= 0 ? (t.layer >= s->layer0 && t.layer < s->layer1)
+                                : ((embed && (s->first || (s->last && c->tie_embeddings))) || (pos && s->first) ||
+                                   (head && s->last));
+        if (!keep) continue;
+        for (int d = 0; d < 4; d++) {
+            t.full[d] = d < t.ndim ? t.shape[d] : 0;
+            t.start[d] = 0;
+        }
+        if (t.flags & PF_EXPERT) {
+            if (s->ep_size > 1) {
+                split_dim(&t, 0, s->ep_size, s->ep_rank);
+                t.ep_split = 1;
+            }
+            int fdim = starts(b, "ffn_down_exps") ? (t.ndim == 3 ? 2 : -1) : 1;
+            if (tp > 1 && fdim > 0) {
+                split_dim(&t, fdim, tp, tr);
+                t.tp_split = 1;
+            }
+        } else if (tp > 1) {
+            if (starts(b, "attn_q.") || starts(b, "attn_k.") || starts(b, "attn_v.") || starts(b, "ffn_gate.") ||
+                starts(b, "ffn_up.")) {
+                split_dim(&t, 0, tp, tr); /* column parallel: output rows (whole heads) */
+                t.tp_split = 1;
+            } else if ((starts(b, "attn_output.") || starts(b, "ffn_down.")) && t.ndim == 2) {
+                split_dim(&t, 1, tp, tr); /* row parallel: input columns */
+                t.tp_split = 1;
+            } else if (embed || strcmp(t.name, "output.weight") == 0) {
+                int v0, nv;
+                vocab_part(c->vocab_size, tp, tr, &v0, &nv);
+                t.shape[0] = nv;
+                t.start[0] = v0;
+                t.tp_split = 1;
+            }
+        }
+        t.numel = 1;
+        for (int d = 0; d < t.ndim; d++) t.numel *= (size_t)t.shape[d];
+        t.offset = offset;
+        offset += t.numel;
+        all[k++] = t;
+    }
+    *tensors = all;
+    *n_tensors = k;
+    *n_params = offset;
+    return 0;
+}
+
+void tensor_block_copy(const Tensor *t, float *whole, float *local, int to_full) {
+    int64_t L[3] = {1, 1, 1}, F[3] = {1, 1, 1}, S[3] = {0, 0, 0};
+    int off = 3 - t->ndim; /* right-align into 3 dims */
+    for (int d = 0; d < t->ndim; d++) {
+        L[d + off] = t->shape[d];
+        F[d + off] = t->full[d];
+        S[d + off] = t->start[d];
+    }
+    for (int64_t i = 0; i < L[0]; i++)
+        for (int64_t j = 0; j < L[1]; j++) {
+            float *w = whole + ((i + S[0]) * F[1] + (j + S[1])) * F[2] + S[2];
+            float *l = local + (i * L[1] + j) * L[2];
+            if (to_full)
+                memcpy(w, l, (size_t)L[2] * sizeof(float));
+            else
+                memcpy(l, w, (size_t)L[2] * sizeof(float));
+        }
 }
