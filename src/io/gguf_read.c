@@ -305,15 +305,20 @@ static int parse(GGUFFile *g, Err *err) {
         t->data = g->base + data_off + t->offset;
     }
     qsort(by_off, nt, sizeof *by_off, cmp_off);
-    for (uint64_t i = 1; i < nt; i++) {
-        const GGUFTensorInfo *a = by_off[i - 1], *b = by_off[i];
-        if (a->nbytes && b->nbytes && a->offset + a->nbytes > b->offset) {
+    /* running end of the non-empty tensors so far (an empty tensor between
+     * two overlapping ones must not hide the overlap) */
+    const GGUFTensorInfo *last = NULL;
+    for (uint64_t i = 0; i < nt; i++) {
+        const GGUFTensorInfo *b = by_off[i];
+        if (!b->nbytes) continue;
+        if (last && last->offset + last->nbytes > b->offset) {
             char nb2[64];
-            err_set(err, ERR_FORMAT, "tensors '%s' and '%s' overlap", show(a->name, nb, sizeof nb),
+            err_set(err, ERR_FORMAT, "tensors '%s' and '%s' overlap", show(last->name, nb, sizeof nb),
                     show(b->name, nb2, sizeof nb2));
             free(by_off);
             return ERR_FORMAT;
         }
+        if (!last || b->offset + b->nbytes > last->offset + last->nbytes) last = b;
     }
     free(by_off);
     return 0;
@@ -354,7 +359,8 @@ int gguf_open(GGUFFile **out, const char *path, Err *err) {
     int rc = gguf_open_memory(&g, m, (size_t)st.st_size, err);
     if (rc) {
         munmap(m, (size_t)st.st_size);
-        return err_wrap(err, "%s", path);
+        err_wrap(err, "%s", path);
+        return rc;
     }
     g->mapped = 1;
     *out = g;
@@ -453,18 +459,21 @@ int gguf_get_str(const GGUFFile *g, const char *key, GGUFStr *out, Err *err) {
     return 0;
 }
 
-static const GGUFKV *lookup_arr(const GGUFFile *g, const char *key, uint64_t i, Err *err) {
+/* Array element i of key; NULL with *rc set (and err filled) on failure. */
+static const GGUFKV *lookup_arr(const GGUFFile *g, const char *key, uint64_t i, int *rc, Err *err) {
     const GGUFKV *kv = lookup(g, key, err);
+    *rc = ERR_INVALID;
     if (!kv) return NULL;
     if (kv->type != GGUF_T_ARRAY) {
-        err_set(err, ERR_FORMAT, "GGUF key '%s' is a %s, not an array", key, gguf_type_name(kv->type));
+        *rc = err_set(err, ERR_FORMAT, "GGUF key '%s' is a %s, not an array", key, gguf_type_name(kv->type));
         return NULL;
     }
     if (i >= kv->n) {
-        err_set(err, ERR_INVALID, "GGUF array '%s': index %llu out of range (%llu elements)", key,
-                (unsigned long long)i, (unsigned long long)kv->n);
+        *rc = err_set(err, ERR_INVALID, "GGUF array '%s': index %llu out of range (%llu elements)", key,
+                      (unsigned long long)i, (unsigned long long)kv->n);
         return NULL;
     }
+    *rc = 0;
     return kv;
 }
 
@@ -479,8 +488,9 @@ int gguf_get_arr_info(const GGUFFile *g, const char *key, int *elem_type, uint64
 }
 
 int gguf_get_arr_str(const GGUFFile *g, const char *key, uint64_t i, GGUFStr *out, Err *err) {
-    const GGUFKV *kv = lookup_arr(g, key, i, err);
-    if (!kv) return err ? err->code : ERR_INVALID;
+    int rc;
+    const GGUFKV *kv = lookup_arr(g, key, i, &rc, err);
+    if (!kv) return rc;
     if (kv->elem_type != GGUF_T_STRING)
         return err_set(err, ERR_FORMAT, "GGUF array '%s' holds %s, not strings", key, gguf_type_name(kv->elem_type));
     const uint8_t *p = kv->arr + kv->str_off[i];
@@ -490,8 +500,9 @@ int gguf_get_arr_str(const GGUFFile *g, const char *key, uint64_t i, GGUFStr *ou
 }
 
 static int arr_num(const GGUFFile *g, const char *key, uint64_t i, int want_int, int64_t *iv, double *fv, Err *err) {
-    const GGUFKV *kv = lookup_arr(g, key, i, err);
-    if (!kv) return err ? err->code : ERR_INVALID;
+    int rc;
+    const GGUFKV *kv = lookup_arr(g, key, i, &rc, err);
+    if (!kv) return rc;
     size_t es = gguf_type_size(kv->elem_type);
     if (!es) return err_set(err, ERR_FORMAT, "GGUF array '%s' holds %s, not numbers", key, gguf_type_name(kv->elem_type));
     return get_num(kv->arr + i * es, kv->elem_type, key, want_int, iv, fv, err);

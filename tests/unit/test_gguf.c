@@ -287,6 +287,13 @@ static void test_hostile(void) {
     buf_pad(&b, 32);
     for (int i = 0; i < 256; i++) buf_put(&b, "\0", 1);
     expect_fail(&b, "duplicate tensor names", "duplicate tensor");
+    const uint64_t zero[2] = {32, 0};
+    header(&b, 3, 3, 0);
+    tensor_info(&b, "a", 1, one, DT_F32, 0), tensor_info(&b, "z", 2, zero, DT_F32, 64);
+    tensor_info(&b, "b", 1, one, DT_F32, 96);
+    buf_pad(&b, 32);
+    for (int i = 0; i < 256; i++) buf_put(&b, "\0", 1);
+    expect_fail(&b, "overlap hidden behind an empty tensor", "overlap");
     header(&b, 3, 1, 0), tensor_info(&b, "t", 1, one, DT_F32, 0);
     expect_fail(&b, "no data section", "");
 
