@@ -6,6 +6,9 @@ Hugging Face `tokenizers` (the reference implementation).
   llama3_hf.json  byte-level BPE, Llama-3 split pattern (Split + ByteLevel, ignore_merges)
   cases.hex       the test texts, one per line, hex-encoded (so invalid UTF-8 fits)
   <name>.ids      HF's ids for each case, one line per case
+  llama3_hf.tiktoken  llama3_hf.json's vocabulary as a tiktoken rank file (rank = id)
+  tiktoken.ids    tiktoken's own ids for it (cl100k-style pattern); "-" for cases
+                  tiktoken cannot take (invalid UTF-8)
   smollm2.ids     the same for SmolLM2's vocabulary, read from
                   models/SmolLM2-135M-Instruct.Q4_1.gguf (written only when present)
 
@@ -210,6 +213,27 @@ def smollm2_from_gguf(path):
     return tok, kv.get("tokenizer.ggml.pre")
 
 
+def write_tiktoken(data):
+    import base64
+    import tiktoken
+    j = json.load(open(os.path.join(OUT, "llama3_hf.json"), encoding="utf-8"))
+    dec = {v: k for k, v in bytes_to_unicode().items()}
+    special = {a["content"] for a in j["added_tokens"]}
+    ranks = {bytes(dec[c] for c in t): i for t, i in j["model"]["vocab"].items() if t not in special}
+    with open(os.path.join(OUT, "llama3_hf.tiktoken"), "w") as f:
+        for b, r in sorted(ranks.items(), key=lambda x: x[1]):
+            f.write(base64.b64encode(b).decode() + f" {r}\n")
+    enc = tiktoken.Encoding("fixture", pat_str=LLAMA3, mergeable_ranks=ranks, special_tokens={})
+    with open(os.path.join(OUT, "tiktoken.ids"), "w") as f:
+        for b in data:
+            try:
+                s = b.decode("utf-8")
+            except UnicodeDecodeError:
+                f.write("-\n")
+                continue
+            f.write(" ".join(map(str, enc.encode_ordinary(s))) + "\n")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     data = cases()
@@ -223,6 +247,7 @@ def main():
         with open(os.path.join(OUT, f"{name}_hf.ids"), "w") as f:
             for b in data:
                 f.write(" ".join(map(str, reference_ids(tok, b))) + "\n")
+    write_tiktoken(data)
     if os.path.exists(GGUF):
         tok, pre = smollm2_from_gguf(GGUF)
         print("SmolLM2 pre-tokenizer:", pre)

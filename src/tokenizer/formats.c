@@ -492,3 +492,62 @@ int tokenizer_from_gguf(Tokenizer **out, const GGUFFile *g, Err *err) {
     *out = t;
     return 0;
 }
+
+int tokenizer_to_gguf(const Tokenizer *t, GGUFWriter *w, Err *err) {
+    static const struct { const char *ours, *gguf; } pre[] = {{"gpt2", "gpt2"}, {"llama3", "llama-bpe"}, {"smollm", "smollm"}};
+    const char *pname = NULL;
+    for (size_t i = 0; i < sizeof pre / sizeof *pre; i++)
+        if (!strcmp(t->pattern_name, pre[i].ours)) pname = pre[i].gguf;
+    if (!pname)
+        return err_set(err, ERR_UNSUPPORTED, "GGUF has no name for the split pattern '%s'", t->pattern_name);
+    if (t->add_prefix_space) return err_set(err, ERR_UNSUPPORTED, "GGUF gpt2 tokenizers cannot add a prefix space");
+    size_t n = (size_t)t->n_vocab, nm = (size_t)t->n_merges;
+    char **str = calloc(n + nm, sizeof *str);
+    uint64_t *len = calloc(n + nm, sizeof *len);
+    int32_t *type = calloc(n ? n : 1, sizeof *type);
+    int rc = 0;
+    if (!str || !len || !type) rc = err_set(err, ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n && !rc; i++) {
+        char name[32];
+        if (t->len[i] == UINT32_MAX) {
+            len[i] = (uint64_t)snprintf(name, sizeof name, "<unused_%zu>", i);
+            str[i] = strdup(name);
+            type[i] = 5; /* unused */
+        } else if (t->special[i]) {
+            str[i] = malloc(t->len[i] + 1);
+            if (str[i]) memcpy(str[i], t->pool + t->off[i], t->len[i]);
+            len[i] = t->len[i];
+            type[i] = 3; /* control */
+        } else {
+            str[i] = malloc(2 * (size_t)t->len[i] + 1);
+            if (str[i]) len[i] = tok_bytelevel_encode(t->pool + t->off[i], t->len[i], str[i]);
+            type[i] = 1; /* normal */
+        }
+        if (!str[i]) rc = err_set(err, ERR_NOMEM, "out of memory");
+    }
+    for (size_t m = 0; m < nm && !rc; m++) {
+        int32_t l = t->merge_l[m], r = t->merge_r[m];
+        char *s = malloc(2 * ((size_t)t->len[l] + t->len[r]) + 2);
+        if (!s) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+            break;
+        }
+        size_t k = tok_bytelevel_encode(t->pool + t->off[l], t->len[l], s);
+        s[k++] = ' ';
+        k += tok_bytelevel_encode(t->pool + t->off[r], t->len[r], s + k);
+        str[n + m] = s;
+        len[n + m] = k;
+    }
+    if (!rc && (gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2") || gguf_writer_set_str(w, "tokenizer.ggml.pre", pname) ||
+                gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)str, len, n) ||
+                gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", type, n) ||
+                gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)(str + n), len + n, nm) ||
+                (t->bos >= 0 && gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos)) ||
+                (t->eos >= 0 && gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos))))
+        rc = err_set(err, ERR_NOMEM, "out of memory writing tokenizer metadata");
+    for (size_t i = 0; str && i < n + nm; i++) free(str[i]);
+    free(str);
+    free(len);
+    free(type);
+    return rc;
+}

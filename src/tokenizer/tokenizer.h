@@ -87,6 +87,13 @@ const char *tokenizer_pattern_name(const Tokenizer *t);
  * and that encodes to the same ids. */
 int tokenizer_save_json(const Tokenizer *t, const char *path, Err *err);
 
+/* Put the tokenizer.ggml.* keys (model gpt2, pre, tokens, token_type,
+ * merges, bos/eos ids) into a GGUF being written, so that
+ * tokenizer_from_gguf (and llama.cpp) read the same tokenizer back.
+ * Unassigned ids are written as unused "<unused_N>" tokens. */
+typedef struct GGUFWriter GGUFWriter;
+int tokenizer_to_gguf(const Tokenizer *t, GGUFWriter *w, Err *err);
+
 /* ---- training ---------------------------------------------------------- */
 typedef struct {
     const char *const *inputs; /* UTF-8 text files */
