@@ -34,3 +34,12 @@ size_t dtype_row_bytes(int t, int64_t n) {
     if (bs <= 0 || n < 0 || n % bs) return 0;
     return (size_t)(n / bs) * dtype_block_bytes(t);
 }
+
+/* matmul.c declares matmul_quant_forward weak so the library links without
+ * the quantized kernels; but a weak reference does not pull an object out of
+ * a static archive, so without a strong reference the kernels in
+ * quant_matmul.c would silently be absent from every binary. dtype.o is
+ * linked by anything that handles non-f32 tensors, so this reference brings
+ * them in. */
+int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K);
+int (*const dtype_quant_matmul_link)(float *, const float *, const void *, int, int, int, int) = matmul_quant_forward;
