@@ -16,7 +16,12 @@
  * 2(p-1)/p*bytes, reduce-scatter (p-1)/p of the input, allgather (p-1)
  * times the own block, broadcast as a chain: every rank but the chain's
  * last forwards the whole buffer). comm_seconds is the wall time spent
- * inside these calls, waiting included. */
+ * inside these calls, waiting included.
+ *
+ * With JARIP_COMM_STATS=DIR in the environment, every rank writes
+ * DIR/comm_rank<R>.json when its world ends: calls, seconds and bytes per
+ * op over all of the process's communicators (bench/scaling.sh reads them). */
+#include <jansson.h>
 #include <mpi.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,14 +29,63 @@
 
 #include "comm.h"
 
+enum { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST, OP_SEND, OP_RECV, OP_BARRIER, OP_SPLIT,
+       OP_ALLTOALLV, N_OPS };
+static const char *const op_names[N_OPS] = {"allreduce", "reduce_scatter", "allgather", "broadcast", "send",
+                                            "recv",      "barrier",        "split",     "alltoallv"};
+
+/* Per-process totals, shared by the world and every communicator split
+ * from it (reference-counted: whichever is destroyed last frees them). */
+typedef struct {
+    int refs;
+    double seconds[N_OPS];
+    double bytes[N_OPS];
+    long calls[N_OPS];
+} Stats;
+
 typedef struct {
     MPI_Comm comm;
     int is_world;      /* destroy finalizes MPI (when this code initialized it) */
     int we_initialized;
     size_t chunk;      /* largest message of one MPI call, in bytes */
+    Stats *stats;
 } MpiImpl;
 
 static MpiImpl *impl_of(Comm *c) { return (MpiImpl *)c->impl; }
+
+/* Book one op that started at t0 and put `bytes` on the wire. */
+static void account(Comm *c, int op, double t0, size_t bytes) {
+    double dt = MPI_Wtime() - t0;
+    Stats *s = impl_of(c)->stats;
+    c->comm_seconds += dt;
+    c->bytes_sent += bytes;
+    s->seconds[op] += dt;
+    s->bytes[op] += (double)bytes;
+    s->calls[op]++;
+}
+
+static int write_stats(Comm *c, const char *dir) {
+    const Stats *s = impl_of(c)->stats;
+    json_t *o = json_object(), *ops = json_object();
+    json_object_set_new(o, "rank", json_integer(c->rank));
+    json_object_set_new(o, "size", json_integer(c->size));
+    for (int i = 0; i < N_OPS; i++) {
+        if (!s->calls[i]) continue;
+        json_t *e = json_object();
+        json_object_set_new(e, "calls", json_integer(s->calls[i]));
+        json_object_set_new(e, "seconds", json_real(s->seconds[i]));
+        json_object_set_new(e, "bytes", json_real(s->bytes[i]));
+        json_object_set_new(ops, op_names[i], e);
+    }
+    json_object_set_new(o, "ops", ops);
+    char *text = json_dumps(o, JSON_INDENT(1));
+    json_decref(o);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/comm_rank%d.json", dir, c->rank);
+    int rc = text ? file_write_atomic(path, text, strlen(text), NULL) : ERR_NOMEM;
+    free(text);
+    return rc;
+}
 
 /* The rank in MPI_COMM_WORLD of rank `peer` of c (for messages). */
 static int world_rank_of(Comm *c, int peer) {
@@ -80,8 +134,7 @@ static int allreduce_typed(Comm *c, void *buf, size_t n, size_t esize, MPI_Datat
         int e = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * esize, (int)k, t, MPI_SUM, impl_of(c)->comm);
         if (e != MPI_SUCCESS) rc = mpi_fail(c, e, op, -1, err);
     }
-    if (c->size > 1) c->bytes_sent += (size_t)(2.0 * (c->size - 1) / c->size * (double)(n * esize));
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_ALLREDUCE, t0, (size_t)(2.0 * (c->size - 1) / c->size * (double)(n * esize)));
     return rc;
 }
 
@@ -151,9 +204,8 @@ static int mpi_reduce_scatter(Comm *c, const float *send, float *recv, size_t n,
         free(copy);
         free(tmp);
     }
-    if (p > 1) c->bytes_sent += (p - 1) * blk * sizeof(float);
 done:
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_REDUCE_SCATTER, t0, rc ? 0 : (p - 1) * blk * sizeof(float));
     return rc;
 }
 
@@ -201,10 +253,9 @@ static int mpi_allgather(Comm *c, const float *send, float *recv, size_t n, Err 
         }
         free(tmp);
     }
-    if (p > 1) c->bytes_sent += (p - 1) * n * sizeof(float);
 done:
     free(copy);
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_ALLGATHER, t0, rc ? 0 : (p - 1) * n * sizeof(float));
     return rc;
 }
 
@@ -219,8 +270,7 @@ static int mpi_broadcast(Comm *c, void *buf, size_t bytes, int root, Err *err) {
         int e = MPI_Bcast((char *)buf + off, (int)k, MPI_BYTE, root, impl_of(c)->comm);
         if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "broadcast (root)", root, err);
     }
-    if (c->size > 1 && c->rank != (root + c->size - 1) % c->size) c->bytes_sent += bytes;
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_BROADCAST, t0, c->size > 1 && c->rank != (root + c->size - 1) % c->size ? bytes : 0);
     return rc;
 }
 
@@ -235,15 +285,15 @@ static int mpi_send(Comm *c, const void *buf, size_t bytes, int dst, Err *err) {
     size_t step = chunk_elems(c, 1);
     int rc = 0;
     /* one (possibly empty) message at least, so recv of 0 bytes matches */
-    size_t off = 0;
+    size_t off = 0, sent = 0;
     do {
         size_t k = bytes - off < step ? bytes - off : step;
         int e = MPI_Send((const char *)buf + off, (int)k, MPI_BYTE, dst, P2P_TAG, impl_of(c)->comm);
         if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "send", dst, err);
-        else c->bytes_sent += k;
+        else sent += k;
         off += k;
     } while (off < bytes && !rc);
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_SEND, t0, sent);
     return rc;
 }
 
@@ -269,7 +319,7 @@ static int mpi_recv(Comm *c, void *buf, size_t bytes, int src, Err *err) {
         }
         off += k;
     } while (off < bytes && !rc);
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_RECV, t0, 0);
     return rc;
 }
 
@@ -277,7 +327,7 @@ static int mpi_barrier(Comm *c, Err *err) {
     double t0 = MPI_Wtime();
     int e = MPI_Barrier(impl_of(c)->comm), rc = 0;
     if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "barrier", -1, err);
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_BARRIER, t0, 0);
     return rc;
 }
 
@@ -285,6 +335,7 @@ static int mpi_alltoallv(Comm *c, const float *send, const int *sc, const int *s
                          const int *rd, Err *err) {
     double t0 = MPI_Wtime();
     int rc = 0;
+    size_t sent = 0;
     for (int r = 0; r < c->size; r++)
         if (sc[r] < 0 || sd[r] < 0 || rc_[r] < 0 || rd[r] < 0) {
             rc = err_set(err, ERR_INVALID, "alltoallv: negative count or displacement for rank %d", r);
@@ -296,23 +347,27 @@ static int mpi_alltoallv(Comm *c, const float *send, const int *sc, const int *s
         goto done;
     }
     for (int r = 0; r < c->size; r++)
-        if (r != c->rank) c->bytes_sent += (size_t)sc[r] * sizeof(float);
+        if (r != c->rank) sent += (size_t)sc[r] * sizeof(float);
 done:
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_ALLTOALLV, t0, sent);
     return rc;
 }
 
 static const struct CommOps mpi_ops;
 
-static Comm *wrap(MPI_Comm mc, int is_world, int we_initialized, size_t chunk, Err *err) {
+static Comm *wrap(MPI_Comm mc, int is_world, int we_initialized, size_t chunk, Stats *stats, Err *err) {
     Comm *c = calloc(1, sizeof *c);
     MpiImpl *m = calloc(1, sizeof *m);
-    if (!c || !m) {
+    if (!stats) stats = calloc(1, sizeof *stats);
+    if (!c || !m || !stats) {
         free(c);
         free(m);
+        if (stats && !stats->refs) free(stats);
         err_set(err, ERR_NOMEM, "out of memory");
         return NULL;
     }
+    stats->refs++;
+    m->stats = stats;
     m->comm = mc;
     m->is_world = is_world;
     m->we_initialized = we_initialized;
@@ -331,17 +386,19 @@ static int mpi_split(Comm *c, int color, int key, Comm **out, Err *err) {
     int rc = 0, e = MPI_Comm_split(impl_of(c)->comm, color < 0 ? MPI_UNDEFINED : color, key, &nc);
     if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "communicator split", -1, err);
     else if (nc == MPI_COMM_NULL) rc = err_set(err, ERR_INVALID, "split with color %d leaves rank %d in no group", color, c->rank);
-    else if (!(*out = wrap(nc, 0, 0, impl_of(c)->chunk, err))) {
+    else if (!(*out = wrap(nc, 0, 0, impl_of(c)->chunk, impl_of(c)->stats, err))) {
         MPI_Comm_free(&nc);
         rc = ERR_NOMEM;
     }
-    c->comm_seconds += MPI_Wtime() - t0;
+    account(c, OP_SPLIT, t0, 0);
     return rc;
 }
 
 static void mpi_destroy(Comm *c) {
     if (!c) return;
     MpiImpl *m = impl_of(c);
+    const char *dir = getenv("JARIP_COMM_STATS");
+    if (m->is_world && dir && *dir) write_stats(c, dir); /* best effort: a benchmark's aid */
     if (m->is_world) {
         int finalized = 0;
         MPI_Finalized(&finalized);
@@ -351,6 +408,7 @@ static void mpi_destroy(Comm *c) {
         MPI_Finalized(&finalized);
         if (!finalized) MPI_Comm_free(&m->comm);
     }
+    if (--m->stats->refs == 0) free(m->stats);
     free(m);
     free(c);
 }
@@ -392,7 +450,7 @@ Comm *comm_mpi_create(int *argc, char ***argv, Err *err) {
         }
         chunk = (size_t)v;
     }
-    Comm *c = wrap(MPI_COMM_WORLD, 1, we, chunk, err);
+    Comm *c = wrap(MPI_COMM_WORLD, 1, we, chunk, NULL, err);
     if (!c && we) MPI_Finalize();
     return c;
 }

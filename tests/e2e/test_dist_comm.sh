@@ -154,6 +154,23 @@ for np in 2 3 4; do
   done
   pass "all comm ops at $np ranks, whole and chunked"
 done
+# JARIP_COMM_STATS: per-rank totals per op (what bench/scaling.sh reads).
+mkdir "$WORK/stats"
+JARIP_COMM_STATS="$WORK/stats" timeout 60 "${MPIRUN[@]}" -np 2 "$WORK/commcheck" > "$WORK/out.txt" 2>&1 || fail "check with JARIP_COMM_STATS"
+"$PY" - "$WORK/stats" << 'PEOF' || fail "JARIP_COMM_STATS files"
+import json, sys
+for r, sent in ((0, 1001 + 10 + 12), (1, 1001)):
+    s = json.load(open(f"{sys.argv[1]}/comm_rank{r}.json"))
+    ops = s["ops"]
+    assert s["rank"] == r and s["size"] == 2, s
+    assert ops["send"]["bytes"] == sent, (r, ops["send"])
+    # f32 and f64 of 1000 (ring: (2-1)/2 x 2 x bytes), the verdict's 1 float;
+    # the parity split leaves groups of one, which send nothing
+    assert ops["allreduce"]["calls"] == 4 and ops["allreduce"]["bytes"] == 4000 + 8000 + 4, ops["allreduce"]
+    assert ops["alltoallv"]["bytes"] == 4 * (2 - r), ops["alltoallv"]
+    assert all(v["seconds"] >= 0 for v in ops.values())
+PEOF
+pass "JARIP_COMM_STATS writes per-rank op totals"
 # A bad chunk setting is refused with a message, not used.
 JARIP_MPI_CHUNK_BYTES=3 timeout 60 "${MPIRUN[@]}" -np 2 "$WORK/commcheck" > "$WORK/out.txt" 2>&1 && fail "JARIP_MPI_CHUNK_BYTES=3 accepted"
 grep -q "JARIP_MPI_CHUNK_BYTES=3: expected" "$WORK/out.txt" || { cat "$WORK/out.txt" >&2; fail "no message for a bad JARIP_MPI_CHUNK_BYTES"; }

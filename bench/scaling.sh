@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Scaling of `jarip train` from one process to two (one thread each): tokens/s
+# of a fixed model at 1 process, dp=2, and tp=2 / pp=2 where jarip has them;
+# the share of each step spent inside communicator calls; bytes each rank
+# sends per step against the ring all-reduce volume 2(n-1)/n x gradient bytes.
+# Layouts alternate over several rounds (the machine is shared; each figure
+# is the median over rounds). Target: dp=2 >= 1.8x one process.
+#
+# Usage: bench/scaling.sh [path/to/jarip]
+#   PRESET=gpt2-mini (10.9M parameters)  BATCH=8 (global)  SEQ=128  STEPS=6
+#   ROUNDS=3.  The first step of every run is warm-up and not counted.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+JARIP="${1:-$ROOT/build/jarip}"
+PRESET=${PRESET:-gpt2-mini} BATCH=${BATCH:-8} SEQ=${SEQ:-128} STEPS=${STEPS:-6} ROUNDS=${ROUNDS:-3}
+PY=/usr/bin/python3
+[ -x "$JARIP" ] || { echo "no jarip at $JARIP (build it first)" >&2; exit 1; }
+command -v mpirun > /dev/null || { echo "mpirun not installed (apt-get install openmpi-bin libopenmpi-dev)" >&2; exit 1; }
+grep -qa MPI_Init_thread "$JARIP" || { echo "$JARIP does not join an MPI world (built without MPI?)" >&2; exit 1; }
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/jarip-scaling.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+export OMP_NUM_THREADS=1
+
+# Text with enough variety that every window differs (byte-level, 256 vocab).
+awk 'BEGIN { srand(11); for (i = 0; i < 20000; i++) { s = "";
+  for (j = 0; j < 6; j++) s = s sprintf("%c", 97 + int(rand() * 26)); print s " sat on the mat, said the " s "." } }' \
+  > "$WORK/corpus.txt"
+params=$("$JARIP" info --preset "$PRESET" | sed -n 's/^parameters: //p')
+
+global_batch() { "$JARIP" train --help 2>&1 | grep -- '--batch' | grep -qi global; }
+layouts=("1" "dp2")
+"$JARIP" train --help 2>&1 | grep -q -- --tp && layouts+=("tp2")
+"$JARIP" train --help 2>&1 | grep -q -- --pp && layouts+=("pp2")
+
+# run LAYOUT ROUND: one training run; prints nothing, leaves WORK/LAYOUT.ROUND/
+run() {
+  local layout=$1 out="$WORK/$1.$2" np=2 extra=() batch=$BATCH
+  case $layout in
+    1) np=1 ;;
+    dp2) global_batch || batch=$((BATCH / 2)) ;;
+    tp2) extra=(--tp 2) ;;
+    pp2) extra=(--pp 2) ;;
+  esac
+  local cmd=("$JARIP" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$STEPS" --batch "$batch"
+    --seq "$SEQ" --eval-batches 0 --save-every 0 --threads 1 --quiet "${extra[@]}")
+  mkdir -p "$out.stats"
+  # two ranks on two cores, each pinned to its own
+  [ $np -gt 1 ] && cmd=(mpirun --allow-run-as-root --bind-to core -np $np "${cmd[@]}")
+  JARIP_COMM_STATS="$out.stats" "${cmd[@]}" > "$out.txt" 2>&1 || { cat "$out.txt" >&2; echo "run failed: ${cmd[*]}" >&2; exit 1; }
+}
+
+echo "model $PRESET ($params parameters), global batch $BATCH x $SEQ tokens, $STEPS steps (first one not counted), 1 thread per process, $ROUNDS rounds"
+echo "machine: $(getconf _NPROCESSORS_ONLN) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+  for l in "${layouts[@]}"; do run "$l" "$r"; done
+done
+
+"$PY" - "$WORK" "$params" "$ROUNDS" "$BATCH" "$SEQ" "${layouts[@]}" << 'EOF'
+import glob, json, os, statistics, sys
+work, params, rounds, batch, seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+layouts = sys.argv[6:]
+tokens_per_step = batch * seq
+rows = {}
+for lay in layouts:
+    tps, share, sent, steps_all = [], [], [], None
+    for r in range(1, rounds + 1):
+        out = f"{work}/{lay}.{r}"
+        log = [json.loads(l) for l in open(f"{out}/log.jsonl") if l.strip()]
+        dts = [tokens_per_step / e["tokens_per_s"] for e in log]
+        tps.append(tokens_per_step * (len(dts) - 1) / sum(dts[1:]))
+        stats = [json.load(open(p)) for p in glob.glob(f"{out}.stats/comm_rank*.json")]
+        if stats:
+            # barrier and split are setup and the wait for rank 0's checkpoint,
+            # not training traffic
+            ops = lambda s: [v for k, v in s["ops"].items() if k not in ("barrier", "split")]
+            secs = max(sum(v["seconds"] for v in ops(s)) for s in stats)
+            share.append(secs / sum(dts))
+            sent.append(max(sum(v["bytes"] for v in ops(s)) for s in stats) / len(log))
+    rows[lay] = (statistics.median(tps), statistics.median(share) if share else 0.0, statistics.median(sent) if sent else 0.0)
+base = rows["1"][0]
+ring = 2 * (2 - 1) / 2 * 4 * params
+print(f"{'layout':8s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}")
+for lay in layouts:
+    t, sh, b = rows[lay]
+    name = "1 proc" if lay == "1" else lay.replace("dp2", "dp=2").replace("tp2", "tp=2").replace("pp2", "pp=2")
+    theo = f"{ring / 1e6:19.1f}" if lay == "dp2" else f"{'-':>19s}"
+    print(f"{name:8s} {t:9.1f} {t / base:7.2f}x {100 * sh:10.1f}% {b / 1e6:18.1f} {theo}")
+print(f"dp2_speedup {rows['dp2'][0] / base:.2f} (target >= 1.8)")
+EOF
