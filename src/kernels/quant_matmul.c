@@ -81,13 +81,18 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
 #pragma omp parallel for schedule(static) if (M > 1)
         for (int m = 0; m < M; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
     }
-    /* work items of `tile` output rows; small matrices stay on one thread
-     * (a fork/join costs more than a few thousand multiply-adds) */
-    int tile = (int)(QMM_DOT_TILE_BYTES / rb);
-    if (tile < 1) tile = 1;
-    if (tile >= 4) tile &= ~3; /* keep work items in whole groups of four rows */
-    const int ntiles = (N + tile - 1) / tile;
+    /* work items of `tile` output rows (a few KiB of weights each), their
+     * count a multiple of the thread count so static scheduling is even;
+     * small matrices stay on one thread (a fork/join costs more than a few
+     * thousand multiply-adds) */
     const int parallel = (double)M * N * K > 32768.0;
+    const int nth = parallel ? omp_get_max_threads() : 1;
+    int items = (int)(((size_t)N * rb + QMM_DOT_TILE_BYTES - 1) / QMM_DOT_TILE_BYTES);
+    if (items < nth) items = nth;
+    items = (items + nth - 1) / nth * nth;
+    int tile = (N + items - 1) / items;
+    if (tile >= 4) tile = (tile + 3) & ~3; /* whole groups of four rows for dot4 */
+    const int ntiles = (N + tile - 1) / tile;
     QDot4Fn dot4 = quant_dot4_fn_avx2(wtype);
 #pragma omp parallel for schedule(static) if (parallel)
     for (int t = 0; t < ntiles; t++) {
