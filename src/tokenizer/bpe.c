@@ -410,8 +410,8 @@ static int safe_cut(const uint8_t *s, size_t p) {
 }
 
 size_t tokenizer_next_cut(const Tokenizer *t, const void *bytes, size_t len, size_t from) {
-    (void)t;
     const uint8_t *s = bytes;
+    if (t->add_prefix_space) return len; /* each part would get its own prefix space */
     for (size_t p = from; p < len; p++)
         if (safe_cut(s, p)) return p;
     return len;
@@ -422,8 +422,8 @@ int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len,
     const uint8_t *s = bytes;
     *ids = NULL;
     *n = 0;
-    int known = !strcmp(t->pattern_name, "gpt2") || !strcmp(t->pattern_name, "llama3") ||
-                !strcmp(t->pattern_name, "smollm");
+    int known = (!strcmp(t->pattern_name, "gpt2") || !strcmp(t->pattern_name, "llama3") ||
+                 !strcmp(t->pattern_name, "smollm")) && !t->add_prefix_space;
     for (int k = 0; k < t->n_special; k++) /* a special holding a newline could straddle a cut */
         if (memchr(t->pool + t->off[t->special_ids[k]], '\n', t->len[t->special_ids[k]])) known = 0;
     int nth = threads > 0 ? threads : omp_get_max_threads();

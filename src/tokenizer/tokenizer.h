@@ -50,10 +50,11 @@ int tokenizer_encode_parallel(const Tokenizer *t, const void *bytes, size_t len,
                               int32_t **ids, size_t *n, Err *err);
 
 /* Smallest p in [from, len) where the text may be cut with the ids of the
- * two parts equal to the ids of the whole (see tokenizer_encode_parallel),
- * or len when there is none. For patterns without known cut points it
- * returns the first point after a newline followed by a visible character:
- * exact for every pattern that never joins those two. */
+ * two parts equal to the ids of the whole: after "X\n" (X visible ASCII)
+ * before a visible character, where no piece of the gpt2, llama3 or smollm
+ * patterns can cross. len when there is none, or when the tokenizer adds a
+ * prefix space (every part would get one). Custom patterns get the same
+ * points: exact unless the pattern joins a line's end to the next line. */
 size_t tokenizer_next_cut(const Tokenizer *t, const void *bytes, size_t len, size_t from);
 
 /* Per-thread encoder: keeps a cache of encoded words and scratch buffers
