@@ -63,6 +63,16 @@ static int load(const char *path, Tokenizer **t) {
     return 0;
 }
 
+/* The tokenizer and the whole input, or an error already printed. */
+static int load_with_input(const char *tokp, const char *inp, Tokenizer **t, char **data, size_t *len) {
+    int rc = load(tokp, t);
+    if (!rc && (rc = read_input(inp, data, len))) {
+        tokenizer_free(*t);
+        *t = NULL;
+    }
+    return rc;
+}
+
 static void progress(void *ctx, const char *stage, double done) {
     (void)ctx;
     if (isatty(2)) fprintf(stderr, "\r%-16s %5.1f%%", stage, 100 * done);
@@ -154,13 +164,9 @@ static int do_encode(int argc, char **argv) {
     int rc = parse_common(argc, argv, &tokp, &inp, &nospecial, &threads, &stats);
     if (rc) return rc < 0 ? 0 : rc;
     Tokenizer *t = NULL;
-    if ((rc = load(tokp, &t))) return rc;
     char *data = NULL;
     size_t len = 0;
-    if ((rc = read_input(inp, &data, &len))) {
-        tokenizer_free(t);
-        return rc;
-    }
+    if ((rc = load_with_input(tokp, inp, &t, &data, &len))) return rc;
     Err err = {0};
     int32_t *ids = NULL;
     size_t n = 0;
@@ -201,13 +207,9 @@ static int do_decode(int argc, char **argv) {
     int rc = parse_common(argc, argv, &tokp, &inp, NULL, NULL, NULL);
     if (rc) return rc < 0 ? 0 : rc;
     Tokenizer *t = NULL;
-    if ((rc = load(tokp, &t))) return rc;
     char *data = NULL;
     size_t len = 0;
-    if ((rc = read_input(inp, &data, &len))) {
-        tokenizer_free(t);
-        return rc;
-    }
+    if ((rc = load_with_input(tokp, inp, &t, &data, &len))) return rc;
     int32_t *ids = malloc((len / 2 + 1) * sizeof *ids);
     size_t n = 0;
     for (size_t i = 0; ids && i < len && !rc;) {
@@ -219,7 +221,7 @@ static int do_decode(int argc, char **argv) {
         uint64_t v = 0;
         size_t s = i;
         while (i < len && data[i] >= '0' && data[i] <= '9' && v < (1u << 31)) v = v * 10 + (uint64_t)(data[i++] - '0');
-        if (i == s || (i < len && !strchr(" \n\t\r", data[i])) || v >= (1u << 31))
+        if (i == s || (i < len && !memchr(" \n\t\r", data[i], 4)) || v >= (1u << 31))
             rc = cli_error(1, "decode: input byte %zu: expected a token id", s);
         else
             ids[n++] = (int32_t)v;
