@@ -126,6 +126,25 @@ def main():
         got = [bytes(f.parts[i]).decode() for i in f.data]
         if got != ["a", "bc", "d\u00e9"]:
             failures.append(f"string array not copied: {got}")
+        # the real llama.cpp-made model, when fetched: jarip's dequantization of
+        # its q4_1 / q8_0 tensors equals gguf-py's, bit for bit
+        model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
+                             "SmolLM2-135M-Instruct.Q4_1.gguf")
+        if os.path.exists(model):
+            f32 = os.path.join(d, "smollm2_f32.gguf")
+            run("quantize", model, f32, "--type", "f32", "--quiet")
+            src_t, f32_t = tensors(model), tensors(f32)
+            for name in ["token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight", "output_norm.weight"]:
+                t = src_t[name]
+                want = dequantize(raw_bytes(t).reshape(int(t.shape[-1] if len(t.shape) > 1 else 1), -1),
+                                  t.tensor_type).astype(np.float32).reshape(-1)
+                got = np.asarray(f32_t[name].data, dtype=np.float32).reshape(-1)
+                diff = float(np.max(np.abs(want - got)) / (np.max(np.abs(want)) + 1e-30))
+                print(f"SmolLM2 {name:24s} {t.tensor_type.name:5s} dequant diff {diff:.1e}")
+                if want.shape != got.shape or diff > 1e-6:
+                    failures.append(f"SmolLM2 {name}: dequantization differs from gguf-py by {diff:.2e}")
+        else:
+            print("note: models/SmolLM2-135M-Instruct.Q4_1.gguf absent; real-model check skipped")
     if failures:
         print("\n".join("FAIL: " + f for f in failures))
         sys.exit(1)
