@@ -14,11 +14,15 @@
 
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Below this many activation rows the integer dot path is used. */
 #define QMM_GEMM_MIN_M 16
 /* Weight rows per dequantized panel in the GEMM path (bounded by bytes). */
 #define QMM_PANEL_BYTES (4u << 20)
+/* Activation scratch kept on the stack up to this size / row count. */
+#define QMM_STACK_ACT_BYTES (24u << 10)
+#define QMM_STACK_ACT_ROWS 8
 /* Output rows per work item in the dot path: a few KiB of weights. */
 #define QMM_DOT_TILE_BYTES (16u << 10)
 
@@ -60,6 +64,33 @@ static int gemm_path(float *out, const float *inp, const uint8_t *W, int wtype, 
     return 0;
 }
 
+typedef struct {
+    const uint8_t *W;
+    size_t rb;
+    const float *inp;
+    float *out;
+    const QAct *acts;
+    QDotFn dot;
+    QDot4Fn dot4;
+    int M, N, K, tile;
+} DotJob;
+
+/* Output-row tiles [t0, t1): each weight row against every activation row
+ * while it is in L1. */
+static void run_tiles(const DotJob *j, int t0, int t1) {
+    for (int t = t0; t < t1; t++) {
+        const int n0 = t * j->tile, n1 = n0 + j->tile < j->N ? n0 + j->tile : j->N;
+        for (int m = 0; m < j->M; m++) {
+            const float *x = j->inp + (size_t)m * j->K;
+            float *o = j->out + (size_t)m * j->N;
+            int n = n0;
+            if (j->dot4)
+                for (; n + 4 <= n1; n += 4) j->dot4(j->W + (size_t)n * j->rb, j->rb, &j->acts[m], j->K, o + n);
+            for (; n < n1; n++) o[n] = j->dot(j->W + (size_t)n * j->rb, &j->acts[m], x, j->K);
+        }
+    }
+}
+
 int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
     if (M <= 0 || N <= 0) return 0;
     QDotFn dot = quant_dot_fn(wtype);
@@ -71,21 +102,32 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
     const uint8_t *Wb = W;
     if (M >= QMM_GEMM_MIN_M && !(flags & QMM_Q8_ACTIVATIONS)) return gemm_path(out, inp, Wb, wtype, rb, M, N, K);
 
+    /* activations: on the stack for the generation path (an allocation per
+     * call costs as much as a small matrix-vector product) */
     const size_t ab = quant_act_bytes(act, K);
-    uint8_t *scratch = NULL;
-    QAct *acts = calloc((size_t)M, sizeof *acts);
+    _Alignas(64) uint8_t stack_scr[QMM_STACK_ACT_BYTES];
+    QAct stack_acts[QMM_STACK_ACT_ROWS];
+    const int on_stack = M <= QMM_STACK_ACT_ROWS && ab * (size_t)M <= sizeof stack_scr;
+    uint8_t *scratch = on_stack ? stack_scr : NULL;
+    QAct *acts = on_stack ? stack_acts : calloc((size_t)M, sizeof *acts);
     if (!acts) return ERR_NOMEM;
     if (act != DT_F32) {
-        scratch = xalloc(ab * (size_t)M, NULL);
+        if (!on_stack) scratch = xalloc(ab * (size_t)M, NULL);
         if (!scratch) return free(acts), ERR_NOMEM;
-#pragma omp parallel for schedule(static) if (M > 1)
-        for (int m = 0; m < M; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+        if (M == 1) { /* no team of one: entering a parallel region costs ~1 us */
+            quant_act_row(act, inp, K, scratch, &acts[0]);
+        } else {
+#pragma omp parallel for schedule(static)
+            for (int m = 0; m < M; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+        }
+    } else {
+        memset(acts, 0, (size_t)M * sizeof *acts);
     }
     /* work items of `tile` output rows (a few KiB of weights each), their
      * count a multiple of the thread count so static scheduling is even;
      * small matrices stay on one thread (a fork/join costs more than a few
      * thousand multiply-adds) */
-    const int parallel = (double)M * N * K > 32768.0;
+    const int parallel = (double)M * N * K > 32768.0 && omp_get_max_threads() > 1 && !omp_in_parallel();
     const int nth = parallel ? omp_get_max_threads() : 1;
     int items = (int)(((size_t)N * rb + QMM_DOT_TILE_BYTES - 1) / QMM_DOT_TILE_BYTES);
     if (items < nth) items = nth;
@@ -94,20 +136,17 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
     if (tile >= 4) tile = (tile + 3) & ~3; /* whole groups of four rows for dot4 */
     const int ntiles = (N + tile - 1) / tile;
     QDot4Fn dot4 = quant_dot4_fn_avx2(wtype);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int t = 0; t < ntiles; t++) {
-        const int n0 = t * tile, n1 = n0 + tile < N ? n0 + tile : N;
-        for (int m = 0; m < M; m++) {
-            const float *x = inp + (size_t)m * K;
-            float *o = out + (size_t)m * N;
-            int n = n0;
-            if (dot4)
-                for (; n + 4 <= n1; n += 4) dot4(Wb + (size_t)n * rb, rb, &acts[m], K, o + n);
-            for (; n < n1; n++) o[n] = dot(Wb + (size_t)n * rb, &acts[m], x, K);
-        }
+    const DotJob job = {Wb, rb, inp, out, acts, dot, dot4, M, N, K, tile};
+    if (!parallel) {
+        run_tiles(&job, 0, ntiles);
+    } else {
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < ntiles; t++) run_tiles(&job, t, t + 1);
     }
-    xfree(scratch);
-    free(acts);
+    if (!on_stack) {
+        xfree(scratch);
+        free(acts);
+    }
     return 0;
 }
 
