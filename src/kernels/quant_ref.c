@@ -153,54 +153,48 @@ static void quant_q8_0(const float *x, BlockQ8_0 *y, int64_t nb) {
     }
 }
 
-static void dequant_q4_0(const BlockQ4_0 *b, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, y += QK) {
-        const float d = fp16_to_f32(b[i].d);
-        for (int j = 0; j < QK / 2; j++) {
-            y[j] = ((b[i].qs[j] & 0xF) - 8) * d;
-            y[j + QK / 2] = ((b[i].qs[j] >> 4) - 8) * d;
-        }
+/* Decode one block of a 32-element format into integer levels q (value =
+ * d*q + m, m = 0 for the symmetric formats). The reference dequantizer and
+ * the scalar dots share it, so they agree by construction. */
+static void block_levels(int t, const void *blk, int q[QK], float *d, float *m) {
+    *m = 0;
+    switch (t) {
+    case DT_Q4_0: case DT_Q4_1: {
+        const uint8_t *qs = t == DT_Q4_0 ? ((const BlockQ4_0 *)blk)->qs : ((const BlockQ4_1 *)blk)->qs;
+        const int off = t == DT_Q4_0 ? 8 : 0;
+        for (int j = 0; j < QK / 2; j++) q[j] = (qs[j] & 0xF) - off, q[j + QK / 2] = (qs[j] >> 4) - off;
+        *d = fp16_to_f32(((const uint16_t *)blk)[0]);
+        if (t == DT_Q4_1) *m = fp16_to_f32(((const BlockQ4_1 *)blk)->m);
+        break;
     }
-}
-
-static void dequant_q4_1(const BlockQ4_1 *b, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, y += QK) {
-        const float d = fp16_to_f32(b[i].d), m = fp16_to_f32(b[i].m);
-        for (int j = 0; j < QK / 2; j++) {
-            y[j] = (b[i].qs[j] & 0xF) * d + m;
-            y[j + QK / 2] = (b[i].qs[j] >> 4) * d + m;
-        }
-    }
-}
-
-/* 5-bit value j of a Q5_0/Q5_1 block (0..31). */
-static inline int q5_val(const uint8_t *qs, uint32_t qh, int j) {
-    int lo = j < QK / 2 ? qs[j] & 0xF : qs[j - QK / 2] >> 4;
-    return lo | (int)(((qh >> j) & 1) << 4);
-}
-
-static void dequant_q5_0(const BlockQ5_0 *b, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, y += QK) {
-        const float d = fp16_to_f32(b[i].d);
+    case DT_Q5_0: case DT_Q5_1: {
+        const uint8_t *qs = t == DT_Q5_0 ? ((const BlockQ5_0 *)blk)->qs : ((const BlockQ5_1 *)blk)->qs;
         uint32_t qh;
-        memcpy(&qh, b[i].qh, 4);
-        for (int j = 0; j < QK; j++) y[j] = (q5_val(b[i].qs, qh, j) - 16) * d;
+        memcpy(&qh, t == DT_Q5_0 ? ((const BlockQ5_0 *)blk)->qh : ((const BlockQ5_1 *)blk)->qh, 4);
+        const int off = t == DT_Q5_0 ? 16 : 0;
+        for (int j = 0; j < QK; j++) {
+            const int lo = j < QK / 2 ? qs[j] & 0xF : qs[j - QK / 2] >> 4;
+            q[j] = (lo | (int)(((qh >> j) & 1) << 4)) - off;
+        }
+        *d = fp16_to_f32(((const uint16_t *)blk)[0]);
+        if (t == DT_Q5_1) *m = fp16_to_f32(((const BlockQ5_1 *)blk)->m);
+        break;
+    }
+    default: { /* DT_Q8_0 */
+        const BlockQ8_0 *b = blk;
+        for (int j = 0; j < QK; j++) q[j] = b->qs[j];
+        *d = fp16_to_f32(b->d);
+    }
     }
 }
 
-static void dequant_q5_1(const BlockQ5_1 *b, float *y, int64_t nb) {
+static void dequant_32(int t, const uint8_t *src, float *y, int64_t nb) {
+    const size_t bb = dtype_block_bytes(t);
     for (int64_t i = 0; i < nb; i++, y += QK) {
-        const float d = fp16_to_f32(b[i].d), m = fp16_to_f32(b[i].m);
-        uint32_t qh;
-        memcpy(&qh, b[i].qh, 4);
-        for (int j = 0; j < QK; j++) y[j] = q5_val(b[i].qs, qh, j) * d + m;
-    }
-}
-
-static void dequant_q8_0(const BlockQ8_0 *b, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, y += QK) {
-        const float d = fp16_to_f32(b[i].d);
-        for (int j = 0; j < QK; j++) y[j] = b[i].qs[j] * d;
+        int q[QK];
+        float d, m;
+        block_levels(t, src + (size_t)i * bb, q, &d, &m);
+        for (int j = 0; j < QK; j++) y[j] = t == DT_Q4_1 || t == DT_Q5_1 ? q[j] * d + m : q[j] * d;
     }
 }
 
@@ -232,11 +226,7 @@ int dequantize_row_ref(int t, const void *src, float *y, int64_t n) {
     case DT_F32: memcpy(y, src, (size_t)n * 4); break;
     case DT_F16: for (int64_t i = 0; i < n; i++) y[i] = fp16_to_f32(((const uint16_t *)src)[i]); break;
     case DT_BF16: for (int64_t i = 0; i < n; i++) y[i] = bf16_to_f32(((const uint16_t *)src)[i]); break;
-    case DT_Q4_0: dequant_q4_0(src, y, nb); break;
-    case DT_Q4_1: dequant_q4_1(src, y, nb); break;
-    case DT_Q5_0: dequant_q5_0(src, y, nb); break;
-    case DT_Q5_1: dequant_q5_1(src, y, nb); break;
-    case DT_Q8_0: dequant_q8_0(src, y, nb); break;
+    case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_Q8_0: dequant_32(t, src, y, nb); break;
     case DT_Q4_K: dequant_q4_K(src, y, nb); break;
     case DT_Q5_K: dequant_q5_K(src, y, nb); break;
     case DT_Q6_K: dequant_q6_K(src, y, nb); break;
@@ -362,75 +352,32 @@ void quant_act_row(int act, const float *x, int64_t K, void *scratch, QAct *a) {
 }
 
 /* ---- scalar dots ---------------------------------------------------------------------- */
-static float dot_q4_0(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ4_0 *b = w;
+/* sum over blocks of d_w*d_a*<q_w, q_a> + m_w*s_a (the second term only
+ * for the formats with a min). */
+static float dot_32(int t, const void *w, const QAct *a, int64_t K) {
+    const uint8_t *p = w;
+    const size_t bb = dtype_block_bytes(t);
     float acc = 0;
     for (int64_t i = 0; i < K / QK; i++) {
-        const int8_t *q = a->qs + i * QK;
-        int s = 0;
-        for (int j = 0; j < QK / 2; j++)
-            s += ((b[i].qs[j] & 0xF) - 8) * q[j] + ((b[i].qs[j] >> 4) - 8) * q[j + QK / 2];
-        acc += fp16_to_f32(b[i].d) * a->d[i] * (float)s;
+        int q[QK], s = 0;
+        float d, m;
+        block_levels(t, p + (size_t)i * bb, q, &d, &m);
+        for (int j = 0; j < QK; j++) s += q[j] * a->qs[i * QK + j];
+        acc += d * a->d[i] * (float)s + (t == DT_Q4_1 || t == DT_Q5_1 ? m * a->s[i] : 0.0f);
     }
     return acc;
 }
 
-static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ4_1 *b = w;
-    float acc = 0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const int8_t *q = a->qs + i * QK;
-        int s = 0;
-        for (int j = 0; j < QK / 2; j++) s += (b[i].qs[j] & 0xF) * q[j] + (b[i].qs[j] >> 4) * q[j + QK / 2];
-        acc += fp16_to_f32(b[i].d) * a->d[i] * (float)s + fp16_to_f32(b[i].m) * a->s[i];
+#define DOT32(name, T)                                                                    \
+    static float name(const void *w, const QAct *a, const float *x, int64_t K) {          \
+        (void)x;                                                                          \
+        return dot_32(T, w, a, K);                                                        \
     }
-    return acc;
-}
-
-static float dot_q5_0(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ5_0 *b = w;
-    float acc = 0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const int8_t *q = a->qs + i * QK;
-        uint32_t qh;
-        memcpy(&qh, b[i].qh, 4);
-        int s = 0;
-        for (int j = 0; j < QK; j++) s += (q5_val(b[i].qs, qh, j) - 16) * q[j];
-        acc += fp16_to_f32(b[i].d) * a->d[i] * (float)s;
-    }
-    return acc;
-}
-
-static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ5_1 *b = w;
-    float acc = 0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const int8_t *q = a->qs + i * QK;
-        uint32_t qh;
-        memcpy(&qh, b[i].qh, 4);
-        int s = 0;
-        for (int j = 0; j < QK; j++) s += q5_val(b[i].qs, qh, j) * q[j];
-        acc += fp16_to_f32(b[i].d) * a->d[i] * (float)s + fp16_to_f32(b[i].m) * a->s[i];
-    }
-    return acc;
-}
-
-static float dot_q8_0(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ8_0 *b = w;
-    float acc = 0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const int8_t *q = a->qs + i * QK;
-        int s = 0;
-        for (int j = 0; j < QK; j++) s += b[i].qs[j] * q[j];
-        acc += fp16_to_f32(b[i].d) * a->d[i] * (float)s;
-    }
-    return acc;
-}
+DOT32(dot_q4_0, DT_Q4_0)
+DOT32(dot_q4_1, DT_Q4_1)
+DOT32(dot_q5_0, DT_Q5_0)
+DOT32(dot_q5_1, DT_Q5_1)
+DOT32(dot_q8_0, DT_Q8_0)
 
 static float dot_f16(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)a;
