@@ -39,17 +39,18 @@ uint16_t f32_to_bf16(float f);
 
 /* ---- activations quantized for the dot products ---------------------------
  * One row of K activations: qs (K int8), and per 32-block d (fp16-rounded
- * scale) and s (fp16-rounded d * sum(qs)), or for K-quants per 256-block a
+ * scale), s (fp16-rounded d * sum(qs)) and sum(qs), or for K-quants per 256-block a
  * float d and per 16-block int16 sums. */
 typedef struct {
     int8_t *qs;
     float *d;      /* K/32 (q8) or K/256 (q8_K) */
     float *s;      /* K/32, q8 only */
+    float *qsum;   /* K/32, q8 only: sum(qs) of the block, exact (for offset formats) */
     int16_t *bsums; /* K/16, q8_K only */
 } QAct;
 
 /* SIMD Q8 activation quantizer (bit-identical to the scalar one) or NULL. */
-typedef void (*QActQ8Fn)(const float *x, int64_t K, int8_t *qs, float *d, float *s);
+typedef void (*QActQ8Fn)(const float *x, int64_t K, int8_t *qs, float *d, float *s, float *qsum);
 QActQ8Fn quant_act_q8_fn_avx2(void);
 /* Activation format a weight type dots with: DT_Q8_0 (32-blocks), DT_Q8_K,
  * DT_F32 (float weights: no quantization), or -1 when unsupported. */

@@ -265,7 +265,7 @@ TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t 
 /* ---- activation quantization (Q8, 32-blocks) ------------------------------------------
  * Same arithmetic as the scalar act_q8: id = 127/amax, round half to even,
  * d and d*sum rounded to half precision. */
-TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, float *ss) {
+TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, float *ss, float *qsum) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (int64_t b = 0; b < K / QK; b++) {
         const float *xb = x + b * QK;
@@ -295,6 +295,7 @@ TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, fl
         _mm256_storeu_si256((__m256i *)(qs + b * QK), p);
         dd[b] = _cvtsh_ss(_cvtss_sh(d, 0));
         ss[b] = _cvtsh_ss(_cvtss_sh(d * (float)_mm_cvtsi128_si32(s4), 0));
+        qsum[b] = (float)_mm_cvtsi128_si32(s4);
     }
 }
 
@@ -308,59 +309,77 @@ QActQ8Fn quant_act_q8_fn_avx2(void) {
  * scales per block, four independent accumulation chains. */
 TGT static inline __m256 lane(__m256 v, int k) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k)); }
 
+TGT static inline __m128i ld32(const void *p) {
+    int v;
+    memcpy(&v, p, 4);
+    return _mm_cvtsi32_si128(v);
+}
+
+/* The first 4 bytes of block i of each of the four rows, as 8 halves: for
+ * Q4_1 (d, m) pairs; for Q4_0/Q8_0 d and two bytes of quants (ignored).
+ * Plain 32-bit loads and 3 shuffles: building the vector from 16-bit
+ * inserts costs four times as many instructions. */
+TGT static inline __m256 heads4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3) {
+    const __m128i a = _mm_unpacklo_epi32(ld32(p0), ld32(p1)), b = _mm_unpacklo_epi32(ld32(p2), ld32(p3));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
+}
+
+#define ROWS4(T)                                                                                             \
+    const T *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),           \
+            *b3 = (const void *)(w + 3 * rb)
+
+/* Q4_0 as unsigned levels u = q + 8: d*q*a summed = d*(sum u*a - 8*sum a),
+ * which spares the sign juggling of a signed product. */
 TGT static void dot4_q4_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
-    const BlockQ4_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
-                    *b3 = (const void *)(w + 3 * rb);
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-    const __m256i off = _mm256_set1_epi8(8);
+    ROWS4(BlockQ4_0);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, corr = c0;
     for (int64_t i = 0; i < K / QK; i++) {
         const __m256i av = load_q8(a->qs + i * QK);
-        const __m256 dv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_setr_epi16((short)b0[i].d, (short)b1[i].d, (short)b2[i].d,
-                                                                        (short)b3[i].d, 0, 0, 0, 0)),
+        const __m256 dv = _mm256_mul_ps(heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
+                                               (const uint8_t *)&b3[i]),
                                         _mm256_set1_ps(a->d[i]));
-        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b0[i].qs), off), av)), c0);
-        c1 = _mm256_fmadd_ps(lane(dv, 1), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b1[i].qs), off), av)), c1);
-        c2 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b2[i].qs), off), av)), c2);
-        c3 = _mm256_fmadd_ps(lane(dv, 3), _mm256_cvtepi32_ps(dot_ss(_mm256_sub_epi8(nibbles(b3[i].qs), off), av)), c3);
+        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(nibbles(b0[i].qs), av)), c0);
+        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(nibbles(b1[i].qs), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_us(nibbles(b2[i].qs), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_us(nibbles(b3[i].qs), av)), c3);
+        corr = _mm256_fmadd_ps(dv, _mm256_set1_ps(8.0f * a->qsum[i]), corr); /* even lanes */
     }
-    out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
+    float c[8];
+    _mm256_storeu_ps(c, corr);
+    out[0] = hsum_ps(c0) - c[0], out[1] = hsum_ps(c1) - c[2], out[2] = hsum_ps(c2) - c[4], out[3] = hsum_ps(c3) - c[6];
 }
 
 TGT static void dot4_q4_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
-    const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
-                    *b3 = (const void *)(w + 3 * rb);
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-    __m128 mm = _mm_setzero_ps();
+    ROWS4(BlockQ4_1);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, mm = c0;
     for (int64_t i = 0; i < K / QK; i++) {
         const __m256i av = load_q8(a->qs + i * QK);
-        /* d0..d3 m0..m3 in one conversion */
-        const __m256 dm = _mm256_cvtph_ps(_mm_setr_epi16((short)b0[i].d, (short)b1[i].d, (short)b2[i].d, (short)b3[i].d,
-                                                         (short)b0[i].m, (short)b1[i].m, (short)b2[i].m, (short)b3[i].m));
+        const __m256 dm = heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
+                                 (const uint8_t *)&b3[i]); /* d0 m0 d1 m1 d2 m2 d3 m3 */
         const __m256 dv = _mm256_mul_ps(dm, _mm256_set1_ps(a->d[i]));
         c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(nibbles(b0[i].qs), av)), c0);
-        c1 = _mm256_fmadd_ps(lane(dv, 1), _mm256_cvtepi32_ps(dot_us(nibbles(b1[i].qs), av)), c1);
-        c2 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(nibbles(b2[i].qs), av)), c2);
-        c3 = _mm256_fmadd_ps(lane(dv, 3), _mm256_cvtepi32_ps(dot_us(nibbles(b3[i].qs), av)), c3);
-        mm = _mm_fmadd_ps(_mm256_extractf128_ps(dm, 1), _mm_set1_ps(a->s[i]), mm);
+        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(nibbles(b1[i].qs), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_us(nibbles(b2[i].qs), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_us(nibbles(b3[i].qs), av)), c3);
+        mm = _mm256_fmadd_ps(dm, _mm256_set1_ps(a->s[i]), mm); /* the odd lanes: m * s */
     }
-    float m[4];
-    _mm_storeu_ps(m, mm);
-    out[0] = hsum_ps(c0) + m[0], out[1] = hsum_ps(c1) + m[1], out[2] = hsum_ps(c2) + m[2], out[3] = hsum_ps(c3) + m[3];
+    float m[8];
+    _mm256_storeu_ps(m, mm);
+    out[0] = hsum_ps(c0) + m[1], out[1] = hsum_ps(c1) + m[3], out[2] = hsum_ps(c2) + m[5], out[3] = hsum_ps(c3) + m[7];
 }
 
 TGT static void dot4_q8_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
-    const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
-                    *b3 = (const void *)(w + 3 * rb);
+    ROWS4(BlockQ8_0);
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t i = 0; i < K / QK; i++) {
         const __m256i av = load_q8(a->qs + i * QK);
-        const __m256 dv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_setr_epi16((short)b0[i].d, (short)b1[i].d, (short)b2[i].d,
-                                                                        (short)b3[i].d, 0, 0, 0, 0)),
+        const __m256 dv = _mm256_mul_ps(heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
+                                               (const uint8_t *)&b3[i]),
                                         _mm256_set1_ps(a->d[i]));
         c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_ss(load_q8(b0[i].qs), av)), c0);
-        c1 = _mm256_fmadd_ps(lane(dv, 1), _mm256_cvtepi32_ps(dot_ss(load_q8(b1[i].qs), av)), c1);
-        c2 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_ss(load_q8(b2[i].qs), av)), c2);
-        c3 = _mm256_fmadd_ps(lane(dv, 3), _mm256_cvtepi32_ps(dot_ss(load_q8(b3[i].qs), av)), c3);
+        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_ss(load_q8(b1[i].qs), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_ss(load_q8(b2[i].qs), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_ss(load_q8(b3[i].qs), av)), c3);
     }
     out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
 }

@@ -270,7 +270,7 @@ int quant_act_type(int wtype) {
 static size_t up64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 size_t quant_act_bytes(int act, int64_t K) {
-    if (act == DT_Q8_0) return up64((size_t)K) + 2 * up64((size_t)K / QK * 4);
+    if (act == DT_Q8_0) return up64((size_t)K) + 3 * up64((size_t)K / QK * 4);
     if (act == DT_Q8_K) return up64((size_t)K) + up64((size_t)K / QK_K * 4) + up64((size_t)K / 16 * 2);
     return 64;
 }
@@ -291,6 +291,7 @@ static void act_q8(const float *x, int64_t K, QAct *a) {
         }
         a->d[b] = fp16_to_f32(f32_to_fp16(d));
         a->s[b] = fp16_to_f32(f32_to_fp16(d * (float)sum));
+        a->qsum[b] = (float)sum;
     }
 }
 
@@ -328,6 +329,7 @@ static void act_layout(int act, int64_t K, void *scratch, QAct *a) {
         a->qs = (int8_t *)p;
         a->d = (float *)(p + up64((size_t)K));
         a->s = (float *)(p + up64((size_t)K) + up64((size_t)K / QK * 4));
+        a->qsum = (float *)(p + up64((size_t)K) + 2 * up64((size_t)K / QK * 4));
     } else if (act == DT_Q8_K) {
         a->qs = (int8_t *)p;
         a->d = (float *)(p + up64((size_t)K));
@@ -348,7 +350,7 @@ void quant_act_row(int act, const float *x, int64_t K, void *scratch, QAct *a) {
         return;
     }
     act_layout(act, K, scratch, a);
-    f(x, K, a->qs, a->d, a->s);
+    f(x, K, a->qs, a->d, a->s, a->qsum);
 }
 
 /* ---- scalar dots ---------------------------------------------------------------------- */

@@ -168,6 +168,7 @@ static void test_act(void) {
         int nblk = act == DT_Q8_0 ? (int)(K / 32) : (int)(K / 256);
         CHECK(memcmp(a1.d, a2.d, nblk * 4) == 0, "act %s: d differ", dtype_name(act));
         if (act == DT_Q8_0) CHECK(memcmp(a1.s, a2.s, nblk * 4) == 0, "act q8_0: s differ");
+        if (act == DT_Q8_0) CHECK(memcmp(a1.qsum, a2.qsum, nblk * 4) == 0, "act q8_0: qsum differ");
         xfree(s1), xfree(s2);
     }
     free(x);
