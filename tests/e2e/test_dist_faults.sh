@@ -15,7 +15,7 @@ steps_logged() { [ -f "$run/log.jsonl" ] && wc -l < "$run/log.jsonl" || echo 0; 
 # Start the job in the background; mpirun forks the ranks as its children.
 "${MPIRUN[@]}" -np 2 "$JARIP" train "${args[@]}" --out "$run" > "$WORK/job.txt" 2>&1 &
 job=$!
-trap 'kill $job 2> /dev/null; rm -rf "$WORK"' EXIT # never leave the job behind
+trap 'kill $job 2> /dev/null || true; rm -rf "$WORK"' EXIT # never leave the job behind
 t=0
 while [ "$(steps_logged)" -lt 3 ]; do
   kill -0 $job 2> /dev/null || { cat "$WORK/job.txt" >&2; fail "the job ended before step 3"; }
