@@ -384,12 +384,58 @@ TGT static void dot4_q8_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K,
     out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
 }
 
+/* Q5_0 / Q5_1: 5-bit unsigned levels (nibble | fifth bit << 4); Q5_0 is
+ * d*(u - 16), corrected with the activation sums like Q4_0. */
+TGT static inline __m256i levels5(const uint8_t *qs, const uint8_t *qh) {
+    return _mm256_or_si256(nibbles(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+}
+
+TGT static void dot4_q5_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    ROWS4(BlockQ5_0);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, corr = c0;
+    for (int64_t i = 0; i < K / QK; i++) {
+        const __m256i av = load_q8(a->qs + i * QK);
+        const __m256 dv = _mm256_mul_ps(heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
+                                               (const uint8_t *)&b3[i]),
+                                        _mm256_set1_ps(a->d[i]));
+        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(levels5(b0[i].qs, b0[i].qh), av)), c0);
+        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(levels5(b1[i].qs, b1[i].qh), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_us(levels5(b2[i].qs, b2[i].qh), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_us(levels5(b3[i].qs, b3[i].qh), av)), c3);
+        corr = _mm256_fmadd_ps(dv, _mm256_set1_ps(16.0f * a->qsum[i]), corr);
+    }
+    float c[8];
+    _mm256_storeu_ps(c, corr);
+    out[0] = hsum_ps(c0) - c[0], out[1] = hsum_ps(c1) - c[2], out[2] = hsum_ps(c2) - c[4], out[3] = hsum_ps(c3) - c[6];
+}
+
+TGT static void dot4_q5_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    ROWS4(BlockQ5_1);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, mm = c0;
+    for (int64_t i = 0; i < K / QK; i++) {
+        const __m256i av = load_q8(a->qs + i * QK);
+        const __m256 dm = heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
+                                 (const uint8_t *)&b3[i]);
+        const __m256 dv = _mm256_mul_ps(dm, _mm256_set1_ps(a->d[i]));
+        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(levels5(b0[i].qs, b0[i].qh), av)), c0);
+        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(levels5(b1[i].qs, b1[i].qh), av)), c1);
+        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_us(levels5(b2[i].qs, b2[i].qh), av)), c2);
+        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_us(levels5(b3[i].qs, b3[i].qh), av)), c3);
+        mm = _mm256_fmadd_ps(dm, _mm256_set1_ps(a->s[i]), mm);
+    }
+    float m[8];
+    _mm256_storeu_ps(m, mm);
+    out[0] = hsum_ps(c0) + m[1], out[1] = hsum_ps(c1) + m[3], out[2] = hsum_ps(c2) + m[5], out[3] = hsum_ps(c3) + m[7];
+}
+
 QDot4Fn quant_dot4_fn_avx2(int t) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
     switch (t) {
     case DT_Q4_0: return dot4_q4_0;
     case DT_Q4_1: return dot4_q4_1;
     case DT_Q8_0: return dot4_q8_0;
+    case DT_Q5_0: return dot4_q5_0;
+    case DT_Q5_1: return dot4_q5_1;
     default: return NULL;
     }
 }
