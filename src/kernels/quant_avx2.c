@@ -265,6 +265,8 @@ TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t 
 /* ---- activation quantization (Q8, 32-blocks) ------------------------------------------
  * Same arithmetic as the scalar act_q8: id = 127/amax, round half to even,
  * d and d*sum rounded to half precision. */
+#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, float *ss, float *qsum) {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (int64_t b = 0; b < K / QK; b++) {
@@ -279,11 +281,10 @@ TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, fl
         const float amax = _mm_cvtss_f32(m4);
         const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
         const __m256 idv = _mm256_set1_ps(id);
-        const int r = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, idv), r));
-        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, idv), r));
-        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, idv), r));
-        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, idv), r));
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, idv), RNE));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, idv), RNE));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, idv), RNE));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, idv), RNE));
         const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
