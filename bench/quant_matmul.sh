@@ -21,7 +21,40 @@ cat > "$TMP/qbench.c" <<'CEOF'
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 typedef struct { int N, K; } Shape;
+static double thread_cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+/* Kernel cost per 32 weights on one thread, weights resident in L2, timed in
+ * thread CPU time: robust to other processes on the machine. */
+static void kernel_costs(void) {
+    const int types[] = {DT_F16, DT_BF16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1, DT_Q4_K, DT_Q5_K, DT_Q6_K};
+    const int N = 128, K = 1536;
+    float *x = malloc(K * 4), *w = malloc((size_t)N * K * 4), *out = malloc(N * 4);
+    for (int i = 0; i < K; i++) x[i] = rng_normal(1, i);
+    for (int i = 0; i < N * K; i++) w[i] = rng_normal(2, i);
+    printf("kernel cost, 1 thread, weights in L2 (thread CPU time):\n");
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        const int ty = types[t];
+        const size_t rb = dtype_row_bytes(ty, K);
+        unsigned char *W = malloc(rb * N);
+        for (int n = 0; n < N; n++) quantize_row(ty, w + (size_t)n * K, W + n * rb, K);
+        double best = 1e9;
+        for (int r = 0; r < 40; r++) {
+            double t0 = thread_cpu();
+            for (int it = 0; it < 5; it++) matmul_quant_forward(out, x, W, ty, 1, N, K);
+            double dt = (thread_cpu() - t0) / 5;
+            if (dt < best) best = dt;
+        }
+        printf("  %-5s %5.2f ns per 32 weights  %6.1f GB/s of weights\n", dtype_name(ty), best * 1e9 / (N * K / 32.0),
+               rb * N / best / 1e9);
+        free(W);
+    }
+    free(x), free(w), free(out);
+}
 /* as `jarip quantize` (and llama.cpp) do: rows that do not fit 256-blocks fall back */
 static int fit(int t, int K) {
     if (K % dtype_block_size(t) == 0) return t;
@@ -31,6 +64,7 @@ static const Shape L[] = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536,
 int main(int argc, char **argv) {
     const int types[] = {DT_F16, DT_Q8_0, DT_Q4_0, DT_Q4_1, DT_Q5_0, DT_Q5_1, DT_Q4_K, DT_Q5_K, DT_Q6_K};
     const int layers = 30, Mpp = argc > 1 ? atoi(argv[1]) : 512, flags = argc > 2 ? atoi(argv[2]) : 0;
+    if (omp_get_max_threads() == 1) kernel_costs();
     float *x = malloc((size_t)Mpp * 1536 * 4), *out = malloc((size_t)Mpp * 49152 * 4);
     for (size_t i = 0; i < (size_t)Mpp * 1536; i++) x[i] = rng_normal(1, i);
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
@@ -88,6 +122,7 @@ int main(int argc, char **argv) {
 CEOF
 LIBS="$BUILD/libjarip_lib.a -fopenmp -ldnnl -ljansson -lpcre2-8 -lz -lm"
 gcc -O2 -march=native -I"$ROOT/src" "$TMP/qbench.c" $LIBS -o "$TMP/qbench"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in ${@:-1 2}; do
     OMP_NUM_THREADS=$t "$TMP/qbench" "${MPP:-512}" "${Q8ACT:-0}"
 done
