@@ -34,7 +34,6 @@ awk 'BEGIN { srand(11); for (i = 0; i < 20000; i++) { s = "";
   > "$WORK/corpus.txt"
 params=$("$JARIP" info --preset "$PRESET" | sed -n 's/^parameters: //p')
 
-global_batch() { "$JARIP" train --help 2>&1 | grep -- '--batch' | grep -qi global; }
 layouts=("1" "dp2")
 "$JARIP" train --help 2>&1 | grep -q -- --tp && layouts+=("tp2")
 "$JARIP" train --help 2>&1 | grep -q -- --pp && layouts+=("pp2")
@@ -48,14 +47,13 @@ chmod +x "$WORK/cputime.sh"
 
 # run LAYOUT ROUND [STEPS]: one training run; leaves WORK/LAYOUT.ROUND[.STEPS]/
 run() {
-  local layout=$1 out="$WORK/$1.$2${3:+.$3}" np=2 extra=() batch=$BATCH steps=${3:-$STEPS}
+  local layout=$1 out="$WORK/$1.$2${3:+.$3}" np=2 extra=() steps=${3:-$STEPS}
   case $layout in
     1) np=1 ;;
-    dp2) global_batch || batch=$((BATCH / 2)) ;;
     tp2) extra=(--tp 2) ;;
     pp2) extra=(--pp 2) ;;
   esac
-  local cmd=("$JARIP" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$batch"
+  local cmd=("$JARIP" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$BATCH"
     --seq "$SEQ" --eval-batches 0 --save-every 0 --threads 1 --quiet "${extra[@]}")
   mkdir -p "$out.stats"
   cmd=("$WORK/cputime.sh" "${cmd[@]}")

@@ -2,7 +2,8 @@
 #
 # Every check trains a tiny model for a few steps twice, once as one plain
 # process and once under mpirun with some layout (dp, ZeRO, tp, pp, ep), with
-# the same GLOBAL batch, and requires the same per-step loss and the same
+# the same GLOBAL batch (--batch; each data-parallel rank takes its share of
+# the rows), and requires the same per-step loss and the same
 # final weights (see compare_runs).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -30,8 +31,6 @@ require_mpi() {
 # Does `jarip train` accept this flag yet?
 has_flag() { "$JARIP" train --help 2>&1 | grep -q -- "$1"; }
 
-# --batch is the global batch once the help says so; before that it was per rank.
-batch_is_global() { "$JARIP" train --help 2>&1 | grep -- '--batch' | grep -qi global; }
 
 # run_np NP OUT ARGS...: `jarip train ARGS --out OUT` as NP MPI ranks (NP=1:
 # a plain process, no mpirun), bounded in time, output kept in OUT.txt.
@@ -114,11 +113,4 @@ if not rel <= TOL:
     sys.exit(f"{label}: final weights differ from one process: relative L2 {rel:.2e} > {TOL} (worst tensor {tensor}: {trel:.2e})")
 print(f"ok: {label}: {len(sb)} steps, loss within {worst:.1e}, weights within {rel:.1e} (worst tensor {tensor} {trel:.1e})")
 EOF
-}
-
-# The batch flag for a layout whose data-parallel size is DP: the global
-# batch, or (before --batch became global) each rank's share of it.
-batch_for_dp() {
-  local global=$1 dp=$2
-  if batch_is_global; then echo "$global"; else echo $((global / dp)); fi
 }

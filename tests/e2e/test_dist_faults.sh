@@ -6,9 +6,8 @@
 source "$(dirname "$0")/dist_lib.sh"
 require_mpi
 make_corpus 3000 > "$WORK/corpus.txt"
-b=$(batch_for_dp 8 2)
 args=(--preset gpt2-tiny --data "$WORK/corpus.txt" --steps 400 --seq 32 --lr 1e-3 --save-every 2 --keep 2 --eval-every 0
-  --eval-batches 0 --batch "$b" --threads 1 --quiet)
+  --eval-batches 0 --batch 8 --threads 1 --quiet)
 run="$WORK/run"
 steps_logged() { [ -f "$run/log.jsonl" ] && wc -l < "$run/log.jsonl" || echo 0; }
 

@@ -6,7 +6,6 @@
 source "$(dirname "$0")/dist_lib.sh"
 require_mpi
 make_corpus 3000 > "$WORK/corpus.txt"
-if batch_is_global; then evals=(--eval-every 5 --eval-batches 2); else evals=(--eval-batches 0); fi
 
 # check PRESET NP FLAG VALUE [EXTRA...]: NP ranks with FLAG VALUE (data
 # parallel over the rest) against the preset's one-process run.
@@ -15,12 +14,10 @@ check() {
   shift 4
   local label="$preset ${flag#--}=$val np=$np${*:+ $*}"
   if ! has_flag "$flag"; then skip "$label: $flag not implemented yet"; return; fi
-  local mp=$val
-  [ "$flag" = --ep ] && mp=1 # experts are split over data-parallel ranks
-  local args=(--preset "$preset" --data "$WORK/corpus.txt" --steps 10 --seq 32 --lr 1e-3 --save-every 0 "${evals[@]}")
+  local args=(--preset "$preset" --data "$WORK/corpus.txt" --steps 10 --seq 32 --lr 1e-3 --save-every 0 --eval-every 5 --eval-batches 2)
   [ -d "$WORK/$preset-ref" ] || run_np 1 "$WORK/$preset-ref" "${args[@]}" --batch 8
   local out="$WORK/$preset-${flag#--}$val-np$np"
-  run_np "$np" "$out" "${args[@]}" --batch "$(batch_for_dp 8 $((np / mp)))" "$flag" "$val" "$@"
+  run_np "$np" "$out" "${args[@]}" --batch 8 "$flag" "$val" "$@"
   compare_runs "$WORK/$preset-ref" "$out" "$label" 10
 }
 

@@ -55,11 +55,10 @@ TWO=(ip netns exec "$A" timeout "$RUN_TIMEOUT" mpirun --allow-run-as-root -np 2 
 [ "$(cat "$WORK/where.txt")" = "$(printf '0 %s/24\n1 %s/24' "$IPA" "$IPB")" ] || fail "ranks are not one per host: $(cat "$WORK/where.txt")"
 
 make_corpus 3000 > "$WORK/corpus.txt"
-if batch_is_global; then evals=(--eval-every 5 --eval-batches 2); else evals=(--eval-batches 0); fi
-args=(--preset llama-tiny --data "$WORK/corpus.txt" --steps 10 --seq 32 --lr 1e-3 --save-every 0 "${evals[@]}")
+args=(--preset llama-tiny --data "$WORK/corpus.txt" --steps 10 --seq 32 --lr 1e-3 --save-every 0 --eval-every 5 --eval-batches 2)
 run_np 1 "$WORK/ref" "${args[@]}" --batch 8
 tx0=$(ip netns exec "$A" cat /sys/class/net/$VA/statistics/tx_bytes)
-"${TWO[@]}" "$JARIP" train "${args[@]}" --batch "$(batch_for_dp 8 2)" --out "$WORK/two" --threads 1 --quiet > "$WORK/two.txt" 2>&1 \
+"${TWO[@]}" "$JARIP" train "${args[@]}" --batch 8 --out "$WORK/two" --threads 1 --quiet > "$WORK/two.txt" 2>&1 \
   || { tail -20 "$WORK/two.txt" >&2; fail "training across two hosts failed"; }
 tx=$(($(ip netns exec "$A" cat /sys/class/net/$VA/statistics/tx_bytes) - tx0))
 # 10 gradient all-reduces of the whole model cross the link
