@@ -4,7 +4,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dist/launch.h"
 #include "model_arg.h"
+#include "plan/plan.h"
+#include "train/parallel.h"
 #include "train/train.h"
 
 static void usage(FILE *f) {
@@ -34,7 +37,15 @@ static void usage(FILE *f) {
             "  --save-every N      checkpoint every N steps; 0 = only at the end (default 500)\n"
             "  --keep N            checkpoints kept in DIR (default 2)\n"
             "  --threads N         OpenMP threads (default: all cores)\n"
-            "  --quiet             no progress line\n\n");
+            "  --quiet             no progress line\n\n"
+            "parallel runs (start with mpirun -np N; rank 0 alone prints, logs and saves):\n"
+            "  --tp T              tensor parallel: heads, FFN columns and vocabulary over T ranks\n"
+            "  --pp P              pipeline parallel: layers over P stages, 1F1B micro-batch schedule\n"
+            "                      (data parallel over the remaining N/(T*P) ranks; --batch is global)\n"
+            "  --zero S            ZeRO stage over data-parallel ranks: 1 optimizer state, 2 + gradients\n"
+            "                      (reduce-scatter), 3 + parameters (gathered per layer) (default 0)\n"
+            "  --micro-batch b     rows per forward pass on a rank (default: all its rows)\n"
+            "  --dry-run           print every rank's tensors, shapes and bytes; allocate nothing\n\n");
     model_arg_list_presets(f);
 }
 
@@ -42,7 +53,7 @@ int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     const char *preset = NULL, *config = NULL, *resume = NULL;
-    int threads = 0, steps_set = 0;
+    int threads = 0, steps_set = 0, tp = 1, pp = 1, zero = 0, dry_run = 0;
     /* flags given on a resume override the saved ones only where allowed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -75,53 +86,105 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, &i, 1, 1000, &o.keep);
         else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, &i, 1, 1024, &threads);
         else if (!strcmp(a, "--quiet")) o.quiet = 1;
+        else if (!strcmp(a, "--tp")) rc = cli_int(argc, argv, &i, 1, 4096, &tp);
+        else if (!strcmp(a, "--pp")) rc = cli_int(argc, argv, &i, 1, 4096, &pp);
+        else if (!strcmp(a, "--zero")) rc = cli_int(argc, argv, &i, 0, 3, &zero);
+        else if (!strcmp(a, "--micro-batch")) rc = cli_int(argc, argv, &i, 1, 65536, &o.micro_batch);
+        else if (!strcmp(a, "--dry-run")) dry_run = 1;
         else return cli_error(2, "train: unknown flag '%s' (see jarip train --help)", a);
         if (rc) return rc;
     }
     if (threads) omp_set_num_threads(threads);
     Err err = {0};
     Config c;
+    if (dry_run) {
+        if (model_arg_config(preset, config, &c)) return 2;
+        PlanLayout l;
+        plan_layout_default(&l);
+        int world = comm_launched_by_mpi() && getenv("OMPI_COMM_WORLD_SIZE") ? atoi(getenv("OMPI_COMM_WORLD_SIZE")) : tp * pp;
+        l.tp = tp;
+        l.pp = pp;
+        l.dp = world / (tp * pp) > 0 ? world / (tp * pp) : 1;
+        l.zero = zero;
+        if (plan_layout_check(&c, &l, 0, &err) || plan_dry_run_all(&c, &l, stdout, &err)) return cli_error(2, "%s", err.msg);
+        return 0;
+    }
+    Comm *world = comm_world_create(&argc, &argv, &err);
+    if (!world) return cli_error(1, "%s", err.msg);
+    int lead = world->rank == 0, rc = 0, start = 0;
+    if (!lead) o.quiet = 1;
+    Parallel par;
     Model m;
-    int start = 0;
+    memset(&m, 0, sizeof m);
+    memset(&par, 0, sizeof par);
+    char ckpt[4096];
     if (resume) {
-        if (preset || config) return cli_error(2, "--resume takes the model from the checkpoint; drop --preset/--config");
-        char ckpt[4096];
-        if (checkpoint_resolve(resume, ckpt, sizeof ckpt, &err) || checkpoint_load_config(ckpt, &c, &err))
-            return cli_error(1, "%s", err.msg);
-        if (model_create(&m, &c, 1, &err)) return cli_error(1, "%s", err.msg);
+        if (preset || config) {
+            rc = cli_error(2, "--resume takes the model from the checkpoint; drop --preset/--config");
+            goto out;
+        }
+        if (checkpoint_resolve(resume, ckpt, sizeof ckpt, &err) || checkpoint_load_config(ckpt, &c, &err)) goto fail;
+    } else {
+        if ((rc = model_arg_config(preset, config, &c))) goto out;
+        if (!o.data) {
+            rc = cli_error(2, "--data PATH is required");
+            goto out;
+        }
+        if (!o.out) {
+            rc = cli_error(2, "--out DIR is required");
+            goto out;
+        }
+        if (o.seq > c.context_length) {
+            rc = cli_error(2, "--seq %d exceeds the model's context_length %d", o.seq, c.context_length);
+            goto out;
+        }
+        if (lead && mkdir_p(o.out, &err)) goto fail;
+    }
+    ModelShard shard;
+    if (parallel_init(&par, world, tp, pp, zero, &err)) goto fail;
+    parallel_model_shard(&par, &c, &shard);
+    if (model_create_shard(&m, &c, &shard, 1, &err) || parallel_attach(&par, &m, &err)) goto fail;
+    if (resume) {
         TrainOptions saved;
         train_options_default(&saved);
-        if (checkpoint_load(ckpt, &m, &start, &saved, &err)) {
-            model_free(&m);
-            return cli_error(1, "%s", err.msg);
+        size_t n_whole = config_param_count(&c);
+        float *full[3];
+        for (int k = 0; k < 3; k++) full[k] = xalloc(n_whole * sizeof(float), &err);
+        if (!full[0] || !full[1] || !full[2] || checkpoint_read(ckpt, &c, full[0], full[1], full[2], &start, &saved, &err)) {
+            for (int k = 0; k < 3; k++) xfree(full[k]);
+            goto fail;
         }
-        int steps = o.steps;
+        parallel_scatter_full(&par, &m, full[0], full[1], full[2]);
+        for (int k = 0; k < 3; k++) xfree(full[k]);
+        int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, mbatch = o.micro_batch;
         const char *data = o.data;
-        int quiet = o.quiet, stop_after = o.stop_after;
         o = saved;
         o.out = resume;
         o.quiet = quiet;
         o.stop_after = stop_after;
+        o.micro_batch = mbatch;
         if (steps_set) o.steps = steps;
         if (data) o.data = data;
         if (!o.data) {
-            model_free(&m);
-            return cli_error(1, "the checkpoint does not name its data; pass --data");
+            rc = cli_error(1, "the checkpoint does not name its data; pass --data");
+            goto out;
         }
     } else {
-        if (model_arg_config(preset, config, &c)) return 2;
-        if (!o.data) return cli_error(2, "--data PATH is required");
-        if (!o.out) return cli_error(2, "--out DIR is required");
-        if (o.seq > c.context_length)
-            return cli_error(2, "--seq %d exceeds the model's context_length %d", o.seq, c.context_length);
-        if (mkdir_p(o.out, &err)) return cli_error(1, "%s", err.msg);
-        if (model_create(&m, &c, 1, &err)) return cli_error(1, "%s", err.msg);
         model_init_weights(&m, o.seed);
+        if (par.zero == 3)
+            for (int b = 0; b < par.n_buckets; b++) parallel_release_layer(&par, &m, par.buckets[b].layer);
     }
-    Comm *comm = comm_single_create();
-    int rc = train_run(&m, &o, start, comm, &err);
-    comm_destroy(comm);
+    if (train_run(&m, &o, start, &par, &err)) goto fail;
+    goto out;
+fail:
+    rc = cli_error(1, "%s%s", world->size > 1 ? "" : "", err.msg);
+    if (world->size > 1) {
+        fprintf(stderr, "jarip: rank %d failed; ending the job\n", world->rank);
+        comm_world_end(world, 1);
+    }
+out:
     model_free(&m);
-    if (rc) return cli_error(1, "%s", err.msg);
-    return 0;
+    parallel_free(&par);
+    comm_world_end(world, 0);
+    return rc;
 }

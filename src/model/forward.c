@@ -197,6 +197,11 @@ static void ce_backward_tp(Model *m, const int32_t *targets, int N, float scale)
     }
 }
 
+/* Tell the owner of the weights (ZeRO-3) that layer's weights are needed / done. */
+static int hook(Model *m, int layer, int acquire, Err *err) {
+    return m->weights_hook ? m->weights_hook(m->hook_ctx, m, layer, acquire, err) : 0;
+}
+
 int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int B, int T, Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
@@ -205,6 +210,7 @@ int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int 
     const ModelShard *s = &m->shard;
     int rc;
     m->aux_loss = 0.0;
+    if ((rc = hook(m, -1, 1, err))) return rc;
     if (s->first) {
         if ((rc = embed(m, a->embed, tokens, B, T, 0, err))) return rc;
     } else {
@@ -213,7 +219,8 @@ int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int 
     }
     const float *x = a->embed;
     for (int l = s->layer0; l < s->layer1; l++) {
-        if ((rc = block_forward(m, l, x, B, T, 0, NULL, err))) return rc;
+        if ((rc = hook(m, l, 1, err)) || (rc = block_forward(m, l, x, B, T, 0, NULL, err)) || (rc = hook(m, l, 0, err)))
+            return rc;
         x = a->res_ffn[l];
     }
     return 0;
@@ -286,6 +293,7 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
     for (int l = s->layer1 - 1; l >= s->layer0; l--) {
         const LayerWeights *w = &m->layers[l];
         const float *x = l > s->layer0 ? a->res_ffn[l - 1] : a->embed;
+        if ((rc = hook(m, l, 1, err))) return rc;
         /* FFN half: res_ffn = res_att + ffn(norm(res_att)) */
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
         ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale);
@@ -308,6 +316,7 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         matmul_backward(a->d_ln, G(w->wv), G(w->bv), a->d_v, a->ln1[l], F(w->wv), N, KVD, C);
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->attn_norm, w->attn_norm_b, a->d_ln, x, a->ln1_mean[l], a->ln1_rstd[l], N);
+        if ((rc = hook(m, l, 0, err))) return rc;
     }
     if (s->first) {
         if (tp > 1) {
@@ -325,7 +334,7 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
             embedding_backward(G(m->tok_emb), G(m->pos_emb), a->d_res, tokens, B, T, C);
         }
     }
-    return 0;
+    return hook(m, -1, 0, err);
 }
 
 void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, float loss_scale) {

@@ -214,7 +214,7 @@ static void plan_walk(Activations *a, const Config *c, int B, int T, int trainin
 #define ACT_ARRAYS(X) X(ln1) X(ln1_mean) X(ln1_rstd) X(q) X(k) X(v) X(att) X(atty) X(res_att) X(ln2) \
     X(ln2_mean) X(ln2_rstd) X(ffn_h) X(ffn_g) X(ffn_a) X(router_probs) X(expert_w) X(ffn_y) X(res_ffn)
 
-static void activations_free(Activations *a) {
+void model_activations_free(Activations *a) {
 #define FREE(f) free(a->f);
     ACT_ARRAYS(FREE)
 #undef FREE
@@ -252,7 +252,7 @@ size_t model_activation_bytes(const Config *c, int B, int T, int training) {
     if (!activations_arrays(&a, c->n_layer)) return 0;
     Bump b = {NULL, 0};
     plan_walk(&a, c, B, T, training, &b);
-    activations_free(&a);
+    model_activations_free(&a);
     return b.off * sizeof(float);
 }
 
@@ -263,14 +263,14 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
         return err_set(err, ERR_INVALID, "sequence length %d exceeds the model's context_length %d", T,
                        c->context_length);
     if (training && !m->grads) return err_set(err, ERR_INVALID, "model was created without gradients");
-    activations_free(&m->act);
+    model_activations_free(&m->act);
     Activations *a = &m->act;
     if (!activations_arrays(a, c->n_layer)) return err_set(err, ERR_NOMEM, "out of memory");
     Bump b = {NULL, 0};
     plan_walk(a, c, B, T, training, &b);
     a->mem = xalloc(b.off * sizeof(float), err);
     if (!a->mem) {
-        activations_free(a);
+        model_activations_free(a);
         return err_wrap(err, "activations for batch %d x seq %d", B, T);
     }
     b.base = a->mem;
@@ -284,7 +284,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
 }
 
 void model_free(Model *m) {
-    activations_free(&m->act);
+    model_activations_free(&m->act);
     xfree(m->params);
     xfree(m->grads);
     xfree(m->adam_m);

@@ -179,7 +179,7 @@ typedef struct {
 } KVCache;
 
 /* ---- the model ------------------------------------------------------------ */
-typedef struct {
+typedef struct Model_ {
     Config cfg;
     ModelShard shard;
     Tensor *tensors;
@@ -191,6 +191,11 @@ typedef struct {
     Activations act;
     double aux_loss;                         /* last MoE load-balancing loss (already weighted) */
     Err comm_err;                            /* first communication failure inside backward (code 0: none) */
+    /* Called around the use of each layer's weights (layer -1: the tensors
+     * outside the blocks, before the stage's forward and after its
+     * backward); ZeRO-3 gathers and releases parameters here. */
+    int (*weights_hook)(void *ctx, struct Model_ *m, int layer, int acquire, Err *err);
+    void *hook_ctx;
     void *owner;                             /* e.g. the GGUF mapping the weights live in */
 } Model;
 
@@ -204,6 +209,8 @@ void model_init_weights(Model *m, uint64_t seed);
 /* Plan and allocate activations for (B, T); training keeps backward state. */
 int model_plan_activations(Model *m, int B, int T, int training, Err *err);
 size_t model_activation_bytes(const Config *c, int B, int T, int training);
+/* Free an activation set (pipelines keep several and swap them into m->act). */
+void model_activations_free(Activations *a);
 void model_free(Model *m);
 
 /* Forward over tokens (B,T) at positions 0..T-1. With targets (B,T) it

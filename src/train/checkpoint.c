@@ -49,15 +49,16 @@ static int write_all(int fd, const void *buf, size_t len, uint32_t *crc) {
     return 0;
 }
 
-static int write_model_bin(const Model *m, const char *path, Err *err) {
+static int write_model_bin(const Tensor *tensors, int n_tensors, size_t n_params, const float *params,
+                           const float *adam_m, const float *adam_v, const char *path, Err *err) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return err_set(err, ERR_IO, "cannot create %s: %s", path, strerror(errno));
     uint32_t crc = 0;
-    DiskHeader h = {{0}, 1, (uint32_t)m->n_tensors, m->n_params, m->adam_m != NULL, 0};
+    DiskHeader h = {{0}, 1, (uint32_t)n_tensors, n_params, adam_m != NULL, 0};
     memcpy(h.magic, CKPT_MAGIC, 8);
     int bad = write_all(fd, &h, sizeof h, &crc);
-    for (int i = 0; i < m->n_tensors && !bad; i++) {
-        const Tensor *t = &m->tensors[i];
+    for (int i = 0; i < n_tensors && !bad; i++) {
+        const Tensor *t = &tensors[i];
         DiskTensor d;
         memset(&d, 0, sizeof d);
         memcpy(d.name, t->name, sizeof d.name);
@@ -67,9 +68,9 @@ static int write_model_bin(const Model *m, const char *path, Err *err) {
         d.offset = t->offset;
         bad = write_all(fd, &d, sizeof d, &crc);
     }
-    size_t bytes = m->n_params * sizeof(float);
-    if (!bad) bad = write_all(fd, m->params, bytes, &crc);
-    if (!bad && m->adam_m) bad = write_all(fd, m->adam_m, bytes, &crc) || write_all(fd, m->adam_v, bytes, &crc);
+    size_t bytes = n_params * sizeof(float);
+    if (!bad) bad = write_all(fd, params, bytes, &crc);
+    if (!bad && adam_m) bad = write_all(fd, adam_m, bytes, &crc) || write_all(fd, adam_v, bytes, &crc);
     if (!bad) bad = write_all(fd, &crc, sizeof crc, NULL);
     if (!bad) bad = fsync(fd);
     if (close(fd) != 0) bad = 1;
@@ -137,32 +138,46 @@ static void prune(const char *dir, int keep) {
     }
 }
 
-int checkpoint_save(const Model *m, const TrainOptions *o, int step, Err *err) {
+int checkpoint_write(const Config *c, const float *params, const float *adam_m, const float *adam_v,
+                     const TrainOptions *o, int step, Err *err) {
+    Tensor *tensors;
+    int n_tensors;
+    size_t n_params;
+    int rc = registry_build(c, &tensors, &n_tensors, &n_params, err);
+    if (rc) return rc;
     char final[4096], tmp[4200], p[4400];
     snprintf(final, sizeof final, "%s/ckpt_%08d", o->out, step);
     snprintf(tmp, sizeof tmp, "%s.tmp", final);
     rm_rf(tmp);
-    int rc = mkdir_p(tmp, err);
-    if (rc) return rc;
-    char *cfg = config_to_json(&m->cfg);
+    if ((rc = mkdir_p(tmp, err))) goto done;
+    char *cfg = config_to_json(c);
     snprintf(p, sizeof p, "%s/config.json", tmp);
     rc = text_file(p, cfg, err);
     free(cfg);
-    if (rc) return rc;
+    if (rc) goto done;
     snprintf(p, sizeof p, "%s/state.json", tmp);
-    if ((rc = write_state(o, step, p, err))) return rc;
+    if ((rc = write_state(o, step, p, err))) goto done;
     snprintf(p, sizeof p, "%s/model.bin", tmp);
-    if ((rc = write_model_bin(m, p, err))) return rc;
+    if ((rc = write_model_bin(tensors, n_tensors, n_params, params, adam_m, adam_v, p, err))) goto done;
     fsync_dir(tmp);
     rm_rf(final); /* a re-save of the same step replaces it */
-    if (rename(tmp, final) != 0) return err_set(err, ERR_IO, "renaming %s: %s", tmp, strerror(errno));
+    if (rename(tmp, final) != 0) {
+        rc = err_set(err, ERR_IO, "renaming %s: %s", tmp, strerror(errno));
+        goto done;
+    }
     fsync_dir(o->out);
     char latest[64];
     snprintf(latest, sizeof latest, "ckpt_%08d\n", step);
     snprintf(p, sizeof p, "%s/latest", o->out);
-    if ((rc = text_file(p, latest, err))) return rc;
+    if ((rc = text_file(p, latest, err))) goto done;
     prune(o->out, o->keep > 0 ? o->keep : 2);
-    return 0;
+done:
+    free(tensors);
+    return rc;
+}
+
+int checkpoint_save(const Model *m, const TrainOptions *o, int step, Err *err) {
+    return checkpoint_write(&m->cfg, m->params, m->adam_m, m->adam_v, o, step, err);
 }
 
 int checkpoint_resolve(const char *dir, char *out, size_t out_len, Err *err) {
@@ -223,10 +238,19 @@ static int read_state(const char *path, int *step, TrainOptions *o, Err *err) {
 }
 
 int checkpoint_load(const char *ckpt, Model *m, int *step, TrainOptions *o, Err *err) {
+    return checkpoint_read(ckpt, &m->cfg, m->params, m->adam_m, m->adam_v, step, o, err);
+}
+
+int checkpoint_read(const char *ckpt, const Config *c, float *params, float *adam_m, float *adam_v, int *step,
+                    TrainOptions *o, Err *err) {
     char p[4200];
     snprintf(p, sizeof p, "%s/state.json", ckpt);
     int rc = read_state(p, step, o, err);
     if (rc) return rc;
+    Tensor *tensors;
+    int n_tensors;
+    size_t n_params;
+    if ((rc = registry_build(c, &tensors, &n_tensors, &n_params, err))) return rc;
     snprintf(p, sizeof p, "%s/model.bin", ckpt);
     char *buf;
     size_t len;
@@ -243,20 +267,20 @@ int checkpoint_load(const char *ckpt, Model *m, int *step, TrainOptions *o, Err 
         err_set(err, ERR_FORMAT, "%s: checksum mismatch (file is corrupted or truncated)", p);
         goto done;
     }
-    if (h->version != 1 || h->n_tensors != (uint32_t)m->n_tensors || h->n_params != m->n_params) {
+    if (h->version != 1 || h->n_tensors != (uint32_t)n_tensors || h->n_params != n_params) {
         err_set(err, ERR_FORMAT, "%s: holds %u tensors / %llu parameters, the config needs %d / %zu", p,
-                h->n_tensors, (unsigned long long)h->n_params, m->n_tensors, m->n_params);
+                h->n_tensors, (unsigned long long)h->n_params, n_tensors, n_params);
         goto done;
     }
-    size_t bytes = m->n_params * sizeof(float);
+    size_t bytes = n_params * sizeof(float);
     size_t need = sizeof *h + (size_t)h->n_tensors * sizeof(DiskTensor) + bytes * (h->has_optimizer ? 3 : 1) + 4;
     if (len != need) {
         err_set(err, ERR_FORMAT, "%s: size %zu, expected %zu", p, len, need);
         goto done;
     }
     const DiskTensor *dt = (const DiskTensor *)(buf + sizeof *h);
-    for (int i = 0; i < m->n_tensors; i++) {
-        const Tensor *t = &m->tensors[i];
+    for (int i = 0; i < n_tensors; i++) {
+        const Tensor *t = &tensors[i];
         int same = strncmp(dt[i].name, t->name, sizeof dt[i].name) == 0 && dt[i].ndim == t->ndim && dt[i].offset == t->offset;
         for (int j = 0; j < t->ndim; j++) same &= dt[i].shape[j] == t->shape[j];
         if (!same) {
@@ -266,18 +290,19 @@ int checkpoint_load(const char *ckpt, Model *m, int *step, TrainOptions *o, Err 
         }
     }
     const char *data = buf + sizeof *h + (size_t)h->n_tensors * sizeof(DiskTensor);
-    memcpy(m->params, data, bytes);
-    if (m->adam_m) {
+    memcpy(params, data, bytes);
+    if (adam_m) {
         if (h->has_optimizer) {
-            memcpy(m->adam_m, data + bytes, bytes);
-            memcpy(m->adam_v, data + 2 * bytes, bytes);
+            memcpy(adam_m, data + bytes, bytes);
+            memcpy(adam_v, data + 2 * bytes, bytes);
         } else {
-            memset(m->adam_m, 0, bytes);
-            memset(m->adam_v, 0, bytes);
+            memset(adam_m, 0, bytes);
+            memset(adam_v, 0, bytes);
         }
     }
     rc = 0;
 done:
     free(buf);
+    free(tensors);
     return rc;
 }

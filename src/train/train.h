@@ -15,7 +15,8 @@ typedef struct {
     int stop_after;       /* stop this invocation after N steps (0 = run to the end) */
     int batch;            /* sequences per micro-batch */
     int seq;              /* tokens per sequence */
-    int accum;            /* micro-batches per step */
+    int accum;            /* micro-steps accumulated per optimizer step */
+    int micro_batch;      /* rows per forward on a rank; 0 = all its rows */
     float lr, lr_min;     /* peak and final learning rate */
     int warmup;           /* linear warmup steps */
     float weight_decay;   /* AdamW decoupled decay (matrices only) */
@@ -37,7 +38,8 @@ float lr_schedule(const TrainOptions *o, int s);
 
 /* Run (or continue, when start_step > 0 and m holds the resumed state) a
  * training run. Writes log.jsonl, loss.svg and checkpoints under o->out. */
-int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *err);
+struct Parallel_;
+int train_run(Model *m, const TrainOptions *o, int start_step, struct Parallel_ *p, Err *err);
 
 /* ---- checkpoints ---------------------------------------------------------
  * A checkpoint is a directory DIR/ckpt_NNNNNNNN holding config.json,
@@ -45,6 +47,12 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
  * weights, Adam moments, CRC-32). DIR/latest names the newest; all are
  * written to temporary names and renamed when complete. */
 int checkpoint_save(const Model *m, const TrainOptions *o, int step, Err *err);
+/* The same from whole-model buffers (n_params of the unsharded registry);
+ * adam_m/adam_v may be NULL (weights only). */
+int checkpoint_write(const Config *c, const float *params, const float *adam_m, const float *adam_v,
+                     const TrainOptions *o, int step, Err *err);
+int checkpoint_read(const char *ckpt, const Config *c, float *params, float *adam_m, float *adam_v, int *step,
+                    TrainOptions *o, Err *err);
 /* Resolve a run directory (via DIR/latest) or a checkpoint directory. */
 int checkpoint_resolve(const char *dir, char *out, size_t out_len, Err *err);
 /* Load config and weights (and optimizer state when m->grads != NULL after

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "data/data.h"
+#include "pipeline.h"
 #include "train.h"
 
 void train_options_default(TrainOptions *o) {
@@ -76,15 +77,32 @@ static int log_restore(const char *path, int upto, LossHistory *h, Err *err) {
     return rc;
 }
 
-static float evaluate(Model *m, DataLoader *dl, const TrainOptions *o, int32_t *inp, int32_t *tgt, Err *err) {
+/* Mean validation cross-entropy over eval_batches global batches; every
+ * rank takes its rows, in micro-batches, through the pipeline. */
+static float evaluate(Model *m, DataLoader *dl, const TrainOptions *o, Parallel *p, Pipeline *pl, Err *err) {
+    const int Bl = o->batch / p->dp, mb = pl->rows, T = o->seq;
     double total = 0.0;
-    for (int i = 0; i < o->eval_batches; i++) {
-        if (loader_batch(dl, SPLIT_VAL, (uint64_t)i, 0, o->batch, o->seq, inp, tgt, err)) return NAN;
-        float loss = model_forward(m, inp, tgt, o->batch, o->seq, err);
-        if (isnan(loss)) return NAN;
-        total += loss - m->aux_loss; /* report pure cross-entropy */
-    }
-    return (float)(total / o->eval_batches);
+    for (int i = 0; i < o->eval_batches; i++)
+        for (int k = 0; k < Bl / mb; k++) {
+            if (loader_batch(dl, SPLIT_VAL, (uint64_t)i, p->dp_rank * Bl + k * mb, mb, T, pl->inputs, pl->targets, err))
+                return NAN;
+            double loss;
+            if (pipeline_forward_only(pl, p, m, pl->inputs, pl->targets, &loss, err)) return NAN;
+            total += loss;
+        }
+    if (p->zero == 3) parallel_release_layer(p, m, -1);
+    double v[1] = {total};
+    if (p->world->size > 1 && comm_allreduce_sum_f64(p->world, v, 1, err)) return NAN;
+    /* summed over dp ranks and over the last stage's tp ranks */
+    return (float)(v[0] / ((double)o->eval_batches * (Bl / mb) * p->dp * p->tp));
+}
+
+/* ZeRO-3 weights hook: gather a layer's parameters before use, drop after. */
+static int zero3_hook(void *ctx, Model *m, int layer, int acquire, Err *err) {
+    Parallel *p = ctx;
+    if (acquire) return parallel_gather_layer(p, m, layer, err);
+    parallel_release_layer(p, m, layer);
+    return 0;
 }
 
 static void fmt_duration(char *buf, size_t n, double s) {
@@ -98,30 +116,46 @@ static void fmt_duration(char *buf, size_t n, double s) {
         snprintf(buf, n, "%lds", t);
 }
 
-int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *err) {
+int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err *err) {
     const Config *c = &m->cfg;
-    const int B = o->batch, T = o->seq, lead = comm->rank == 0;
+    const int T = o->seq, lead = p->rank == 0;
     int rc = 0;
-    if (start_step >= o->steps) return err_set(err, ERR_INVALID, "the run already has %d of %d steps; pass a larger --steps to continue", start_step, o->steps);
+    if (start_step >= o->steps)
+        return err_set(err, ERR_INVALID, "the run already has %d of %d steps; pass a larger --steps to continue", start_step, o->steps);
+    if (o->batch % p->dp)
+        return err_set(err, ERR_INVALID, "--batch %d is not divisible by the %d data-parallel ranks", o->batch, p->dp);
+    const int Bl = o->batch / p->dp, mb = o->micro_batch > 0 ? o->micro_batch : Bl;
+    if (Bl % mb)
+        return err_set(err, ERR_INVALID, "each data-parallel rank's %d rows are not divisible by --micro-batch %d", Bl, mb);
     DataLoader *dl = NULL;
     if ((rc = loader_open(&dl, o->data, c->vocab_size, 0.1, o->seed, err))) return rc;
     if (loader_tokens(dl, SPLIT_VAL) < (uint64_t)T + 1 && o->eval_batches > 0) {
         loader_close(dl);
         return err_set(err, ERR_INVALID, "%s: validation split too small for sequences of %d tokens", o->data, T);
     }
-    if ((rc = model_plan_activations(m, B, T, 1, err))) {
+    Pipeline pl;
+    if ((rc = pipeline_init(&pl, m, mb, T, Bl / mb, p->pp, err))) {
+        pipeline_free(&pl, m);
         loader_close(dl);
         return rc;
     }
-    int32_t *inp = malloc((size_t)B * T * sizeof *inp), *tgt = malloc((size_t)B * T * sizeof *tgt);
+    if (p->zero == 3) {
+        m->weights_hook = zero3_hook;
+        m->hook_ctx = p;
+    }
     char log_path[4200], svg_path[4200];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out);
     snprintf(svg_path, sizeof svg_path, "%s/loss.svg", o->out);
     LossHistory hist = {0};
     FILE *log = NULL;
-    if (!inp || !tgt) {
-        rc = err_set(err, ERR_NOMEM, "out of memory");
-        goto done;
+    size_t n_whole = config_param_count(c);
+    float *full[3] = {NULL, NULL, NULL};
+    if (p->world->size > 1) { /* checkpoints are whole-model, whatever the layout */
+        for (int k = 0; k < 3; k++)
+            if (!(full[k] = xalloc(n_whole * sizeof(float), err))) {
+                rc = err->code;
+                goto done;
+            }
     }
     if (lead) {
         if (start_step > 0) {
@@ -138,58 +172,49 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
     const int threads = omp_get_max_threads();
     const double peak = cpu_peak_flops(threads);
     const double flops_tok = model_flops_per_token(c, T);
-    const double tokens_per_step = (double)B * T * o->accum * comm->size;
+    const double tokens_per_step = (double)o->batch * T * o->accum;
     const int tty = isatty(2) && !o->quiet;
     const int print_every = o->steps >= 20 ? o->steps / 20 : 1;
+    const float loss_scale = 1.0f / ((float)o->accum * (float)(Bl / mb));
     if (lead && !o->quiet)
-        fprintf(stderr, "training %s model: %zu parameters, batch %d x %d x accum %d, %d steps, %d threads, activations %.1f MiB\n",
-                c->arch, m->n_params, B, T, o->accum, o->steps, threads, m->act.n_floats * 4.0 / (1 << 20));
+        fprintf(stderr, "training %s model: %zu parameters, batch %d x %d x accum %d, %d steps, %d threads x %d ranks "
+                        "(tp %d, pp %d, dp %d, zero %d), activations %.1f MiB per set\n",
+                c->arch, n_whole, o->batch, T, o->accum, o->steps, threads, p->world->size, p->tp, p->pp, p->dp,
+                p->zero, m->act.n_floats * 4.0 / (1 << 20));
     double run_t0 = time_now();
     int run_steps = 0;
     for (int step = start_step; step < o->steps; step++) {
         double t0 = time_now();
         memset(m->grads, 0, m->n_params * sizeof(float));
-        double loss = 0.0;
+        double loss = 0.0, aux = 0.0;
         for (int micro = 0; micro < o->accum; micro++) {
             uint64_t batch_index = (uint64_t)step * o->accum + micro;
-            if ((rc = loader_batch(dl, SPLIT_TRAIN, batch_index, comm->rank * B, B, T, inp, tgt, err))) goto done;
-            float l = model_forward(m, inp, tgt, B, T, err);
-            if (isnan(l) && err->code) {
-                rc = err->code;
-                goto done;
-            }
-            model_backward(m, inp, tgt, 1.0f / o->accum);
-            loss += l / o->accum;
+            double l = 0.0, x = 0.0;
+            if ((rc = pipeline_run(&pl, p, m, dl, batch_index, p->dp_rank * Bl, loss_scale, &l, &x, err))) goto done;
+            loss += l;
+            aux += x;
         }
-        if (comm->size > 1) {
-            if ((rc = comm_allreduce_sum(comm, m->grads, m->n_params, err))) goto done;
-            double lsum = loss;
-            if ((rc = comm_allreduce_sum_f64(comm, &lsum, 1, err))) goto done;
-            loss = lsum / comm->size;
-            float inv = 1.0f / comm->size;
-#pragma omp parallel for simd
-            for (size_t i = 0; i < m->n_params; i++) m->grads[i] *= inv;
-        }
+        /* mean over micro-batches and dp ranks; every tp rank holds the same
+         * values, the last stage the cross-entropy, each stage its aux loss */
+        double red[2] = {loss, aux};
+        if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, red, 2, err))) goto done;
+        const double per = (double)o->accum * (Bl / mb) * p->dp * p->tp;
+        loss = (red[0] + red[1]) / per;
         if (!isfinite(loss)) {
             rc = err_set(err, ERR_INVALID, "loss is %f at step %d: training diverged (try a lower --lr)", loss, step + 1);
             goto done;
         }
-        double norm = sqrt(sumsq(m->grads, m->n_params));
-        float scale = (o->grad_clip > 0 && norm > o->grad_clip) ? (float)(o->grad_clip / norm) : 1.0f;
-        float lr = lr_schedule(o, step);
-        for (int i = 0; i < m->n_tensors; i++) {
-            Tensor *t = &m->tensors[i];
-            adamw_update(t->data, t->grad, m->adam_m + t->offset, m->adam_v + t->offset, t->numel, lr, o->beta1, o->beta2,
-                         o->eps, (t->flags & PF_DECAY) ? o->weight_decay : 0.0f, scale, step + 1);
-        }
+        double norm = 0.0;
+        AdamOptions ao = {lr_schedule(o, step), o->beta1, o->beta2, o->eps, o->weight_decay, o->grad_clip, step + 1};
+        if ((rc = parallel_optimizer_step(p, m, &ao, &norm, err))) goto done;
         double dt = time_now() - t0;
         double tps = tokens_per_step / dt;
-        double mfu = peak > 0 ? flops_tok * tps / (peak * comm->size) : 0.0;
+        double mfu = peak > 0 ? flops_tok * tps / (peak * p->world->size) : 0.0;
         run_steps++;
         int done_steps = step + 1, last = done_steps == o->steps;
         float val = NAN;
         if ((o->eval_every > 0 && done_steps % o->eval_every == 0) || (last && o->eval_batches > 0)) {
-            val = evaluate(m, dl, o, inp, tgt, err);
+            val = evaluate(m, dl, o, p, &pl, err);
             if (isnan(val)) {
                 rc = err->code ? err->code : ERR_INVALID;
                 goto done;
@@ -197,8 +222,8 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
         }
         if (lead) {
             fprintf(log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.1f, \"mfu\": %.4f",
-                    done_steps, loss, lr, norm, tps, mfu);
-            if (c->n_expert) fprintf(log, ", \"aux_loss\": %.9g", m->aux_loss);
+                    done_steps, loss, ao.lr, norm, tps, mfu);
+            if (c->n_expert) fprintf(log, ", \"aux_loss\": %.9g", red[1] / per);
             if (!isnan(val)) fprintf(log, ", \"val_loss\": %.9g", val);
             fprintf(log, "}\n");
             fflush(log);
@@ -209,7 +234,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
             fmt_duration(eta, sizeof eta, elapsed / run_steps * (o->steps - done_steps));
             if (!o->quiet && (tty || done_steps % print_every == 0 || last || !isnan(val))) {
                 fprintf(stderr, "%sstep %d/%d | loss %.4f | lr %.2e | %.0f tok/s | MFU %.1f%% | ETA %s", tty ? "\r\033[K" : "",
-                        done_steps, o->steps, loss, lr, tps, 100.0 * mfu, eta);
+                        done_steps, o->steps, loss, ao.lr, tps, 100.0 * mfu, eta);
                 if (!isnan(val)) fprintf(stderr, " | val %.4f", val);
                 if (!tty || !isnan(val) || last) fprintf(stderr, "\n");
             }
@@ -217,8 +242,13 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
         }
         int stop = o->stop_after > 0 && run_steps == o->stop_after && !last;
         if ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop) {
-            if (lead && (rc = checkpoint_save(m, o, done_steps, err))) goto done;
-            if (comm->size > 1 && (rc = comm_barrier(comm, err))) goto done;
+            if (p->world->size > 1) {
+                if ((rc = parallel_gather_full(p, m, full[0], full[1], full[2], err))) goto done;
+                if (lead && (rc = checkpoint_write(c, full[0], full[1], full[2], o, done_steps, err))) goto done;
+                if ((rc = comm_barrier(p->world, err))) goto done;
+            } else if ((rc = checkpoint_save(m, o, done_steps, err))) {
+                goto done;
+            }
         }
         if (stop) {
             if (lead && !o->quiet) fprintf(stderr, "stopped after %d steps; continue with: jarip train --resume %s\n", run_steps, o->out);
@@ -228,8 +258,9 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Comm *comm, Err *
 done:
     if (log) fclose(log);
     history_free(&hist);
-    free(inp);
-    free(tgt);
+    for (int k = 0; k < 3; k++) xfree(full[k]);
+    m->weights_hook = NULL;
+    pipeline_free(&pl, m);
     loader_close(dl);
     return rc;
 }

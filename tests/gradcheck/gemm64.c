@@ -35,3 +35,9 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) dbias[j] += dout[(size_t)i * N + j];
 }
+
+/* dtype.c anchors the quantized kernels; this build has none. */
+int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K) {
+    (void)out; (void)inp; (void)W; (void)wtype; (void)M; (void)N; (void)K;
+    return ERR_UNSUPPORTED;
+}
