@@ -245,8 +245,9 @@ static int do_info(int argc, char **argv) {
     if (rc) return rc < 0 ? 0 : rc;
     Tokenizer *t = NULL;
     if ((rc = load(tokp, &t))) return rc;
-    printf("vocab size  %d\npattern     %s\nbos         %d\neos         %d\nspecials   ", tokenizer_vocab_size(t),
-           tokenizer_pattern_name(t), tokenizer_bos_id(t), tokenizer_eos_id(t));
+    printf("vocab size  %d\npattern     %s\nbos         %d%s\neos         %d\nspecials   ", tokenizer_vocab_size(t),
+           tokenizer_pattern_name(t), tokenizer_bos_id(t), tokenizer_add_bos(t) ? " (added before prompts)" : "",
+           tokenizer_eos_id(t));
     int shown = 0;
     for (int32_t id = 0; id < tokenizer_vocab_size(t); id++) {
         if (!tokenizer_is_special(t, id)) continue;

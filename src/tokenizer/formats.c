@@ -205,6 +205,16 @@ static int from_json_root(Tokenizer *t, json_t *root, Err *err) {
     if (rc) return rc;
     name_pattern(t);
     if (tok_finish_specials(t, err)) return err->code;
+    /* BOS from a TemplateProcessing post-processor ("<|begin_of_text|> $A") */
+    json_t *post = json_object_get(root, "post_processor"), *single = json_object_get(post, "single");
+    const char *ptype = json_string_value(json_object_get(post, "type"));
+    if (ptype && !strcmp(ptype, "TemplateProcessing") && json_array_size(single) > 0) {
+        const char *bos = json_string_value(json_object_get(json_object_get(json_array_get(single, 0), "SpecialToken"), "id"));
+        if (bos && tokenizer_special_id(t, bos) >= 0) {
+            t->bos = tokenizer_special_id(t, bos);
+            t->add_bos = 1;
+        }
+    }
     guess_bos_eos(t);
     return 0;
 }
@@ -459,6 +469,7 @@ int tokenizer_from_gguf(Tokenizer **out, const GGUFFile *g, Err *err) {
         rc = add_merge_text(t, s.ptr, (size_t)(sp - s.ptr), sp + 1, s.len - (size_t)(sp - s.ptr) - 1, (int32_t)i, err);
     }
     const char *pat = "gpt2";
+    int64_t v;
     if (!rc && gguf_find_key(g, "tokenizer.ggml.pre") >= 0) {
         GGUFStr pre;
         rc = gguf_get_str(g, "tokenizer.ggml.pre", &pre, err);
@@ -476,7 +487,10 @@ int tokenizer_from_gguf(Tokenizer **out, const GGUFFile *g, Err *err) {
     }
     if (!rc) rc = tok_set_pattern(t, pat, err);
     if (!rc && !strcmp(pat, "llama3")) t->ignore_merges = 1; /* as llama.cpp and HF do for Llama 3 */
-    int64_t v;
+    t->add_bos = !strcmp(pat, "llama3");
+    if (!rc && gguf_find_key(g, "tokenizer.ggml.add_bos_token") >= 0 &&
+        !gguf_get_int(g, "tokenizer.ggml.add_bos_token", &v, err))
+        t->add_bos = v != 0;
     if (!rc && gguf_find_key(g, "tokenizer.ggml.bos_token_id") >= 0 &&
         !gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v, err) && v >= 0 && v < t->n_vocab)
         t->bos = (int32_t)v;
@@ -543,7 +557,8 @@ int tokenizer_to_gguf(const Tokenizer *t, GGUFWriter *w, Err *err) {
                 gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", type, n) ||
                 gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)(str + n), len + n, nm) ||
                 (t->bos >= 0 && gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos)) ||
-                (t->eos >= 0 && gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos))))
+                (t->eos >= 0 && gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos)) ||
+                gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", tokenizer_add_bos(t))))
         rc = err_set(err, ERR_NOMEM, "out of memory writing tokenizer metadata");
     for (size_t i = 0; str && i < n + nm; i++) free(str[i]);
     free(str);

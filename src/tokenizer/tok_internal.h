@@ -45,6 +45,7 @@ struct Tokenizer {
     uint8_t special_first[256]; /* first bytes of special tokens */
 
     int32_t bos, eos, unk;
+    int add_bos;
 };
 
 /* ---- tokenizer.c: construction ---- */

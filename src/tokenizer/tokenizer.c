@@ -258,6 +258,7 @@ long tok_bytelevel_decode(const char *in, size_t n, uint8_t *out) {
 int tokenizer_vocab_size(const Tokenizer *t) { return t->n_vocab; }
 int32_t tokenizer_eos_id(const Tokenizer *t) { return t->eos; }
 int32_t tokenizer_bos_id(const Tokenizer *t) { return t->bos; }
+int tokenizer_add_bos(const Tokenizer *t) { return t->add_bos && t->bos >= 0; }
 const char *tokenizer_pattern_name(const Tokenizer *t) { return t->pattern_name; }
 
 int tokenizer_is_special(const Tokenizer *t, int32_t id) {

@@ -78,6 +78,11 @@ const uint8_t *tokenizer_token_bytes(const Tokenizer *t, int32_t id, size_t *len
 int tokenizer_vocab_size(const Tokenizer *t);  /* highest id + 1 */
 int32_t tokenizer_eos_id(const Tokenizer *t);  /* -1 when none */
 int32_t tokenizer_bos_id(const Tokenizer *t);  /* -1 when none */
+/* Whether the model expects bos_id before a prompt: GGUF
+ * tokenizer.ggml.add_bos_token (absent: yes for llama3, else no), or a
+ * tokenizer.json TemplateProcessing post-processor that starts with a
+ * special token. encode never adds it; callers prepend it. */
+int tokenizer_add_bos(const Tokenizer *t);
 /* Id of the special token with exactly this text, -1 when none. */
 int32_t tokenizer_special_id(const Tokenizer *t, const char *text);
 int tokenizer_is_special(const Tokenizer *t, int32_t id);

@@ -231,6 +231,21 @@ static void check_bad_files(void) {
         CHECK(tokenizer_load(&t, path, &err) != 0 && t == NULL && err.msg[0], "bad tokenizer %zu loaded", i);
     }
     CHECK(tokenizer_load(&t, "/nonexistent/tok.json", &err) != 0, "missing file loaded");
+    /* BOS from a TemplateProcessing post-processor */
+    const char *bosjson = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 3}, \"merges\": "
+                          "[\"a b\"]}, \"added_tokens\": [{\"id\": 2, \"content\": \"<s>\", \"special\": true}], "
+                          "\"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": "
+                          "{\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}}";
+    CHECK(tokenizer_from_json(&t, bosjson, strlen(bosjson), &err) == 0, "%s", err.msg);
+    if (t) {
+        CHECK(tokenizer_bos_id(t) == 2 && tokenizer_add_bos(t), "TemplateProcessing BOS not found");
+        int32_t *ids = NULL;
+        size_t n = 0;
+        tokenizer_encode(t, "ab<s>ba", 7, 1, &ids, &n, &err);
+        CHECK(n == 4 && ids[0] == 3 && ids[1] == 2 && ids[2] == 1 && ids[3] == 0, "tiny tokenizer ids");
+        free(ids);
+        tokenizer_free(t);
+    }
 }
 
 int main(void) {
@@ -280,6 +295,7 @@ int main(void) {
         if (t) {
             CHECK(!strcmp(tokenizer_pattern_name(t), "smollm"), "SmolLM2 pattern is %s", tokenizer_pattern_name(t));
             CHECK(tokenizer_vocab_size(t) == 49152, "SmolLM2 vocab %d", tokenizer_vocab_size(t));
+            CHECK(tokenizer_bos_id(t) == 1 && tokenizer_eos_id(t) == 2 && !tokenizer_add_bos(t), "SmolLM2 bos/eos");
             check_ids(t, "smollm2", "smollm2.ids");
             check_save_reload(t, "smollm2");
             check_parallel(t, "smollm2");
