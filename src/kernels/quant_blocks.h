@@ -23,6 +23,11 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; } B
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } BlockQ5_K; /* 176 */
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } BlockQ6_K; /* 210 */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } BlockQ8_K; /* 292 */
+/* Q2_K: 16 sub-blocks of 16, 2-bit levels, 4-bit scale and min each.
+ * Q3_K: 16 sub-blocks of 16, 3-bit levels (2 low bits + a high-bit mask),
+ * 6-bit signed scales packed in 12 bytes. */
+typedef struct { uint8_t scales[QK_K / 16]; uint8_t qs[QK_K / 4]; uint16_t d, dmin; } BlockQ2_K; /* 84 */
+typedef struct { uint8_t hmask[QK_K / 8]; uint8_t qs[QK_K / 4]; uint8_t scales[12]; uint16_t d; } BlockQ3_K; /* 110 */
 
 _Static_assert(sizeof(BlockQ4_0) == 18, "q4_0");
 _Static_assert(sizeof(BlockQ4_1) == 20, "q4_1");
@@ -33,6 +38,8 @@ _Static_assert(sizeof(BlockQ4_K) == 144, "q4_k");
 _Static_assert(sizeof(BlockQ5_K) == 176, "q5_k");
 _Static_assert(sizeof(BlockQ6_K) == 210, "q6_k");
 _Static_assert(sizeof(BlockQ8_K) == 292, "q8_k");
+_Static_assert(sizeof(BlockQ2_K) == 84, "q2_k");
+_Static_assert(sizeof(BlockQ3_K) == 110, "q3_k");
 
 /* Unpack the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block. */
 static inline void kq_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
@@ -49,6 +56,10 @@ static inline void kq_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m
 static inline int nearest_int(float f) { return (int)lrintf(f); }
 
 /* K-quant entry points in quant_kquant.c */
+void dequant_q2_K(const void *src, float *y, int64_t nb);
+void dequant_q3_K(const void *src, float *y, int64_t nb);
+float dot_q2_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
+float dot_q3_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
 void dequant_q4_K(const void *src, float *y, int64_t nb);
 void dequant_q5_K(const void *src, float *y, int64_t nb);
 void dequant_q6_K(const void *src, float *y, int64_t nb);

@@ -201,12 +201,13 @@ static void dequant_32(int t, const uint8_t *src, float *y, int64_t nb) {
 int quant_can_dequantize(int t) {
     switch (t) {
     case DT_F32: case DT_F16: case DT_BF16: case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1:
-    case DT_Q8_0: case DT_Q4_K: case DT_Q5_K: case DT_Q6_K: case DT_Q8_K: return 1;
+    case DT_Q8_0: case DT_Q2_K: case DT_Q3_K: case DT_Q4_K: case DT_Q5_K: case DT_Q6_K: case DT_Q8_K: return 1;
     default: return 0;
     }
 }
 
-int quant_can_quantize(int t) { return quant_can_dequantize(t); }
+/* Q2_K and Q3_K are read-only. */
+int quant_can_quantize(int t) { return quant_can_dequantize(t) && t != DT_Q2_K && t != DT_Q3_K; }
 
 int dequantize_row(int t, const void *src, float *y, int64_t n) {
     QDequantFn f = quant_dequant_fn_avx2(t);
@@ -227,6 +228,8 @@ int dequantize_row_ref(int t, const void *src, float *y, int64_t n) {
     case DT_F16: for (int64_t i = 0; i < n; i++) y[i] = fp16_to_f32(((const uint16_t *)src)[i]); break;
     case DT_BF16: for (int64_t i = 0; i < n; i++) y[i] = bf16_to_f32(((const uint16_t *)src)[i]); break;
     case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_Q8_0: dequant_32(t, src, y, nb); break;
+    case DT_Q2_K: dequant_q2_K(src, y, nb); break;
+    case DT_Q3_K: dequant_q3_K(src, y, nb); break;
     case DT_Q4_K: dequant_q4_K(src, y, nb); break;
     case DT_Q5_K: dequant_q5_K(src, y, nb); break;
     case DT_Q6_K: dequant_q6_K(src, y, nb); break;
@@ -261,7 +264,7 @@ int quantize_row(int t, const float *x, void *dst, int64_t n) {
 int quant_act_type(int wtype) {
     switch (wtype) {
     case DT_Q4_0: case DT_Q4_1: case DT_Q5_0: case DT_Q5_1: case DT_Q8_0: return DT_Q8_0;
-    case DT_Q4_K: case DT_Q5_K: case DT_Q6_K: return DT_Q8_K;
+    case DT_Q2_K: case DT_Q3_K: case DT_Q4_K: case DT_Q5_K: case DT_Q6_K: return DT_Q8_K;
     case DT_F16: case DT_BF16: case DT_F32: return DT_F32;
     default: return -1;
     }
@@ -412,6 +415,8 @@ QDotFn quant_dot_fn_scalar(int t) {
     case DT_Q5_0: return dot_q5_0;
     case DT_Q5_1: return dot_q5_1;
     case DT_Q8_0: return dot_q8_0;
+    case DT_Q2_K: return dot_q2_K_scalar;
+    case DT_Q3_K: return dot_q3_K_scalar;
     case DT_Q4_K: return dot_q4_K_scalar;
     case DT_Q5_K: return dot_q5_K_scalar;
     case DT_Q6_K: return dot_q6_K_scalar;

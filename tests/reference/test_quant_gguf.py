@@ -105,6 +105,39 @@ def main():
                     failures.append(f"{ty}: {name}: round-trip error {rel:.4f} > {RT_BOUND[ty]}")
                 print(f"{ty:5s} {name:24s} bytes {'= ref' if ty in EXACT else 'n/a  '}  "
                       f"dequant diff {diff:.1e}  round-trip rel err {rel:.4f}")
+        # dequantization of blocks jarip did not make: random bytes with sane
+        # half-precision scales, for every K-quant incl. the read-only q2_k/q3_k
+        raw_path = os.path.join(d, "raw.gguf")
+        w = gguf.GGUFWriter(raw_path, "llama")
+        # byte offsets of the half scales (d, and dmin where present) per block
+        layout = {Q.Q2_K: (84, [80, 82]), Q.Q3_K: (110, [108]), Q.Q4_K: (144, [0, 2]),
+                  Q.Q5_K: (176, [0, 2]), Q.Q6_K: (210, [208])}
+        raw_blocks = {}
+        for qt, (bb, offs) in layout.items():
+            rows, nblk = 4, 3
+            blob = rng.integers(0, 256, size=(rows, nblk * bb), dtype=np.uint8)
+            for r in range(rows):
+                for b in range(nblk):
+                    for o in offs:
+                        h = np.array([rng.uniform(0.001, 0.05)], dtype=np.float16).view(np.uint8)
+                        blob[r, b * bb + o: b * bb + o + 2] = h
+            raw_blocks[qt] = blob
+            w.add_tensor(f"raw.{qt.name.lower()}", blob, raw_dtype=qt)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        raw_f32 = os.path.join(d, "raw_f32.gguf")
+        run("quantize", raw_path, raw_f32, "--type", "f32", "--pure", "--quiet")
+        tr = tensors(raw_f32)
+        for qt, blob in raw_blocks.items():
+            want = dequantize(blob, qt).astype(np.float32).reshape(-1)
+            got = np.asarray(tr[f"raw.{qt.name.lower()}"].data, dtype=np.float32).reshape(-1)
+            diff = float(np.max(np.abs(want - got)) / (np.max(np.abs(want)) + 1e-30))
+            print(f"{qt.name:5s} random blocks           dequant diff {diff:.1e}")
+            if want.shape != got.shape or diff > 1e-6:
+                failures.append(f"{qt.name}: dequantization of random blocks differs from gguf-py by {diff:.2e}")
+
         # bad input: one-line error, non-zero exit, never a crash
         with open(src, "rb") as fsrc:
             blob = fsrc.read()

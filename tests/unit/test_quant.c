@@ -71,7 +71,8 @@ static void test_round_trip(void) {
         CHECK(ok, "%s: zeros do not round trip", dtype_name(t));
         CHECK(dequantize_row(t, q, y, dtype_block_size(t) == 1 ? -1 : 7) == ERR_INVALID, "%s bad n", dtype_name(t));
     }
-    CHECK(dequantize_row(DT_Q2_K, q, y, 256) == ERR_UNSUPPORTED, "q2_k unsupported");
+    CHECK(dequantize_row(DT_Q8_1, q, y, 256) == ERR_UNSUPPORTED, "q8_1 unsupported");
+    CHECK(quantize_row(DT_Q2_K, x, q, 256) == ERR_UNSUPPORTED, "q2_k is read-only");
     CHECK(quantize_row(99, x, q, 32) == ERR_UNSUPPORTED, "bad type");
     free(x), free(y), free(q);
 }
@@ -257,8 +258,43 @@ static void test_matmul(void) {
     }
     CHECK(matmul_quant_forward(out, X, Q, DT_Q4_0, 1, N, 100) == ERR_INVALID, "K not a block multiple");
     CHECK(matmul_quant_forward(out, X, Q, DT_Q4_K, 1, N, 288) == ERR_INVALID, "K not a 256 multiple");
-    CHECK(matmul_quant_forward(out, X, Q, DT_Q2_K, 1, N, 256) == ERR_UNSUPPORTED, "q2_k unsupported");
+    CHECK(matmul_quant_forward(out, X, Q, DT_Q8_1, 1, N, 256) == ERR_UNSUPPORTED, "q8_1 unsupported");
     free(W), free(Wd), free(X), free(out), free(ref), free(Q);
+}
+
+/* Read-only Q2_K / Q3_K: random blocks (sane half scales), dots and matmul
+ * against the float dot of the dequantized rows. Exactness of the
+ * dequantization itself is checked against gguf-py in tests/reference. */
+static void test_low_kquants(void) {
+    const int N = 9, K = 512, types[2] = {DT_Q2_K, DT_Q3_K};
+    float *X = malloc(3 * K * 4), *Wd = malloc((size_t)N * K * 4), out[3 * 9];
+    fill(X, 3 * K, 8, 1.0f);
+    for (int ti = 0; ti < 2; ti++) {
+        const int t = types[ti];
+        const size_t rb = dtype_row_bytes(t, K), bb = dtype_block_bytes(t);
+        uint8_t *Q = malloc(rb * N);
+        uint64_t key = rng_key(99, t, 0);
+        for (size_t i = 0; i < rb * N; i++) Q[i] = (uint8_t)rng_u64(key, i);
+        for (size_t blk = 0; blk < rb * N / bb; blk++) { /* d (and dmin) at the end of the block */
+            uint8_t *b = Q + blk * bb;
+            uint16_t d = f32_to_fp16(0.01f + 0.001f * (float)(blk % 7)), dm = f32_to_fp16(0.02f);
+            if (t == DT_Q2_K) memcpy(b + 80, &d, 2), memcpy(b + 82, &dm, 2);
+            else memcpy(b + 108, &d, 2);
+        }
+        for (int n = 0; n < N; n++) CHECK(dequantize_row(t, Q + n * rb, Wd + (size_t)n * K, K) == 0, "dequant %s", dtype_name(t));
+        CHECK(matmul_quant_forward(out, X, Q, t, 3, N, K) == 0, "%s matmul", dtype_name(t));
+        double maxd = 0, mag = 0;
+        for (int m = 0; m < 3; m++)
+            for (int n = 0; n < N; n++) {
+                double r = 0, a = 0;
+                for (int k = 0; k < K; k++) r += (double)X[m * K + k] * Wd[(size_t)n * K + k], a += fabs(X[m * K + k] * Wd[(size_t)n * K + k]);
+                maxd = fmax(maxd, fabs(out[m * N + n] - r) / (a + 1e-9));
+                mag = fmax(mag, a);
+            }
+        CHECK(maxd < 0.01 && mag > 0, "%s: matmul vs float reference rel diff %g", dtype_name(t), maxd);
+        free(Q);
+    }
+    free(X), free(Wd);
 }
 
 int main(void) {
@@ -268,6 +304,7 @@ int main(void) {
     test_act();
     test_dots();
     test_matmul();
+    test_low_kquants();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;
