@@ -15,6 +15,15 @@ static const DTypeInfo dtypes[DT_COUNT] = {
     [DT_Q5_1] = {"q5_1", 32, 24},  [DT_Q8_0] = {"q8_0", 32, 34},   [DT_Q8_1] = {"q8_1", 32, 36},
     [DT_Q2_K] = {"q2_k", 256, 84}, [DT_Q3_K] = {"q3_k", 256, 110}, [DT_Q4_K] = {"q4_k", 256, 144},
     [DT_Q5_K] = {"q5_k", 256, 176}, [DT_Q6_K] = {"q6_k", 256, 210}, [DT_Q8_K] = {"q8_k", 256, 292},
+    /* GGML types jarip has no kernels for: known here so GGUF files holding
+     * them open (sizes validated, `jarip info` lists them); their matmul and
+     * dequantization report ERR_UNSUPPORTED. Ids and sizes are GGML's. */
+    [16] = {"iq2_xxs", 256, 66}, [17] = {"iq2_xs", 256, 74}, [18] = {"iq3_xxs", 256, 98},
+    [19] = {"iq1_s", 256, 50},   [20] = {"iq4_nl", 32, 18},  [21] = {"iq3_s", 256, 110},
+    [22] = {"iq2_s", 256, 82},   [23] = {"iq4_xs", 256, 136}, [24] = {"i8", 1, 1},
+    [25] = {"i16", 1, 2},        [26] = {"i32", 1, 4},       [27] = {"i64", 1, 8},
+    [28] = {"f64", 1, 8},        [29] = {"iq1_m", 256, 56},  [34] = {"tq1_0", 256, 54},
+    [35] = {"tq2_0", 256, 66},   [39] = {"mxfp4", 32, 17},
 };
 
 const char *dtype_name(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].name : NULL; }

@@ -186,6 +186,12 @@ static void test_hostile(void) {
     expect_ok(&b, "minimal file");
     header(&b, 2, 0, 0);
     expect_ok(&b, "v2 empty file");
+    const uint64_t ne256[1] = {256};
+    header(&b, 3, 1, 0);
+    tensor_info(&b, "iq", 1, ne256, 23, 0); /* iq4_xs: no kernels, but the file opens */
+    buf_pad(&b, 32);
+    for (int i = 0; i < 136; i++) buf_put(&b, "\0", 1);
+    expect_ok(&b, "tensor of a type without kernels");
 
     buf_put(&b, "GGUX", 4), buf_u32(&b, 3), buf_u64(&b, 0), buf_u64(&b, 0);
     expect_fail(&b, "bad magic", "magic");
@@ -256,6 +262,8 @@ static void test_hostile(void) {
     expect_fail(&b, "element count overflow", "overflow");
     header(&b, 3, 1, 0), tensor_info(&b, "t", 1, one, 4, 0);
     expect_fail(&b, "removed type 4", "unknown tensor type");
+    header(&b, 3, 1, 0), tensor_info(&b, "t", 1, one, 31, 0);
+    expect_fail(&b, "unassigned type 31", "unknown tensor type");
     header(&b, 3, 1, 0), tensor_info(&b, "t", 1, one, 1000, 0);
     expect_fail(&b, "unknown type", "unknown tensor type");
     header(&b, 3, 1, 0), tensor_info(&b, "t", 1, odd, DT_Q4_0, 0);
