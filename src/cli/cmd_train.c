@@ -42,6 +42,8 @@ static void usage(FILE *f) {
             "  --tp T              tensor parallel: heads, FFN columns and vocabulary over T ranks\n"
             "  --pp P              pipeline parallel: layers over P stages, 1F1B micro-batch schedule\n"
             "                      (data parallel over the remaining N/(T*P) ranks; --batch is global)\n"
+            "  --ep E              expert parallel: a MoE model's experts over E of the data-parallel\n"
+            "                      ranks, tokens sent to their experts by all-to-all\n"
             "  --zero S            ZeRO stage over data-parallel ranks: 1 optimizer state, 2 + gradients\n"
             "                      (reduce-scatter), 3 + parameters (gathered per layer) (default 0)\n"
             "  --micro-batch b     rows per forward pass on a rank (default: all its rows)\n"
@@ -53,7 +55,7 @@ int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     const char *preset = NULL, *config = NULL, *resume = NULL;
-    int threads = 0, steps_set = 0, tp = 1, pp = 1, zero = 0, dry_run = 0;
+    int threads = 0, steps_set = 0, tp = 1, pp = 1, ep = 1, zero = 0, dry_run = 0;
     /* flags given on a resume override the saved ones only where allowed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -88,6 +90,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--quiet")) o.quiet = 1;
         else if (!strcmp(a, "--tp")) rc = cli_int(argc, argv, &i, 1, 4096, &tp);
         else if (!strcmp(a, "--pp")) rc = cli_int(argc, argv, &i, 1, 4096, &pp);
+        else if (!strcmp(a, "--ep")) rc = cli_int(argc, argv, &i, 1, 64, &ep);
         else if (!strcmp(a, "--zero")) rc = cli_int(argc, argv, &i, 0, 3, &zero);
         else if (!strcmp(a, "--micro-batch")) rc = cli_int(argc, argv, &i, 1, 65536, &o.micro_batch);
         else if (!strcmp(a, "--dry-run")) dry_run = 1;
@@ -106,6 +109,7 @@ int cmd_train(int argc, char **argv) {
         l.pp = pp;
         l.dp = world / (tp * pp) > 0 ? world / (tp * pp) : 1;
         l.zero = zero;
+        l.ep = ep;
         if (plan_layout_check(&c, &l, 0, &err) || plan_dry_run_all(&c, &l, stdout, &err)) return cli_error(2, "%s", err.msg);
         return 0;
     }
@@ -141,7 +145,7 @@ int cmd_train(int argc, char **argv) {
         if (lead && mkdir_p(o.out, &err)) goto fail;
     }
     ModelShard shard;
-    if (parallel_init(&par, world, tp, pp, zero, &err)) goto fail;
+    if (parallel_init(&par, world, tp, pp, ep, zero, &err)) goto fail;
     parallel_model_shard(&par, &c, &shard);
     if (model_create_shard(&m, &c, &shard, 1, &err) || parallel_attach(&par, &m, &err)) goto fail;
     if (resume) {

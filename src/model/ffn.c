@@ -5,8 +5,11 @@
  * MoE forward: probs = softmax(x Wr^T); each token picks its k most likely
  * experts (ties: lower index), weights renormalised over the k; rows are
  * gathered per expert so each expert runs as one GEMM; outputs combined.
- * Load-balancing loss (as Hugging Face's Mixtral): coef * E * sum_e f_e P_e,
- * f_e = tokens routed to e / N (counting every slot), P_e = mean prob of e. */
+ * Load-balancing loss: Hugging Face Mixtral's coef * E * sum_e f_e P_e
+ * (f_e = tokens routed to e / T counting every slot, P_e = mean probability
+ * of e), taken per sequence of T tokens and averaged over sequences. Per
+ * sequence, the loss of a batch does not depend on how its rows are split
+ * over data-parallel ranks or micro-batches. */
 #include <math.h>
 #include <string.h>
 
@@ -109,12 +112,18 @@ static double moe_route(Model *m, int l, const float *x, int N, Err *err) {
     memset(off, 0, (size_t)(E + 1) * sizeof *off);
     for (size_t r = 0; r < (size_t)N * K; r++) off[idx[r] + 1]++;
     for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    const int T = m->act.cur_T > 0 ? m->act.cur_T : N, B = N / T;
     double aux = 0.0;
-    for (int e = 0; e < E; e++) {
-        double pe = 0.0;
-        for (int i = 0; i < N; i++) pe += p[(size_t)i * E + e];
-        aux += (double)(off[e + 1] - off[e]) / N * (pe / N);
-    }
+    for (int b = 0; b < B; b++)
+        for (int e = 0; e < E; e++) {
+            double pe = 0.0;
+            int cnt = 0;
+            for (int i = b * T; i < (b + 1) * T; i++) {
+                pe += p[(size_t)i * E + e];
+                for (int s = 0; s < K; s++) cnt += idx[(size_t)i * K + s] == e;
+            }
+            aux += (double)cnt / T * (pe / T) / B;
+        }
     int32_t cursor[1024];
     for (int e = 0; e < E; e++) cursor[e] = off[e];
     for (size_t r = 0; r < (size_t)N * K; r++) row[r] = cursor[idx[r]]++;
@@ -141,7 +150,24 @@ int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err) {
     for (int i = 0; i < N; i++)
         for (int s = 0; s < K; s++)
             memcpy(a->moe_x + (size_t)row[(size_t)i * K + s] * C, x + (size_t)i * C, (size_t)C * sizeof(float));
-    for (int e = 0; e < E; e++) {
+    if (m->shard.ep_size > 1) {
+        /* rows travel to the ranks holding their experts and back */
+        MoeExchange ex;
+        int rc = moe_ep_plan(m, l, &ex, err);
+        if (!rc) rc = moe_ep_dispatch(m, &ex, a->moe_x, a->moe_xe, err);
+        for (int j = 0; j < ex.El && !rc; j++) {
+            int r0 = ex.goff[j], n = ex.goff[j + 1] - r0;
+            if (n == 0) continue;
+            rc = expert_forward(m, w, j, a->moe_xe + (size_t)r0 * C, n, a->ffn_h[l] + (size_t)r0 * F,
+                                a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL, a->ffn_a[l] + (size_t)r0 * F,
+                                a->moe_ye + (size_t)r0 * C);
+            if (rc) rc = err_set(err, rc, "layer %d: no matmul kernel for this weight type", l);
+        }
+        if (!rc) rc = moe_ep_combine(m, &ex, a->moe_ye, a->ffn_y[l], err);
+        moe_ep_free(&ex);
+        if (rc) return rc;
+    }
+    for (int e = 0; e < E && m->shard.ep_size == 1; e++) {
         int r0 = off[e], n = off[e + 1] - off[e];
         if (n == 0) continue;
         int rc = expert_forward(m, w, e, a->moe_x + (size_t)r0 * C, n, a->ffn_h[l] + (size_t)r0 * F,
@@ -209,7 +235,24 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
     for (int i = 0; i < N; i++)
         for (int s = 0; s < K; s++)
             memcpy(a->moe_x + (size_t)row[(size_t)i * K + s] * C, x + (size_t)i * C, (size_t)C * sizeof(float));
-    for (int e = 0; e < E; e++) {
+    if (m->shard.ep_size > 1) {
+        MoeExchange ex;
+        Err *err = &m->comm_err;
+        int rc = moe_ep_plan(m, l, &ex, err);
+        if (!rc) rc = moe_ep_dispatch(m, &ex, a->moe_x, a->moe_xe, err);
+        if (!rc) rc = moe_ep_dispatch(m, &ex, a->moe_dy, a->moe_ye, err);
+        if (!rc) memset(a->moe_dxe, 0, (size_t)ex.R * C * sizeof(float));
+        for (int j = 0; j < ex.El && !rc; j++) {
+            int r0 = ex.goff[j], n = ex.goff[j + 1] - r0;
+            if (n == 0) continue;
+            expert_backward(m, w, j, a->moe_xe + (size_t)r0 * C, n, a->ffn_h[l] + (size_t)r0 * F,
+                            a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL, a->ffn_a[l] + (size_t)r0 * F,
+                            a->moe_ye + (size_t)r0 * C, a->moe_dxe + (size_t)r0 * C, a->d_ffn_h, a->d_ffn_g, a->d_ffn_a);
+        }
+        if (!rc) rc = moe_ep_combine(m, &ex, a->moe_dxe, a->moe_dy, err);
+        moe_ep_free(&ex);
+    }
+    for (int e = 0; e < E && m->shard.ep_size == 1; e++) {
         int r0 = off[e], n = off[e + 1] - off[e];
         if (n == 0) continue;
         float *xe = a->moe_x + (size_t)r0 * C;
@@ -227,13 +270,19 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
             float *d = dx + (size_t)i * C;
             for (int j = 0; j < C; j++) d[j] += g[j];
         }
-    /* aux loss: d/dP_e, then softmax backward to router logits */
-    const float aux_scale = loss_scale * c->moe_aux_coef * E / ((float)N * N);
+    /* aux loss: d/dp_ie = coef E f_e / (T B) within i's sequence, then the
+     * softmax backward to router logits */
+    const int T = a->cur_T > 0 ? a->cur_T : N, B = N / T;
+    const float aux_scale = loss_scale * c->moe_aux_coef * E / ((float)T * T * B);
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         float *dpi = dp + (size_t)i * E;
         const float *pi = p + (size_t)i * E;
-        for (int e = 0; e < E; e++) dpi[e] += aux_scale * (float)(off[e + 1] - off[e]);
+        int b = i / T, cnt[1024];
+        for (int e = 0; e < E; e++) cnt[e] = 0;
+        for (int t = b * T; t < (b + 1) * T; t++)
+            for (int s = 0; s < K; s++) cnt[idx[(size_t)t * K + s]]++;
+        for (int e = 0; e < E; e++) dpi[e] += aux_scale * (float)cnt[e];
         float s = 0.0f;
         for (int e = 0; e < E; e++) s += pi[e] * dpi[e];
         for (int e = 0; e < E; e++) dpi[e] = pi[e] * (dpi[e] - s);

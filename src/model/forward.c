@@ -210,6 +210,7 @@ int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int 
     const ModelShard *s = &m->shard;
     int rc;
     m->aux_loss = 0.0;
+    a->cur_T = T;
     if ((rc = hook(m, -1, 1, err))) return rc;
     if (s->first) {
         if ((rc = embed(m, a->embed, tokens, B, T, 0, err))) return rc;
@@ -373,6 +374,7 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
     const int pos0 = kv->len, C = c->d_model;
     if (pos0 + n > kv->ctx)
         return err_set(err, ERR_INVALID, "context full: %d + %d tokens exceed the KV cache of %d", pos0, n, kv->ctx);
+    a->cur_T = n;
     int rc = embed(m, a->embed, tokens, 1, n, pos0, err);
     if (rc) return rc;
     const float *x = a->embed;

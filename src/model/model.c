@@ -141,10 +141,11 @@ static float *bump(Bump *b, size_t n) {
     return p;
 }
 
-static void plan_walk(Activations *a, const Config *c, int B, int T, int training, Bump *b) {
+/* ep > 1: a rank's experts may receive rows from every rank of its group. */
+static void plan_walk(Activations *a, const Config *c, int ep, int B, int T, int training, Bump *b) {
     const size_t N = (size_t)B * T, C = c->d_model, V = c->vocab_size, F = c->d_ff;
     const size_t QD = (size_t)c->n_head * c->head_dim, KVD = (size_t)c->n_kv_head * c->head_dim;
-    const size_t E = c->n_expert, K = E ? (size_t)c->n_expert_active : 1;
+    const size_t E = c->n_expert, K = (E ? (size_t)c->n_expert_active : 1) * (size_t)ep;
     const int swiglu = c->act == ACT_SWIGLU;
     const int L = c->n_layer;
     /* inference reuses one layer's buffers for every layer */
@@ -174,12 +175,13 @@ static void plan_walk(Activations *a, const Config *c, int B, int T, int trainin
         a->ffn_g[l] = swiglu ? bump(b, N * K * F) : NULL;
         a->ffn_a[l] = bump(b, N * K * F);
         if (E) {
+            const size_t Ka = K / (size_t)ep; /* slots per token */
             a->router_probs[l] = bump(b, N * E);
-            a->expert_idx[l] = (int32_t *)bump(b, N * K);
-            a->expert_w[l] = bump(b, N * K);
-            a->moe_row[l] = (int32_t *)bump(b, N * K);
+            a->expert_idx[l] = (int32_t *)bump(b, N * Ka);
+            a->expert_w[l] = bump(b, N * Ka);
+            a->moe_row[l] = (int32_t *)bump(b, N * Ka);
             a->moe_off[l] = (int32_t *)bump(b, E + 1);
-            a->ffn_y[l] = bump(b, N * K * C);
+            a->ffn_y[l] = bump(b, N * Ka * C);
         }
         a->res_ffn[l] = bump(b, N * C);
     }
@@ -192,9 +194,16 @@ static void plan_walk(Activations *a, const Config *c, int B, int T, int trainin
     a->ce_max = bump(b, N);
     a->ce_sum = bump(b, N);
     if (E) {
-        a->moe_x = bump(b, N * K * C);
-        a->moe_dy = training ? bump(b, N * K * C) : NULL;
+        const size_t Ka = K / (size_t)ep;
+        a->moe_x = bump(b, N * Ka * C);
+        a->moe_dy = training ? bump(b, N * Ka * C) : NULL;
         a->d_router = training ? bump(b, N * E) : NULL;
+        if (ep > 1) {
+            a->moe_recv = bump(b, N * K * C);
+            a->moe_xe = bump(b, N * K * C);
+            a->moe_ye = bump(b, N * K * C);
+            a->moe_dxe = training ? bump(b, N * K * C) : NULL;
+        }
     }
     if (training) {
         a->d_res = bump(b, N * C);
@@ -251,7 +260,7 @@ size_t model_activation_bytes(const Config *c, int B, int T, int training) {
     memset(&a, 0, sizeof a);
     if (!activations_arrays(&a, c->n_layer)) return 0;
     Bump b = {NULL, 0};
-    plan_walk(&a, c, B, T, training, &b);
+    plan_walk(&a, c, 1, B, T, training, &b);
     model_activations_free(&a);
     return b.off * sizeof(float);
 }
@@ -267,7 +276,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     Activations *a = &m->act;
     if (!activations_arrays(a, c->n_layer)) return err_set(err, ERR_NOMEM, "out of memory");
     Bump b = {NULL, 0};
-    plan_walk(a, c, B, T, training, &b);
+    plan_walk(a, c, m->shard.ep_size, B, T, training, &b);
     a->mem = xalloc(b.off * sizeof(float), err);
     if (!a->mem) {
         model_activations_free(a);
@@ -275,7 +284,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     }
     b.base = a->mem;
     b.off = 0;
-    plan_walk(a, c, B, T, training, &b);
+    plan_walk(a, c, m->shard.ep_size, B, T, training, &b);
     a->B = B;
     a->T = T;
     a->training = training;

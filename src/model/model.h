@@ -137,6 +137,7 @@ size_t config_active_param_count(const Config *c);
 /* ---- activations, planned once ------------------------------------------- */
 typedef struct {
     int B, T;            /* planned batch and sequence */
+    int cur_T;           /* sequence length of the forward in progress */
     int training;        /* keep what backward needs */
     size_t n_floats;     /* total size of the one activation buffer */
     float *mem;
@@ -168,6 +169,7 @@ typedef struct {
     float *d_att;                          /* (B,Hq,T,T) */
     float *d_ffn_h, *d_ffn_g, *d_ffn_a;    /* like ffn_* of one layer */
     float *moe_x, *moe_dy;                 /* (B*T*k, C) gathered inputs / output grads */
+    float *moe_recv, *moe_xe, *moe_ye, *moe_dxe; /* (B*T*k*ep, C) expert-parallel exchange (ep > 1) */
     float *d_router;                       /* (B,T,E) */
 } Activations;
 

@@ -10,4 +10,17 @@ int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err);
 /* dx (N,C) += d FFN / dx given dout (N,C); parameter grads accumulated. */
 void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale);
 
+/* Expert-parallel exchange of one MoE layer (moe_ep.c). ep <= 64. */
+typedef struct {
+    int ep, El, R;          /* group size, local experts, rows received */
+    int send_rows[64], send_off[64], recv_rows[64], recv_off[64];
+    int *recv_cnt;          /* (ep, El): rows from sender r for local expert j */
+    int goff[1025];         /* grouped offset of local expert j */
+} MoeExchange;
+
+int moe_ep_plan(Model *m, int l, MoeExchange *x, Err *err);
+int moe_ep_dispatch(Model *m, const MoeExchange *x, const float *sorted, float *grouped, Err *err);
+int moe_ep_combine(Model *m, const MoeExchange *x, float *grouped, float *sorted, Err *err);
+void moe_ep_free(MoeExchange *x);
+
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int parallel_init(Parallel *p, Comm *world, int tp, int pp, int zero, Err *err) {
+int parallel_init(Parallel *p, Comm *world, int tp, int pp, int ep, int zero, Err *err) {
     memset(p, 0, sizeof *p);
     if (tp < 1 || pp < 1 || world->size % (tp * pp))
         return err_set(err, ERR_INVALID, "%d processes cannot be split into tp %d x pp %d", world->size, tp, pp);
@@ -15,6 +15,10 @@ int parallel_init(Parallel *p, Comm *world, int tp, int pp, int zero, Err *err) 
     p->tp = tp;
     p->pp = pp;
     p->dp = world->size / (tp * pp);
+    p->ep = ep;
+    if (ep < 1 || ep > 64 || p->dp % ep)
+        return err_set(err, ERR_INVALID, "--ep %d must divide the %d data-parallel ranks (and be <= 64)", ep, p->dp);
+    if (ep > 1 && zero > 0) return err_set(err, ERR_UNSUPPORTED, "--zero with --ep > 1 is not supported yet");
     p->zero = p->dp > 1 ? zero : 0; /* nothing to shard over one replica */
     p->rank = world->rank;
     p->tp_rank = p->rank % tp;
@@ -25,6 +29,13 @@ int parallel_init(Parallel *p, Comm *world, int tp, int pp, int zero, Err *err) 
         (rc = comm_split(world, p->pp_rank * tp + p->tp_rank, p->dp_rank, &p->dp_comm, err)) ||
         (rc = comm_split(world, p->dp_rank * tp + p->tp_rank, p->pp_rank, &p->pp_comm, err)))
         return rc;
+    p->ep_rank = p->dp_rank % ep;
+    if (ep > 1) {
+        int base = p->pp_rank * tp + p->tp_rank;
+        if ((rc = comm_split(world, base * p->dp + p->dp_rank / ep, p->ep_rank, &p->ep_comm, err)) ||
+            (rc = comm_split(world, base * ep + p->ep_rank, p->dp_rank / ep, &p->edp_comm, err)))
+            return rc;
+    }
     if (pp > 1) {
         int edge = p->pp_rank == 0 || p->pp_rank == pp - 1;
         int color = edge ? p->dp_rank * tp + p->tp_rank : world->size + p->rank;
@@ -38,6 +49,9 @@ void parallel_model_shard(const Parallel *p, const Config *c, ModelShard *s) {
     s->tp_rank = p->tp_rank;
     s->tp_size = p->tp;
     s->tp = p->tp > 1 ? p->tp_comm : NULL;
+    s->ep_rank = p->ep_rank;
+    s->ep_size = p->ep;
+    s->ep = p->ep > 1 ? p->ep_comm : NULL;
     int base = c->n_layer / p->pp, extra = c->n_layer % p->pp, r = p->pp_rank;
     s->layer0 = r * base + (r < extra ? r : extra);
     s->layer1 = s->layer0 + base + (r < extra);
@@ -85,6 +99,8 @@ void parallel_free(Parallel *p) {
     comm_destroy(p->dp_comm);
     comm_destroy(p->pp_comm);
     comm_destroy(p->embed_comm);
+    comm_destroy(p->ep_comm);
+    comm_destroy(p->edp_comm);
     free(p->buckets);
     xfree(p->stage);
     xfree(p->adam_m);
@@ -109,6 +125,12 @@ static int owns_tensor(const Parallel *p, const Model *m, const Tensor *t) {
     return (t->tp_split || p->tp_rank == 0) && !is_tied_copy(p, m, t);
 }
 
+/* Without ZeRO every data-parallel replica holds the same values: the first
+ * replica speaks (for experts, the first ep group, which holds them all). */
+static int first_replica(const Parallel *p, const Tensor *t) {
+    return t->ep_split ? p->dp_rank / p->ep == 0 : p->dp_rank == 0;
+}
+
 /* Apply f to each (tensor, [x0, x1)) piece of the flat range [r0, r1). */
 typedef void (*PieceFn)(void *ctx, Model *m, const Tensor *t, size_t x0, size_t x1);
 static void for_pieces(Model *m, size_t r0, size_t r1, PieceFn f, void *ctx) {
@@ -122,11 +144,12 @@ static void for_pieces(Model *m, size_t r0, size_t r1, PieceFn f, void *ctx) {
 typedef struct {
     Parallel *p;
     double sum;
+    int replicas; /* 1: count only the first data-parallel replica */
 } NormCtx;
 
 static void norm_piece(void *ctx, Model *m, const Tensor *t, size_t x0, size_t x1) {
     NormCtx *n = ctx;
-    if (owns_tensor(n->p, m, t)) n->sum += sumsq(m->grads + x0, x1 - x0);
+    if (owns_tensor(n->p, m, t) && (!n->replicas || first_replica(n->p, t))) n->sum += sumsq(m->grads + x0, x1 - x0);
 }
 
 typedef struct {
@@ -171,7 +194,7 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
     if (p->embed_comm && m->cfg.tie_embeddings && (m->shard.first || m->shard.last) &&
         (rc = comm_allreduce_sum(p->embed_comm, m->tok_emb->grad, m->tok_emb->numel, err)))
         return rc;
-    NormCtx nc = {p, 0.0};
+    NormCtx nc = {p, 0.0, p->zero < 2};
     if (p->zero >= 2) {
         for (int i = 0; i < p->n_buckets; i++) {
             const ZeroBucket *b = &p->buckets[i];
@@ -184,9 +207,17 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
             memcpy(m->grads + c0, mine, (c1 - c0) * sizeof(float));
             for_pieces(m, c0, c1, norm_piece, &nc);
         }
+    } else if (p->ep > 1) {
+        /* experts are summed over the ranks holding the same experts */
+        for (int i = 0; i < m->n_tensors && p->dp > 1; i++) {
+            Tensor *t = &m->tensors[i];
+            Comm *g = t->ep_split ? p->edp_comm : p->dp_comm;
+            if (g->size > 1 && (rc = comm_allreduce_sum(g, t->grad, t->numel, err))) return rc;
+        }
+        for_pieces(m, 0, m->n_params, norm_piece, &nc);
     } else {
         if (p->dp > 1 && (rc = comm_allreduce_sum(p->dp_comm, m->grads, m->n_params, err))) return rc;
-        if (p->dp_rank == 0) for_pieces(m, 0, m->n_params, norm_piece, &nc);
+        for_pieces(m, 0, m->n_params, norm_piece, &nc);
     }
     double sq = nc.sum;
     if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, &sq, 1, err))) return rc;
@@ -261,14 +292,11 @@ static void owned_elements(Parallel *p, Model *m, const float *src, int src_comp
     for (int i = 0; i < p->n_buckets; i++) {
         const ZeroBucket *b = &p->buckets[i];
         size_t r0 = b->a, r1 = b->b;
-        if (by_chunk)
-            my_chunk(p, b, &r0, &r1);
-        else if (p->dp_rank != 0)
-            continue;
+        if (by_chunk) my_chunk(p, b, &r0, &r1);
         for (int k = 0; k < m->n_tensors; k++) {
             const Tensor *t = &m->tensors[k];
             size_t x0 = t->offset > r0 ? t->offset : r0, x1 = t->offset + t->numel < r1 ? t->offset + t->numel : r1;
-            if (x0 >= x1 || !owns_tensor(p, m, t)) continue;
+            if (x0 >= x1 || !owns_tensor(p, m, t) || (!by_chunk && !first_replica(p, t))) continue;
             const float *s = src_compact ? src + b->opt_off + (x0 - r0) : src + x0;
             memcpy(dst + x0, s, (x1 - x0) * sizeof(float));
         }

@@ -20,9 +20,11 @@ typedef struct {
 } ZeroBucket;
 
 typedef struct Parallel_ {
-    int tp, pp, dp, zero;
-    int rank, tp_rank, pp_rank, dp_rank;
+    int tp, pp, dp, ep, zero;
+    int rank, tp_rank, pp_rank, dp_rank, ep_rank;
     Comm *world, *tp_comm, *pp_comm, *dp_comm;
+    Comm *ep_comm;        /* ranks exchanging tokens for their experts (inside dp) */
+    Comm *edp_comm;       /* ranks holding the same experts (gradients summed) */
     Comm *embed_comm;     /* first and last pipeline stage (tied embeddings), or NULL */
     ZeroBucket *buckets;
     int n_buckets;
@@ -31,8 +33,9 @@ typedef struct Parallel_ {
     float *adam_m, *adam_v; /* compact (ZeRO >= 1) */
 } Parallel;
 
-/* Split world into groups; checks tp*pp divides the world size. */
-int parallel_init(Parallel *p, Comm *world, int tp, int pp, int zero, Err *err);
+/* Split world into groups; checks tp*pp divides the world size and ep the
+ * data-parallel size (experts spread over ep ranks of the dp group). */
+int parallel_init(Parallel *p, Comm *world, int tp, int pp, int ep, int zero, Err *err);
 /* The model shard of this rank (layers of its stage, tp slices). */
 void parallel_model_shard(const Parallel *p, const Config *c, ModelShard *s);
 /* After the model exists: ZeRO buckets and compact Adam buffers. */
