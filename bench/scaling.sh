@@ -9,17 +9,20 @@
 # On a machine that others load too, wall-clock speedups mostly measure the
 # load, so the table adds a proxy: CPU seconds per step of the busiest rank
 # (user+sys of a run of STEPS steps minus a run of 1 step, which removes
-# start-up, warm-up and the checkpoint). A rank that waits for its peer
+# start-up, warm-up and the checkpoint; the same difference gives the
+# per-step comm time and bytes, without the one-time broadcast of the
+# initial state). A rank that waits for its peer
 # spins, so waiting counts as CPU time as it would count as wall time on
 # idle cores.
 #
 # Usage: bench/scaling.sh [path/to/jarip]
 #   PRESET=gpt2-mini (10.9M parameters)  BATCH=8 (global)  SEQ=128  STEPS=6
-#   ROUNDS=3.  The first step of every run is warm-up and not counted.
+#   ROUNDS=3  MICRO=2 (pp=2: rows per micro-batch, so 1F1B has several in
+#   flight).  The first step of every run is warm-up and not counted.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 JARIP="${1:-$ROOT/build/jarip}"
-PRESET=${PRESET:-gpt2-mini} BATCH=${BATCH:-8} SEQ=${SEQ:-128} STEPS=${STEPS:-6} ROUNDS=${ROUNDS:-3}
+PRESET=${PRESET:-gpt2-mini} BATCH=${BATCH:-8} SEQ=${SEQ:-128} STEPS=${STEPS:-6} ROUNDS=${ROUNDS:-3} MICRO=${MICRO:-2}
 PY=/usr/bin/python3
 [ -x "$JARIP" ] || { echo "no jarip at $JARIP (build it first)" >&2; exit 1; }
 command -v mpirun > /dev/null || { echo "mpirun not installed (apt-get install openmpi-bin libopenmpi-dev)" >&2; exit 1; }
@@ -51,7 +54,7 @@ run() {
   case $layout in
     1) np=1 ;;
     tp2) extra=(--tp 2) ;;
-    pp2) extra=(--pp 2) ;;
+    pp2) extra=(--pp 2 --micro-batch "$MICRO") ;;
   esac
   local cmd=("$JARIP" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$BATCH"
     --seq "$SEQ" --eval-batches 0 --save-every 0 --threads 1 --quiet "${extra[@]}")
@@ -83,16 +86,14 @@ for lay in layouts:
         tps.append(tokens_per_step * (len(dts) - 1) / sum(dts[1:]))
         busiest = lambda run: max(sum(map(float, open(p).read().split()[:2])) for p in glob.glob(f"{run}.cpu.*"))
         cpu.append((busiest(out) - busiest(f"{out}.1")) / (len(dts) - 1))
-        stats = [json.load(open(p)) for p in glob.glob(f"{out}.stats/comm_rank*.json")]
-        if stats:
-            # barrier and split are setup and the wait for rank 0's checkpoint,
-            # not training traffic
-            ops = lambda s: [v for k, v in s["ops"].items() if k not in ("barrier", "split")]
-            secs = max(sum(v["seconds"] for v in ops(s)) for s in stats)
-            share.append(secs / sum(dts))
-            sent.append(max(sum(v["bytes"] for v in ops(s)) for s in stats) / len(log))
-    rows[lay] = (statistics.median(tps), statistics.median(share) if share else 0.0, statistics.median(sent) if sent else 0.0,
-                 statistics.median(cpu))
+        def comm(run, key):
+            # busiest rank; barrier and split are set-up and the wait for rank
+            # 0's checkpoint, not training traffic
+            stats = [json.load(open(p)) for p in glob.glob(f"{run}.stats/comm_rank*.json")]
+            return max((sum(v[key] for k, v in s["ops"].items() if k not in ("barrier", "split")) for s in stats), default=0.0)
+        share.append((comm(out, "seconds") - comm(f"{out}.1", "seconds")) / sum(dts[1:]))
+        sent.append((comm(out, "bytes") - comm(f"{out}.1", "bytes")) / (len(dts) - 1))
+    rows[lay] = (statistics.median(tps), statistics.median(share), statistics.median(sent), statistics.median(cpu))
 base, cbase = rows["1"][0], rows["1"][3]
 ring = 2 * (2 - 1) / 2 * 4 * params
 print(f"{'layout':8s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}"
