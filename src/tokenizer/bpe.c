@@ -380,6 +380,12 @@ int tok_encoder_append(TokEncoder *e, const void *bytes, size_t len, int allow_s
     encode_segment(e, san + seg, orig + seg, len - seg);
     e->out = NULL;
     if (e->oom) return err_set(err, ERR_NOMEM, "out of memory while encoding %zu bytes", len);
+    if (e->sp.failed) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(e->sp.failed, msg, sizeof msg);
+        e->sp.failed = 0;
+        return err_set(err, ERR_UNSUPPORTED, "the split pattern failed on this text: %s", (char *)msg);
+    }
     return 0;
 }
 

@@ -146,8 +146,14 @@ static void split_stage(const Tokenizer *t, TokSplitter *s, int k, const uint8_t
         /* The text was validated (or sanitized) once up front, so each match
          * skips PCRE2's own whole-subject UTF check. */
         int rc = pcre2_jit_match(re, san, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-        if (rc == PCRE2_ERROR_JIT_BADOPTION) rc = pcre2_match(re, san, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-        if (rc < 0) break;
+        /* no JIT, or its stack ran out on a huge piece: the interpreter
+         * (heap-based) gives the same match */
+        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) rc = pcre2_match(re, san, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) { /* cannot split: keep the bytes (as one piece) and report */
+            s->failed = rc;
+            break;
+        }
         size_t a = ov[0], b = ov[1];
         if (a > last) split_stage(t, s, k + 1, san + last, orig + last, a - last, fn, ctx);
         if (b > a) {

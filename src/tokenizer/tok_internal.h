@@ -91,6 +91,7 @@ char *tok_regex_from_hf(const char *src);
 typedef void (*TokPieceFn)(void *ctx, const uint8_t *orig, size_t len);
 typedef struct {
     pcre2_match_data *md[TOK_MAX_STAGES];
+    int failed;  /* PCRE2 error code of a match that failed, 0 if none */
 } TokSplitter;
 int tok_splitter_init(TokSplitter *s, const Tokenizer *t, Err *err);
 void tok_splitter_free(TokSplitter *s);
