@@ -105,6 +105,9 @@ static int do_prepare(int argc, char **argv) {
                (unsigned long long)st.invalid_utf8);
         printf("shards      %d train, %d val -> %s\n", st.shards[0], st.shards[1], o.out_dir);
         printf("time        %.2f s (%.1f MB/s)\n", dt, dt > 0 ? (double)st.bytes / dt / 1e6 : 0.0);
+        if (o.val_fraction > 0 && st.tokens[1] == 0)
+            fprintf(stderr, "note: the validation split is empty (too few %s for --val-fraction %g)\n",
+                    o.format == DATA_FORMAT_TEXT ? "64 KiB pieces" : "documents", o.val_fraction);
     }
     tokenizer_free(t);
     free(inputs);
