@@ -52,6 +52,8 @@ typedef struct {
 /* SIMD Q8 activation quantizer (bit-identical to the scalar one) or NULL. */
 typedef void (*QActQ8Fn)(const float *x, int64_t K, int8_t *qs, float *d, float *s, float *qsum);
 QActQ8Fn quant_act_q8_fn_avx2(void);
+typedef void (*QActQ8KFn)(const float *x, int64_t K, int8_t *qs, float *d, int16_t *bsums);
+QActQ8KFn quant_act_q8_K_fn_avx2(void);
 /* Activation format a weight type dots with: DT_Q8_0 (32-blocks), DT_Q8_K,
  * DT_F32 (float weights: no quantization), or -1 when unsupported. */
 int quant_act_type(int wtype);

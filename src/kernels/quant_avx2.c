@@ -300,6 +300,64 @@ TGT static void act_q8_avx2(const float *x, int64_t K, int8_t *qs, float *dd, fl
     }
 }
 
+TGT static inline int hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Q8_K activations, bit-identical to the scalar act_q8_K: the scale comes
+ * from the FIRST element of largest magnitude (its sign matters). */
+TGT static void act_q8_K_avx2(const float *x, int64_t K, int8_t *qs, float *dd, int16_t *bsums) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b < K / QK_K; b++, x += QK_K, qs += QK_K, bsums += 16) {
+        __m256 mx = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(x + j), absmask));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax == 0.0f) {
+            dd[b] = 0;
+            memset(qs, 0, QK_K);
+            memset(bsums, 0, 32);
+            continue;
+        }
+        const __m256 av = _mm256_set1_ps(amax);
+        float max = 0;
+        for (int j = 0; j < QK_K; j += 8) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), absmask), av, _CMP_EQ_OQ));
+            if (mask) {
+                max = x[j + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m256 is = _mm256_set1_ps(iscale);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(is, _mm256_loadu_ps(x + j)), RNE));
+            __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 8)), RNE));
+            __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 16)), RNE));
+            __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 24)), RNE));
+            const __m256i c127 = _mm256_set1_epi32(127);
+            i0 = _mm256_min_epi32(i0, c127), i1 = _mm256_min_epi32(i1, c127);
+            i2 = _mm256_min_epi32(i2, c127), i3 = _mm256_min_epi32(i3, c127);
+            bsums[j / 16] = (int16_t)hsum_epi32(_mm256_add_epi32(i0, i1));
+            bsums[j / 16 + 1] = (int16_t)hsum_epi32(_mm256_add_epi32(i2, i3));
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(qs + j), p);
+        }
+        dd[b] = 1 / iscale;
+    }
+}
+
+QActQ8KFn quant_act_q8_K_fn_avx2(void) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    return act_q8_K_avx2;
+}
+
 QActQ8Fn quant_act_q8_fn_avx2(void) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
     return act_q8_avx2;
@@ -603,4 +661,5 @@ QDot4Fn quant_dot4_fn_avx2(int t) {
     return NULL;
 }
 QActQ8Fn quant_act_q8_fn_avx2(void) { return NULL; }
+QActQ8KFn quant_act_q8_K_fn_avx2(void) { return NULL; }
 #endif

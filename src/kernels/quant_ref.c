@@ -348,12 +348,14 @@ void quant_act_row_ref(int act, const float *x, int64_t K, void *scratch, QAct *
 
 void quant_act_row(int act, const float *x, int64_t K, void *scratch, QAct *a) {
     QActQ8Fn f = act == DT_Q8_0 ? quant_act_q8_fn_avx2() : NULL;
-    if (!f) {
+    QActQ8KFn fk = act == DT_Q8_K ? quant_act_q8_K_fn_avx2() : NULL;
+    if (!f && !fk) {
         quant_act_row_ref(act, x, K, scratch, a);
         return;
     }
     act_layout(act, K, scratch, a);
-    f(x, K, a->qs, a->d, a->s, a->qsum);
+    if (f) f(x, K, a->qs, a->d, a->s, a->qsum);
+    else fk(x, K, a->qs, a->d, a->bsums);
 }
 
 /* ---- scalar dots ---------------------------------------------------------------------- */

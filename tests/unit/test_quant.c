@@ -159,6 +159,8 @@ static void test_act(void) {
     fill(x, K, 77, 3.0f);
     for (int j = 0; j < 32; j++) x[64 + j] = 0.0f;        /* an all-zero block */
     for (int j = 0; j < 32; j++) x[128 + j] = 0.5f + j;   /* ties at x*id = k + 0.5 */
+    for (int j = 0; j < 256; j++) x[512 + j] = 0.0f;      /* an all-zero q8_k block */
+    x[1024 + 5] = -50.0f, x[1024 + 9] = 50.0f;            /* equal magnitudes: the first decides */
     for (int act = DT_Q8_0; act <= DT_Q8_K; act += DT_Q8_K - DT_Q8_0) {
         size_t nb = quant_act_bytes(act, K);
         void *s1 = xalloc(nb, NULL), *s2 = xalloc(nb, NULL);
@@ -170,6 +172,7 @@ static void test_act(void) {
         CHECK(memcmp(a1.d, a2.d, nblk * 4) == 0, "act %s: d differ", dtype_name(act));
         if (act == DT_Q8_0) CHECK(memcmp(a1.s, a2.s, nblk * 4) == 0, "act q8_0: s differ");
         if (act == DT_Q8_0) CHECK(memcmp(a1.qsum, a2.qsum, nblk * 4) == 0, "act q8_0: qsum differ");
+        if (act == DT_Q8_K) CHECK(memcmp(a1.bsums, a2.bsums, K / 16 * 2) == 0, "act q8_k: bsums differ");
         xfree(s1), xfree(s2);
     }
     free(x);
