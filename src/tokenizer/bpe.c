@@ -93,6 +93,7 @@ void tok_encoder_free(TokEncoder *e) {
 uint64_t tok_encoder_invalid_bytes(const TokEncoder *e) { return e->invalid; }
 
 static void emit(TokEncoder *e, const int32_t *ids, size_t n) {
+    if (!n) return;
     if (grow((void **)e->out, e->out_cap, *e->out_n + n, sizeof(int32_t))) {
         e->oom = 1;
         return;
@@ -244,7 +245,7 @@ static void cache_put(TokEncoder *e, uint64_t h, const uint8_t *p, size_t len, c
     c->ids_off = (uint32_t)e->cid_len;
     c->n_ids = (uint32_t)n;
     memcpy(e->ckey + e->ckey_len, p, len);
-    memcpy(e->cid + e->cid_len, ids, n * sizeof *ids);
+    if (n) memcpy(e->cid + e->cid_len, ids, n * sizeof *ids); /* n is 0 for a piece of dropped bytes */
     e->ckey_len += len;
     e->cid_len += n;
     e->ce_n++;
