@@ -11,16 +11,13 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const fl
     dnnl_sgemm(transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Quantized paths register here (see quant.h); NULL until a type is supported. */
-int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K)
-    __attribute__((weak));
+#include "quant.h"
 
 int matmul_forward(float *out, const float *inp, const void *W, int wtype, const float *bias, int M, int N,
                    int K) {
     if (wtype == DT_F32) {
         gemm_f32(0, 1, M, N, K, 1.0f, inp, K, (const float *)W, K, 0.0f, out, N);
     } else {
-        if (!matmul_quant_forward) return ERR_UNSUPPORTED;
         int rc = matmul_quant_forward(out, inp, W, wtype, M, N, K);
         if (rc) return rc;
     }

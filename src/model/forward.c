@@ -5,10 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/quant.h"
 #include "model_internal.h"
 
-/* Provided by kernels/quant_*.c; used for non-f32 embedding rows. */
-int dequantize_row(int dtype, const void *src, float *dst, int64_t n) __attribute__((weak));
 
 static const float *F(const Tensor *t) { return t ? (const float *)t->data : NULL; }
 static float *G(const Tensor *t) { return t ? t->grad : NULL; }
@@ -80,7 +79,7 @@ static int embed(Model *m, float *out, const int32_t *tokens, int B, int T, int 
         return 0;
     }
     size_t rb = dtype_row_bytes(m->tok_emb->dtype, C);
-    if (!dequantize_row || rb == 0) return err_set(err, ERR_UNSUPPORTED, "embedding type %s", dtype_name(m->tok_emb->dtype));
+    if (rb == 0) return err_set(err, ERR_UNSUPPORTED, "embedding type %s", dtype_name(m->tok_emb->dtype));
     for (int i = 0; i < B * T; i++) {
         int rc = dequantize_row(m->tok_emb->dtype, (const char *)m->tok_emb->data + (size_t)tokens[i] * rb,
                                 out + (size_t)i * C, C);

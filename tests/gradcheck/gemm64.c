@@ -36,7 +36,12 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
             for (int j = 0; j < N; j++) dbias[j] += dout[(size_t)i * N + j];
 }
 
-/* dtype.c anchors the quantized kernels; this build has none. */
+/* This build has no quantized kernels: every f32-only model works without. */
+int dequantize_row(int dtype, const void *src, float *dst, int64_t n) {
+    (void)dtype; (void)src; (void)dst; (void)n;
+    return ERR_UNSUPPORTED;
+}
+
 int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K) {
     (void)out; (void)inp; (void)W; (void)wtype; (void)M; (void)N; (void)K;
     return ERR_UNSUPPORTED;
