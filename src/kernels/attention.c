@@ -4,6 +4,8 @@
 #include "kernels.h"
 
 #include <math.h>
+
+#include "vmath.h"
 #include <omp.h>
 #include <stdlib.h>
 
@@ -28,10 +30,12 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
                 float *p = P + (size_t)t * ldp;
                 int last = pos0 + t; /* causal: keys 0..last */
                 float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
                 for (int s = 0; s <= last; s++) mx = p[s] > mx ? p[s] : mx;
                 float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
                 for (int s = 0; s <= last; s++) {
-                    p[s] = expf(p[s] - mx);
+                    p[s] = fast_expf(p[s] - mx);
                     sum += p[s];
                 }
                 float inv = 1.0f / sum;
@@ -72,6 +76,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                     const float *p = P + (size_t)t * T;
                     float *d = dP + (size_t)t * T;
                     float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                     for (int s = 0; s <= t; s++) dot += p[s] * d[s];
                     for (int s = 0; s <= t; s++) d[s] = p[s] * (d[s] - dot) * scale;
                     for (int s = t + 1; s < T; s++) d[s] = 0.0f;

@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "vmath.h"
+
 double crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V, int *count) {
     double total = 0.0;
     int n = 0;
@@ -14,9 +16,11 @@ double crossentropy_forward(float *losses, const float *logits, const int32_t *t
         }
         const float *l = logits + (size_t)i * V;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += expf(l[j] - mx);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < V; j++) sum += fast_expf(l[j] - mx);
         float loss = (float)(log(sum) + mx - l[targets[i]]);
         if (losses) losses[i] = loss;
         total += loss;
@@ -36,12 +40,15 @@ void crossentropy_backward(float *dlogits, const float *logits, const int32_t *t
             continue;
         }
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
         float sum = 0.0f;
-        for (int j = 0; j < V; j++) sum += expf(l[j] - mx);
-        float inv = 1.0f / sum;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < V; j++) sum += fast_expf(l[j] - mx);
+        float k = scale / sum;
         int tgt = targets[i];
-        for (int j = 0; j < V; j++) d[j] = expf(l[j] - mx) * inv * scale;
+#pragma omp simd
+        for (int j = 0; j < V; j++) d[j] = fast_expf(l[j] - mx) * k;
         d[tgt] -= scale;
     }
 }
