@@ -1,0 +1,131 @@
+/* jarip bench infer: llama-bench's two figures for a GGUF model.
+ *   pp512: one 512-token prompt through the model from an empty cache
+ *          (processed in --batch chunks), tokens/s;
+ *   tg128: 128 tokens decoded one at a time from an empty cache, tokens/s
+ *          (each step computes the full-vocabulary logits, as llama.cpp).
+ * Each figure is the mean (and standard deviation) over -r repetitions after
+ * one warm-up run; token ids are fixed pseudo-random ones. Peak resident
+ * memory of the whole process is reported last.
+ *
+ * Called from src/cli/cmd_bench.c (weak reference), so it prints itself. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "infer/infer.h"
+
+/* Strong reference target for cmd_bench.c's weak declaration. */
+int bench_infer_main(int argc, char **argv);
+
+static int arg_int(int argc, char **argv, int *i, int lo, int hi, int *out) {
+    if (*i + 1 >= argc) return fprintf(stderr, "jarip: %s needs a value\n", argv[*i]), 2;
+    char *end;
+    long v = strtol(argv[++*i], &end, 10);
+    if (*end || end == argv[*i] || v < lo || v > hi)
+        return fprintf(stderr, "jarip: %s: '%s' is not an integer in [%d, %d]\n", argv[*i - 1], argv[*i], lo, hi), 2;
+    *out = (int)v;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: jarip bench infer --model FILE.gguf [--threads N] [-p 512] [-n 128] [-r 5] [--batch 512]\n\n"
+               "Prompt processing (pp) and generation (tg) speed, as llama-bench measures them:\n"
+               "  -p N         prompt tokens for pp (default 512; 0 skips pp)\n"
+               "  -n N         generated tokens for tg (default 128; 0 skips tg)\n"
+               "  -r N         repetitions after one warm-up (default 5)\n"
+               "  --batch N    prompt tokens per forward pass (default 512)\n"
+               "  --threads N  OpenMP threads (default: all cores)\n"
+               "Prints pp<N> and tg<N> in tokens/s (mean +- sd) and peak RSS.\n");
+}
+
+static void stats(const double *x, int n, double *mean, double *sd) {
+    double s = 0, q = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) q += (x[i] - *mean) * (x[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
+}
+
+int bench_infer_main(int argc, char **argv) {
+    const char *model = NULL;
+    int threads = 0, P = 512, N = 128, R = 5, batch = 512;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int rc = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--model") || !strcmp(a, "-m")) {
+            if (i + 1 >= argc) return fprintf(stderr, "jarip: --model needs a value\n"), 2;
+            model = argv[++i];
+        } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = arg_int(argc, argv, &i, 1, 1024, &threads);
+        else if (!strcmp(a, "-p")) rc = arg_int(argc, argv, &i, 0, 1 << 20, &P);
+        else if (!strcmp(a, "-n")) rc = arg_int(argc, argv, &i, 0, 1 << 20, &N);
+        else if (!strcmp(a, "-r")) rc = arg_int(argc, argv, &i, 1, 1000, &R);
+        else if (!strcmp(a, "--batch")) rc = arg_int(argc, argv, &i, 1, 1 << 16, &batch);
+        else return fprintf(stderr, "jarip: bench infer: unknown flag '%s' (see jarip bench infer --help)\n", a), 2;
+        if (rc) return rc;
+    }
+    if (!model) return fprintf(stderr, "jarip: bench infer: --model FILE is required\n"), 2;
+    if (P == 0 && N == 0) return fprintf(stderr, "jarip: bench infer: nothing to measure (-p 0 -n 0)\n"), 2;
+    if (threads) omp_set_num_threads(threads);
+    Err err = {0};
+    InferModel im;
+    if (infer_model_open(&im, model, &err)) return fprintf(stderr, "jarip: %s\n", err.msg), 1;
+    const Config *c = &im.model.cfg;
+    int ctx = (P > N ? P : N) + 1;
+    if (ctx > c->context_length) {
+        infer_model_close(&im);
+        return fprintf(stderr, "jarip: bench infer: %d tokens exceed the model's context of %d\n", ctx - 1, c->context_length), 2;
+    }
+    InferSession s;
+    int32_t *tok = malloc((size_t)(P + N + 1) * sizeof *tok);
+    double *pp = malloc((size_t)R * sizeof *pp), *tg = malloc((size_t)R * sizeof *tg);
+    if (!tok || !pp || !tg || infer_session_create(&s, &im, ctx, batch, NULL, &err)) {
+        free(tok), free(pp), free(tg);
+        infer_model_close(&im);
+        return fprintf(stderr, "jarip: %s\n", err.msg[0] ? err.msg : "out of memory"), 1;
+    }
+    uint64_t key = rng_key(1234, 0x62656e63ULL, 0);
+    for (int i = 0; i < P + N + 1; i++) tok[i] = (int32_t)(rng_u64(key, (uint64_t)i) % (uint64_t)c->vocab_size);
+    int rc = 0;
+    for (int r = -1; r < R && !rc; r++) { /* r = -1: warm-up (page faults, oneDNN JIT) */
+        if (P > 0) {
+            infer_session_reset(&s);
+            double t0 = time_now();
+            rc = infer_session_prompt(&s, tok, P, &err);
+            if (r >= 0) pp[r] = P / (time_now() - t0);
+        }
+        if (N > 0 && !rc) {
+            infer_session_reset(&s);
+            double t0 = time_now();
+            for (int i = 0; i < N && !rc; i++) rc = infer_session_push(&s, tok[P + i], &err);
+            if (r >= 0) tg[r] = N / (time_now() - t0);
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "jarip: %s\n", err.msg);
+    } else {
+        const Tensor *w = im.model.layers[0].w_up;
+        printf("model: %s, %zu parameters, weights %s, threads %d, batch %d\n", im.name, im.model.n_params,
+               dtype_name(w->dtype), omp_get_max_threads(), s.batch);
+        double m, sd;
+        if (P > 0) {
+            stats(pp, R, &m, &sd);
+            printf("pp%d: %.2f +- %.2f tokens/s\n", P, m, sd);
+        }
+        if (N > 0) {
+            stats(tg, R, &m, &sd);
+            printf("tg%d: %.2f +- %.2f tokens/s\n", N, m, sd);
+        }
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("peak_rss_mib: %.1f\n", ru.ru_maxrss / 1024.0);
+    }
+    free(tok), free(pp), free(tg);
+    infer_session_free(&s);
+    infer_model_close(&im);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,142 @@
+/* infer: running GGUF models (llama.cpp's format) through jarip's one model
+ * code: loading, the generation loop, chat templates, the inference bench.
+ *
+ * The weights stay in the file's read-only mapping (Tensor.data points into
+ * it, Tensor.dtype is the file's type per tensor), so loading a model costs
+ * no copy and the resident memory is the pages actually touched. */
+#ifndef JARIP_INFER_H
+#define JARIP_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "infer/sampler.h"
+#include "io/gguf.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+/* ---- loading -------------------------------------------------------------- */
+/* Build m from an open GGUF of arch "llama" (also Mistral/SmolLM2/Llama 2/3
+ * shapes, dense or MoE) or "gpt2": a Config from the {arch}.* metadata and a
+ * registry whose tensors point into g's mapping. Every tensor's shape and
+ * type is checked against the config; a missing, extra or misshapen tensor
+ * is an error naming it. g must outlive m. Free with model_free_gguf(). */
+int model_load_gguf(Model *m, GGUFFile *g, Err *err);
+/* model_free plus what model_load_gguf allocated (f32 copies of half-precision
+ * norm vectors). Does not close the GGUF. */
+void model_free_gguf(Model *m);
+
+/* Chat template families jarip renders itself. */
+typedef enum { CHAT_NONE = 0, CHAT_CHATML, CHAT_LLAMA3, CHAT_LLAMA2 } ChatStyle;
+
+typedef struct {
+    ChatStyle style;
+    char default_system[1024]; /* system turn the template adds when none is given ("" none) */
+    char bos[64], eos[64];     /* texts of the bos/eos tokens (Llama 2/3 templates write them) */
+} ChatTemplate;
+
+/* A model file opened for inference: mapping, model, tokenizer. */
+typedef struct {
+    GGUFFile *gguf;
+    Model model;
+    Tokenizer *tok;     /* NULL: no tokenizer in the file (byte-level vocab 256 models use bytes) */
+    ChatTemplate chat;  /* from tokenizer.chat_template; ChatML when absent */
+    int32_t end_ids[8]; /* tokens that end a turn (eos, <|im_end|>, <|eot_id|>, ...) */
+    int n_end;
+    char name[128];     /* general.name or the file name */
+} InferModel;
+
+/* Open path, load the model and its tokenizer. A file without a tokenizer
+ * loads only when its vocabulary is 256 (bytes); otherwise an error says so. */
+int infer_model_open(InferModel *im, const char *path, Err *err);
+void infer_model_close(InferModel *im);
+
+/* Text -> ids (special tokens like <|im_start|> are recognised; bos prepended
+ * when the tokenizer asks for it and add_bos is set). *ids malloc'd. */
+int infer_tokenize(const InferModel *im, const char *text, size_t len, int add_bos, int32_t **ids, size_t *n, Err *err);
+/* Bytes of one token (bytes themselves for a byte-level model); NULL when none. */
+const uint8_t *infer_token_bytes(const InferModel *im, int32_t id, size_t *len);
+/* Whether id ends a turn: eos, or the template's end-of-turn token. */
+int infer_is_end(const InferModel *im, int32_t id);
+
+/* ---- chat templates --------------------------------------------------------- */
+typedef struct {
+    const char *role;    /* "system" | "user" | "assistant" */
+    const char *content;
+} ChatMessage;
+
+/* Read a Jinja template text (NULL/0: ChatML, as SmolLM2 and most small
+ * instruct models use): the family by its marker tokens, and a default
+ * system prompt written as a literal (SmolLM2's "You are a helpful AI
+ * assistant named SmolLM..."). bos/eos: the tokens' texts (may be NULL). */
+void chat_template_init(ChatTemplate *t, const char *tmpl, size_t len, const char *bos, const char *eos);
+const char *chat_style_name(ChatStyle s);
+/* Render messages and, when add_assistant, the opening of the assistant's
+ * turn, as the model's Jinja template does (same text, byte for byte, for
+ * the three families). *out malloc'd. */
+int chat_render(const ChatTemplate *t, const ChatMessage *msgs, int n, int add_assistant, char **out, Err *err);
+
+/* ---- generation ------------------------------------------------------------------ */
+typedef struct {
+    const InferModel *im;
+    KVCache kv;
+    Sampler sampler;
+    SamplerOptions so;
+    int32_t *hist;      /* tokens whose keys/values are in the cache, in order */
+    int n_hist, cap;
+    int batch;          /* prompt tokens per forward call */
+    float *logits;      /* (V): after the last fed token */
+    int have_logits;
+    uint64_t draws;     /* sampler draws so far (seeded runs are reproducible) */
+} InferSession;
+
+/* A session over ctx positions (0: the model's context length, capped at
+ * 4096) that processes prompts in chunks of batch tokens (0: 512). */
+int infer_session_create(InferSession *s, const InferModel *im, int ctx, int batch, const SamplerOptions *so, Err *err);
+void infer_session_free(InferSession *s);
+/* Forget everything (new conversation). */
+void infer_session_reset(InferSession *s);
+/* Make the cache hold exactly ids[0..n): keeps the longest common prefix with
+ * what is cached, runs the rest through the model in chunks (at least the
+ * last token, so logits are fresh). Multi-turn chat re-renders the whole
+ * conversation and pays only for the new turn. */
+int infer_session_prompt(InferSession *s, const int32_t *ids, int n, Err *err);
+/* Append one token (a sampled one) and compute the next logits. */
+int infer_session_push(InferSession *s, int32_t id, Err *err);
+
+/* Called with each piece of generated text as it becomes final (whole
+ * UTF-8 characters, never part of a stop string). Non-zero stops generation. */
+typedef int (*InferTextCb)(void *ctx, const char *text, size_t len);
+
+typedef struct {
+    int max_tokens;            /* <= 0: until the context is full */
+    const char *const *stops;  /* stop strings (not printed) */
+    int n_stops;
+    int ignore_eos;            /* keep going past end-of-turn tokens */
+} GenOptions;
+
+typedef struct {
+    int n_tokens;              /* generated (sampled) tokens */
+    int stopped_by;            /* 0 max tokens, 1 end token, 2 stop string, 3 context full, 4 callback */
+    double prompt_s, gen_s;    /* wall time of prompt processing / generation */
+    char *text;                /* the generated text (malloc'd, NUL-terminated; caller frees) */
+    size_t text_len;
+} GenResult;
+
+/* Generate after infer_session_prompt: sample, stream, stop. ids (may be
+ * NULL) receives the generated ids, at most max_ids of them. */
+int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *ctx, int32_t *ids, int max_ids,
+                   GenResult *res, Err *err);
+
+/* Everything a generate/chat run is asked for (the CLI fills it). */
+#define INFER_MAX_STOPS 32
+typedef struct {
+    const char *model, *system, *prompt;
+    int n, threads, ctx, batch, ignore_eos, stats, chat;
+    SamplerOptions so;
+    const char *stops[INFER_MAX_STOPS];
+    int n_stops;
+} InferOptions;
+
+#endif
