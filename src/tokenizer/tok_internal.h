@@ -61,6 +61,7 @@ int tok_add_merge(Tokenizer *t, int32_t l, int32_t r, int32_t out, int32_t rank,
 /* Collect flagged specials into the matching table. */
 int tok_finish_specials(Tokenizer *t, Err *err);
 static inline const TokMerge *tok_merge_find(const Tokenizer *t, int32_t l, int32_t r) {
+    if (t->mmap_cap == 0) return NULL; /* a vocabulary without merges (bytes only) */
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
     uint64_t h = key * 0x9E3779B97F4A7C15ULL;
     size_t mask = t->mmap_cap - 1, i = (size_t)(h >> 20) & mask;
