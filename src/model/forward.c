@@ -209,6 +209,7 @@ int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int 
     const ModelShard *s = &m->shard;
     int rc;
     m->aux_loss = 0.0;
+    a->cur_B = B;
     a->cur_T = T;
     if ((rc = hook(m, -1, 1, err))) return rc;
     if (s->first) {
@@ -269,7 +270,7 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
     Activations *a = &m->act;
     const ModelShard *s = &m->shard;
     const int tp = s->tp_size;
-    const int B = a->B, T = a->T, N = B * T, C = c->d_model;
+    const int B = a->cur_B, T = a->cur_T, N = B * T, C = c->d_model;
     const int D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp, QD = Hq * D, KVD = Hkv * D;
     int rc;
     if (s->last) {
@@ -373,6 +374,7 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
     const int pos0 = kv->len, C = c->d_model;
     if (pos0 + n > kv->ctx)
         return err_set(err, ERR_INVALID, "context full: %d + %d tokens exceed the KV cache of %d", pos0, n, kv->ctx);
+    a->cur_B = 1;
     a->cur_T = n;
     int rc = embed(m, a->embed, tokens, 1, n, pos0, err);
     if (rc) return rc;

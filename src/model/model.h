@@ -137,7 +137,7 @@ size_t config_active_param_count(const Config *c);
 /* ---- activations, planned once ------------------------------------------- */
 typedef struct {
     int B, T;            /* planned batch and sequence */
-    int cur_T;           /* sequence length of the forward in progress */
+    int cur_B, cur_T;    /* shape of the last forward: backward works on it */
     int training;        /* keep what backward needs */
     size_t n_floats;     /* total size of the one activation buffer */
     float *mem;

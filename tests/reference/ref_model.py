@@ -171,16 +171,19 @@ def _moe(c, P, p, x, stats):
     return (w[:, :, None] * picked).sum(1)
 
 
-def aux_loss_per_layer(c, stats):
-    """Switch Transformer load balancing, summed over MoE layers:
-    coef * E * sum_e f_e * P_e with f_e = (slots routed to e) / N (so
-    sum_e f_e = k, as Mixtral counts every slot) and P_e = mean router prob."""
+def aux_loss_per_layer(c, stats, T):
+    """Switch Transformer load balancing per sequence, averaged over the B
+    sequences of the batch and summed over MoE layers (jarip's definition,
+    README "Model config"): coef * E * sum_e f_e * P_e with f_e = (slots of
+    the sequence routed to e) / T (so sum_e f_e = k, as Mixtral counts every
+    slot) and P_e = mean router prob over the sequence's T tokens."""
     E = c["n_expert"]
     total = 0.0
     for probs, topi in stats:
-        N = probs.shape[0]
-        f = F.one_hot(topi, E).to(probs.dtype).sum((0, 1)) / N
-        total = total + c["moe_aux_coef"] * E * (f * probs.mean(0)).sum()
+        B = probs.shape[0] // T
+        p = probs.reshape(B, T, E)
+        f = F.one_hot(topi, E).to(probs.dtype).reshape(B, T, -1, E).sum((1, 2)) / T  # (B, E)
+        total = total + c["moe_aux_coef"] * E * (f * p.mean(1)).sum(1).mean()
     return total
 
 
@@ -217,5 +220,5 @@ def forward(c, P, inp, tgt=None):
     if tgt is None:
         return logits, None, None, None, stats
     ce = F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(-1), ignore_index=-1)
-    aux = aux_loss_per_layer(c, stats) if c["n_expert"] else torch.zeros((), dtype=logits.dtype)
+    aux = aux_loss_per_layer(c, stats, T) if c["n_expert"] else torch.zeros((), dtype=logits.dtype)
     return logits, ce + aux, ce, aux, stats

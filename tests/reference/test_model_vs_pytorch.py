@@ -213,8 +213,12 @@ def compare_config(tool, tmp, name, cfg, B, T, seed):
     check("%s loss" % name, e_loss)
     if c["n_expert"]:
         e_aux = rel_err(res["aux_loss"], float(aux64))
-        hf = float(ref_model.aux_loss_hf_mixtral(c, stats))
-        print("  aux loss jarip %.8f  per-layer ref %.8f (err %.2e); HF-Mixtral all-layers form %.8f%s" % (
+        # Hugging Face's formula applied to each sequence, averaged over the batch
+        Tq = tgt.shape[1]
+        nseq = stats[0][0].shape[0] // Tq
+        hf = sum(float(ref_model.aux_loss_hf_mixtral(c, [(p[b * Tq:(b + 1) * Tq], k[b * Tq:(b + 1) * Tq])
+                                                          for p, k in stats])) for b in range(nseq)) / nseq
+        print("  aux loss jarip %.8f  per-layer ref %.8f (err %.2e); HF-Mixtral all-layers form per sequence %.8f%s" % (
             res["aux_loss"], float(aux64), e_aux, hf,
             " (same: one MoE layer)" if c["n_layer"] == 1 else ""))
         check("%s aux loss" % name, e_aux)
