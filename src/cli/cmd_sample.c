@@ -1,10 +1,12 @@
 /* jarip sample: continue a prompt with a training checkpoint. */
 #include <omp.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "infer/sampler.h"
+#include "tokenizer/tokenizer.h"
 #include "train/train.h"
 
 static void usage(FILE *f) {
@@ -16,11 +18,13 @@ static void usage(FILE *f) {
                "  --top-k K           sample among the K most likely tokens; 0 = off (default 0)\n"
                "  --top-p P           nucleus sampling; 1 = off (default 0.95)\n"
                "  --seed S            sampling seed (default 42)\n"
+               "  --tokenizer FILE    for models trained on token shards: the tokenizer (default:\n"
+               "                      DIR/tokenizer.json, saved by `jarip train --tokenizer`)\n"
                "  --threads N         OpenMP threads (default: all cores)\n");
 }
 
 int cmd_sample(int argc, char **argv) {
-    const char *ckpt_arg = NULL, *prompt = NULL;
+    const char *ckpt_arg = NULL, *prompt = NULL, *tok_path = NULL;
     int n = 200, threads = 0;
     SamplerOptions so;
     sampler_options_default(&so);
@@ -33,6 +37,7 @@ int cmd_sample(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--ckpt")) rc = cli_str(argc, argv, &i, &ckpt_arg);
         else if (!strcmp(a, "--prompt")) rc = cli_str(argc, argv, &i, &prompt);
+        else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &tok_path);
         else if (!strcmp(a, "-n")) rc = cli_int(argc, argv, &i, 0, 1 << 24, &n);
         else if (!strcmp(a, "--temperature")) rc = cli_float(argc, argv, &i, 0, 100, &so.temperature);
         else if (!strcmp(a, "--top-k")) rc = cli_int(argc, argv, &i, 0, 1 << 24, &so.top_k);
@@ -55,11 +60,26 @@ int cmd_sample(int argc, char **argv) {
     int step;
     if (checkpoint_resolve(ckpt_arg, ckpt, sizeof ckpt, &err) || checkpoint_load_config(ckpt, &c, &err))
         return cli_error(1, "%s", err.msg);
-    if (c.vocab_size != 256)
-        return cli_error(1, "%s: vocabulary of %d tokens; sample reads byte-level (256) models, use `jarip export` and `jarip generate` for tokenizer models",
-                         ckpt, c.vocab_size);
+    Tokenizer *tok = NULL;
+    if (c.vocab_size != 256 || tok_path) {
+        char guess[4200];
+        snprintf(guess, sizeof guess, "%s/tokenizer.json", ckpt_arg);
+        if (!tok_path && access(guess, R_OK) != 0)
+            return cli_error(1, "%s: a %d-token model needs its tokenizer: pass --tokenizer FILE", ckpt, c.vocab_size);
+        if (tokenizer_load(&tok, tok_path ? tok_path : guess, &err)) return cli_error(1, "%s", err.msg);
+        if (tokenizer_vocab_size(tok) > c.vocab_size) {
+            tokenizer_free(tok);
+            return cli_error(1, "the tokenizer has %d tokens, the model %d", tokenizer_vocab_size(tok), c.vocab_size);
+        }
+    }
     if (model_create(&m, &c, 0, &err) || checkpoint_load(ckpt, &m, &step, NULL, &err)) return cli_error(1, "%s", err.msg);
-    int plen = (int)strlen(prompt);
+    int32_t *ptoks = NULL;
+    size_t np = 0;
+    if (tok && tokenizer_encode(tok, prompt, strlen(prompt), 1, &ptoks, &np, &err)) {
+        tokenizer_free(tok);
+        return cli_error(1, "%s", err.msg);
+    }
+    int plen = tok ? (int)np : (int)strlen(prompt);
     int ctx = c.context_length;
     int total = plen + n;
     if (total > ctx) total = ctx;
@@ -74,11 +94,12 @@ int cmd_sample(int argc, char **argv) {
         rc = cli_error(1, "%s", err.msg[0] ? err.msg : "out of memory");
         goto done;
     }
-    /* byte-level: an empty prompt starts from a newline, as the data does */
+    /* an empty prompt starts from a newline (byte-level, as the data does)
+     * or from the end-of-text token that separates documents */
     int nt = 0;
-    if (plen == 0) toks[nt++] = '\n';
-    for (int i = 0; i < plen && nt < total; i++) toks[nt++] = (unsigned char)prompt[i];
-    fwrite(prompt, 1, (size_t)plen, stdout);
+    if (plen == 0) toks[nt++] = tok ? (tokenizer_eos_id(tok) >= 0 ? tokenizer_eos_id(tok) : 0) : '\n';
+    for (int i = 0; i < plen && nt < total; i++) toks[nt++] = tok ? ptoks[i] : (unsigned char)prompt[i];
+    fputs(prompt, stdout);
     if (model_forward_cached(&m, &kv, toks, nt, logits, &err)) {
         rc = cli_error(1, "%s", err.msg);
         goto done;
@@ -86,7 +107,14 @@ int cmd_sample(int argc, char **argv) {
     for (int g = 0; g < n && nt < total; g++) {
         int32_t t = sampler_next(&s, &so, logits, toks, nt, (uint64_t)g);
         toks[nt++] = t;
-        fputc(t, stdout);
+        if (tok) {
+            if (t == tokenizer_eos_id(tok)) break;
+            size_t len = 0;
+            const uint8_t *bytes = tokenizer_token_bytes(tok, t, &len);
+            if (bytes) fwrite(bytes, 1, len, stdout);
+        } else {
+            fputc(t, stdout);
+        }
         fflush(stdout);
         if (nt >= total) break;
         if (model_forward_cached(&m, &kv, &t, 1, logits, &err)) {
@@ -96,6 +124,8 @@ int cmd_sample(int argc, char **argv) {
     }
     fputc('\n', stdout);
 done:
+    free(ptoks);
+    tokenizer_free(tok);
     free(toks);
     free(logits);
     sampler_free(&s);

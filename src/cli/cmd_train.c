@@ -7,6 +7,7 @@
 #include "dist/launch.h"
 #include "model_arg.h"
 #include "plan/plan.h"
+#include "tokenizer/tokenizer.h"
 #include "train/parallel.h"
 #include "train/train.h"
 
@@ -37,7 +38,9 @@ static void usage(FILE *f) {
             "  --save-every N      checkpoint every N steps; 0 = only at the end (default 500)\n"
             "  --keep N            checkpoints kept in DIR (default 2)\n"
             "  --threads N         OpenMP threads (default: all cores)\n"
-            "  --quiet             no progress line\n\n"
+            "  --quiet             no progress line\n"
+            "  --tokenizer FILE    the tokenizer of shard data: saved as DIR/tokenizer.json for\n"
+            "                      `jarip sample` and `jarip export`\n\n"
             "parallel runs (start with mpirun -np N; rank 0 alone prints, logs and saves):\n"
             "  --tp T              tensor parallel: heads, FFN columns and vocabulary over T ranks\n"
             "  --pp P              pipeline parallel: layers over P stages, 1F1B micro-batch schedule\n"
@@ -54,7 +57,7 @@ static void usage(FILE *f) {
 int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
-    const char *preset = NULL, *config = NULL, *resume = NULL;
+    const char *preset = NULL, *config = NULL, *resume = NULL, *tok_path = NULL;
     int threads = 0, steps_set = 0, tp = 1, pp = 1, ep = 1, zero = 0, dry_run = 0;
     /* flags given on a resume override the saved ones only where allowed */
     for (int i = 1; i < argc; i++) {
@@ -88,6 +91,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, &i, 1, 1000, &o.keep);
         else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, &i, 1, 1024, &threads);
         else if (!strcmp(a, "--quiet")) o.quiet = 1;
+        else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &tok_path);
         else if (!strcmp(a, "--tp")) rc = cli_int(argc, argv, &i, 1, 4096, &tp);
         else if (!strcmp(a, "--pp")) rc = cli_int(argc, argv, &i, 1, 4096, &pp);
         else if (!strcmp(a, "--ep")) rc = cli_int(argc, argv, &i, 1, 64, &ep);
@@ -143,6 +147,17 @@ int cmd_train(int argc, char **argv) {
             goto out;
         }
         if (lead && mkdir_p(o.out, &err)) goto fail;
+        if (lead && tok_path) { /* the run keeps its tokenizer for sample and export */
+            Tokenizer *tok = NULL;
+            char dst[4200];
+            snprintf(dst, sizeof dst, "%s/tokenizer.json", o.out);
+            int bad = tokenizer_load(&tok, tok_path, &err) || tokenizer_save_json(tok, dst, &err);
+            if (!bad && tokenizer_vocab_size(tok) > c.vocab_size)
+                bad = err_set(&err, ERR_INVALID, "the tokenizer has %d tokens but the model's vocab_size is %d",
+                              tokenizer_vocab_size(tok), c.vocab_size);
+            tokenizer_free(tok);
+            if (bad) goto fail;
+        }
     }
     ModelShard shard;
     if (parallel_init(&par, world, tp, pp, ep, zero, &err)) goto fail;
