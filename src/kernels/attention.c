@@ -9,8 +9,15 @@
 #include <omp.h>
 #include <stdlib.h>
 
+static void attention_one_query(float *out, const float *q, const float *k, const float *v, int B, int S, int pos0,
+                                int Hq, int Hkv, int D);
+
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
                        int S, int pos0, int Hq, int Hkv, int D) {
+    if (T == 1 && !att && pos0 < 16384) { /* inference decoding step (training always keeps att) */
+        attention_one_query(out, q, k, v, B, S, pos0, Hq, Hkv, D);
+        return;
+    }
     const int group = Hq / Hkv, qs = Hq * D, ks = Hkv * D;
     const int Sv = pos0 + T; /* keys visible to the last query */
     const float scale = 1.0f / sqrtf((float)D);
@@ -87,4 +94,47 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
             }
         }
     free(scratch);
+}
+
+/* Decoding: one query per sequence against pos0 + 1 cached keys. At T = 1
+ * the GEMM calls and the scratch allocation of the general path cost more
+ * than the work, so each head is two plain loops over the cache (scores,
+ * then the probability-weighted sum of values), in a stack buffer. Threads
+ * split the heads only when the context is long enough to pay for them. */
+static void attention_one_query(float *out, const float *q, const float *k, const float *v, int B, int S, int pos0,
+                                int Hq, int Hkv, int D) {
+    const int group = Hq / Hkv, qs = Hq * D, ks = Hkv * D, Sv = pos0 + 1;
+    const float scale = 1.0f / sqrtf((float)D);
+    const int par = (double)B * Hq * Sv * D > 131072.0 && !omp_in_parallel();
+#pragma omp parallel for collapse(2) schedule(static) if (par)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < Hq; h++) {
+            float p[Sv];
+            const float *qh = q + (size_t)b * qs + h * D;
+            const float *kh = k + (size_t)b * S * ks + (h / group) * D;
+            const float *vh = v + (size_t)b * S * ks + (h / group) * D;
+            float *o = out + (size_t)b * qs + h * D;
+            float mx = -INFINITY;
+            for (int s = 0; s < Sv; s++) {
+                const float *ks_ = kh + (size_t)s * ks;
+                float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                for (int d = 0; d < D; d++) dot += qh[d] * ks_[d];
+                p[s] = dot * scale;
+                mx = p[s] > mx ? p[s] : mx;
+            }
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int s = 0; s < Sv; s++) {
+                p[s] = fast_expf(p[s] - mx);
+                sum += p[s];
+            }
+            const float inv = 1.0f / sum;
+            for (int d = 0; d < D; d++) o[d] = 0.0f;
+            for (int s = 0; s < Sv; s++) {
+                const float *vs = vh + (size_t)s * ks, w = p[s] * inv;
+#pragma omp simd
+                for (int d = 0; d < D; d++) o[d] += w * vs[d];
+            }
+        }
 }

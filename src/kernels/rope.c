@@ -5,7 +5,7 @@
 
 static void rope_apply(float *x, int B, int T, int H, int D, int pos0, float theta, int neox, float sign) {
     int half = D / 2;
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if (B * T > 1) /* a decoding step is too small to fork for */
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float cs[512], sn[512]; /* D <= 1024 checked by config use; half fits */
