@@ -56,10 +56,9 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
 }
 
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                        const float *k, const float *v, int B, int T, int Hq, int Hkv, int D) {
+                        const float *k, const float *v, int B, int T, int Hq, int Hkv, int D, float *scratch) {
     const int group = Hq / Hkv, qs = Hq * D, ks = Hkv * D;
     const float scale = 1.0f / sqrtf((float)D);
-    float *scratch = malloc((size_t)omp_get_max_threads() * T * T * sizeof(float));
     /* One task per (batch, kv head): the query heads of a group all add into
      * the same dk/dv rows, so they run in order inside one task. */
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
@@ -93,7 +92,6 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                 gemm_f32(1, 0, T, D, T, 1.0f, dP, T, qh, qs, 1.0f, dkk, ks);
             }
         }
-    free(scratch);
 }
 
 /* Decoding: one query per sequence against pos0 + 1 cached keys. At T = 1

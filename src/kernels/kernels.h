@@ -85,10 +85,11 @@ void rope_backward(float *dx, int B, int T, int H, int D, int pos0, float theta,
  * out (B,T,Hq*D)     query head h reads kv head h / (Hq/Hkv). */
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        int B, int T, int S, int pos0, int Hq, int Hkv, int D);
-/* Training only (pos0 = 0, S = T). dq, dk, dv are accumulated. */
+/* Training only (pos0 = 0, S = T). dq, dk, dv are accumulated. scratch:
+ * (omp_get_max_threads(), T, T) floats, planned by the caller. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att,
                         const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv,
-                        int D);
+                        int D, float *scratch);
 
 /* ---- loss ---------------------------------------------------------------- */
 /* Softmax cross-entropy per row of logits (N,V). targets < 0 are ignored.

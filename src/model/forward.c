@@ -136,8 +136,7 @@ static int ce_forward_tp(Model *m, const int32_t *targets, int N, double *mean, 
     Activations *a = &m->act;
     const int Vl = (int)m->lm_head->shape[0], v0 = (int)m->lm_head->start[0], tp = m->shard.tp_size;
     float *mx = a->ce_max, *sum = a->ce_sum, *zt = a->losses;
-    float *all = malloc((size_t)N * tp * sizeof(float));
-    if (!all) return err_set(err, ERR_NOMEM, "out of memory");
+    float *all = a->ce_gather; /* (tp, N) */
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         const float *z = a->logits + (size_t)i * Vl;
@@ -146,13 +145,9 @@ static int ce_forward_tp(Model *m, const int32_t *targets, int N, double *mean, 
         mx[i] = v;
     }
     int rc = comm_allgather(m->shard.tp, mx, all, (size_t)N, err);
-    if (rc) {
-        free(all);
-        return rc;
-    }
+    if (rc) return rc;
     for (int i = 0; i < N; i++)
         for (int r = 0; r < tp; r++) mx[i] = all[(size_t)r * N + i] > mx[i] ? all[(size_t)r * N + i] : mx[i];
-    free(all);
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         const float *z = a->logits + (size_t)i * Vl;
@@ -306,7 +301,8 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         memset(a->d_q, 0, (size_t)N * QD * sizeof(float));
         memset(a->d_k, 0, (size_t)N * KVD * sizeof(float));
         memset(a->d_v, 0, (size_t)N * KVD * sizeof(float));
-        attention_backward(a->d_q, a->d_k, a->d_v, a->d_atty, a->att[l], a->q[l], a->k[l], a->v[l], B, T, Hq, Hkv, D);
+        attention_backward(a->d_q, a->d_k, a->d_v, a->d_atty, a->att[l], a->q[l], a->k[l], a->v[l], B, T, Hq, Hkv, D,
+                           a->d_att);
         if (c->pos == POS_ROPE) {
             rope_backward(a->d_q, B, T, Hq, D, 0, c->rope_theta, c->rope_neox);
             rope_backward(a->d_k, B, T, Hkv, D, 0, c->rope_theta, c->rope_neox);

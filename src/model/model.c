@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,7 +143,7 @@ static float *bump(Bump *b, size_t n) {
 }
 
 /* ep > 1: a rank's experts may receive rows from every rank of its group. */
-static void plan_walk(Activations *a, const Config *c, int ep, int B, int T, int training, Bump *b) {
+static void plan_walk(Activations *a, const Config *c, int ep, int tp, int B, int T, int training, Bump *b) {
     const size_t N = (size_t)B * T, C = c->d_model, V = c->vocab_size, F = c->d_ff;
     const size_t QD = (size_t)c->n_head * c->head_dim, KVD = (size_t)c->n_kv_head * c->head_dim;
     const size_t E = c->n_expert, K = (E ? (size_t)c->n_expert_active : 1) * (size_t)ep;
@@ -193,6 +194,7 @@ static void plan_walk(Activations *a, const Config *c, int ep, int B, int T, int
     a->losses = bump(b, N);
     a->ce_max = bump(b, N);
     a->ce_sum = bump(b, N);
+    a->ce_gather = tp > 1 ? bump(b, N * (size_t)tp) : NULL;
     if (E) {
         const size_t Ka = K / (size_t)ep;
         a->moe_x = bump(b, N * Ka * C);
@@ -213,7 +215,7 @@ static void plan_walk(Activations *a, const Config *c, int ep, int B, int T, int
         a->d_k = bump(b, N * KVD);
         a->d_v = bump(b, N * KVD);
         a->d_atty = bump(b, N * QD);
-        a->d_att = NULL; /* attention backward keeps its (T,T) scratch per thread */
+        a->d_att = bump(b, (size_t)omp_get_max_threads() * T * T);
         a->d_ffn_h = bump(b, N * K * F);
         a->d_ffn_g = swiglu ? bump(b, N * K * F) : NULL;
         a->d_ffn_a = bump(b, N * K * F);
@@ -260,7 +262,7 @@ size_t model_activation_bytes(const Config *c, int B, int T, int training) {
     memset(&a, 0, sizeof a);
     if (!activations_arrays(&a, c->n_layer)) return 0;
     Bump b = {NULL, 0};
-    plan_walk(&a, c, 1, B, T, training, &b);
+    plan_walk(&a, c, 1, 1, B, T, training, &b);
     model_activations_free(&a);
     return b.off * sizeof(float);
 }
@@ -276,7 +278,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     Activations *a = &m->act;
     if (!activations_arrays(a, c->n_layer)) return err_set(err, ERR_NOMEM, "out of memory");
     Bump b = {NULL, 0};
-    plan_walk(a, c, m->shard.ep_size, B, T, training, &b);
+    plan_walk(a, c, m->shard.ep_size, m->shard.tp_size, B, T, training, &b);
     a->mem = xalloc(b.off * sizeof(float), err);
     if (!a->mem) {
         model_activations_free(a);
@@ -284,7 +286,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     }
     b.base = a->mem;
     b.off = 0;
-    plan_walk(a, c, m->shard.ep_size, B, T, training, &b);
+    plan_walk(a, c, m->shard.ep_size, m->shard.tp_size, B, T, training, &b);
     a->B = B;
     a->T = T;
     a->training = training;

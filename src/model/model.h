@@ -163,10 +163,11 @@ typedef struct {
     float *logits;                         /* (B,T,V) */
     float *losses;                         /* (B,T) */
     float *ce_max, *ce_sum;                /* (B,T) vocabulary-parallel softmax statistics */
+    float *ce_gather;                      /* (tp, B,T) row maxima of every tp rank */
     /* backward scratch */
     float *d_res, *d_tmp, *d_ln;           /* (B,T,C) each */
     float *d_q, *d_k, *d_v, *d_atty;       /* like q, k, v, atty */
-    float *d_att;                          /* (B,Hq,T,T) */
+    float *d_att;                          /* (threads, T, T) attention backward scratch */
     float *d_ffn_h, *d_ffn_g, *d_ffn_a;    /* like ffn_* of one layer */
     float *moe_x, *moe_dy;                 /* (B*T*k, C) gathered inputs / output grads */
     float *moe_recv, *moe_xe, *moe_ye, *moe_dxe; /* (B*T*k*ep, C) expert-parallel exchange (ep > 1) */
