@@ -6,16 +6,7 @@
 #include <math.h>
 #include <unistd.h>
 
-static int failures;
-#define CHECK(c, ...)                                                        \
-    do {                                                                     \
-        if (!(c)) {                                                          \
-            failures++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
+#include "check.h"
 
 /* Open a copy in an exact-size heap buffer (so ASan sees any overread). */
 static int open_copy(const void *d, size_t n, GGUFFile **g, void **hold, Err *e) {

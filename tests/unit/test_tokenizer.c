@@ -8,16 +8,7 @@
 #include "io/gguf.h"
 #include "tokenizer/tokenizer.h"
 
-static int failures;
-#define CHECK(c, ...)                                                  \
-    do {                                                               \
-        if (!(c)) {                                                    \
-            failures++;                                                \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);       \
-            fprintf(stderr, __VA_ARGS__);                              \
-            fputc('\n', stderr);                                       \
-        }                                                              \
-    } while (0)
+#include "check.h"
 
 static char fixdir[900], rootdir[800];
 
