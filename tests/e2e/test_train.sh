@@ -49,3 +49,8 @@ pass "sample: $out1"
 "$JARIP" info --preset gpt2-xl | grep -qx "parameters: 1557611200" || fail "gpt2-xl parameter count"
 "$JARIP" info --preset smollm2-135m | grep -qx "parameters: 134515008" || fail "smollm2-135m parameter count"
 pass "info"
+
+# 5. --dry-run: every rank's shapes without allocating, even for 405B.
+"$JARIP" train --preset llama3-405b --dry-run --tp 8 --pp 9 | grep -q "^rank 71 of 72" || fail "dry run of 405B"
+"$JARIP" train --preset gpt2-tiny --dry-run --tp 2 | grep -q "local shape" || fail "dry run prints shapes"
+pass "train --dry-run"
