@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# jarip generate / chat / bench infer from the command line: help, bad input
+# (one-line errors, no crash), and, when the SmolLM2 model is present
+# (scripts/fetch_smollm2.sh), real answers: greedy generate is repeatable,
+# prints only the generated text, honours -n and --stop; chat answers
+# several turns, /reset, /exit; bench infer prints pp/tg/RSS.
+source "$(dirname "$0")/lib.sh"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+MODEL="${JARIP_SMOLLM2:-$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+
+expect_error() {
+  local want=$1; shift; shift
+  set +e
+  "$@" > "$WORK/out" 2> "$WORK/err"
+  local rc=$?
+  set -e
+  [ $rc -ne 0 ] || fail "expected failure: $*"
+  [ $rc -lt 128 ] || fail "crashed with signal $((rc - 128)): $*"
+  [ "$(wc -l < "$WORK/err")" -eq 1 ] || { cat "$WORK/err" >&2; fail "expected one line on stderr: $*"; }
+  grep -qi -- "$want" "$WORK/err" || fail "error for '$*' should mention '$want': $(cat "$WORK/err")"
+  echo "ok: $(cat "$WORK/err")"
+}
+
+for c in generate chat; do
+  "$JARIP" $c --help | grep -q -- "--temperature" || fail "$c --help lacks the sampling flags"
+done
+"$JARIP" bench infer --help | grep -q "pp" || fail "bench infer --help"
+pass "help"
+
+expect_error "required" -- "$JARIP" generate --prompt hi
+expect_error "--prompt" -- "$JARIP" generate --model "$WORK/none.gguf"
+expect_error "cannot open\|no such\|not found" -- "$JARIP" generate --model "$WORK/none.gguf" --prompt hi
+expect_error "unknown flag" -- "$JARIP" chat --model x --bogus
+expect_error "temperature" -- "$JARIP" generate --model x --prompt hi --temperature -1
+expect_error "top-p" -- "$JARIP" generate --model x --prompt hi --top-p 2
+head -c 4096 /dev/urandom > "$WORK/junk.gguf"
+expect_error "junk.gguf\|gguf" -- "$JARIP" generate --model "$WORK/junk.gguf" --prompt hi
+printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' > "$WORK/empty.gguf"
+expect_error "architecture" -- "$JARIP" generate --model "$WORK/empty.gguf" --prompt hi
+
+if [ ! -f "$MODEL" ]; then
+  echo "SKIP: $MODEL is absent (scripts/fetch_smollm2.sh); real-model checks not run"
+  exit 0
+fi
+
+G=("$JARIP" generate --model "$MODEL" --temperature 0 --threads 2)
+"${G[@]}" --chat --prompt "What is 2+2?" -n 24 > "$WORK/a" 2> "$WORK/ae"
+"${G[@]}" --chat --prompt "What is 2+2?" -n 24 > "$WORK/b" 2> /dev/null
+[ -s "$WORK/a" ] || fail "no text generated: $(cat "$WORK/ae")"
+cmp -s "$WORK/a" "$WORK/b" || fail "greedy generation is not repeatable"
+[ ! -s "$WORK/ae" ] || fail "generate wrote to stderr: $(cat "$WORK/ae")"
+grep -q "4" "$WORK/a" || fail "2+2 answer lacks 4: $(cat "$WORK/a")"
+pass "generate --chat: $(cat "$WORK/a")"
+
+# a raw continuation of exactly -n tokens, and --stop cuts before the stop string
+"${G[@]}" --prompt "The days of the week are Monday, Tuesday," -n 12 --ignore-eos --stats > "$WORK/c" 2> "$WORK/ce"
+grep -q "generated: 12 tokens" "$WORK/ce" || fail "-n 12: $(cat "$WORK/ce")"
+grep -q "Wednesday" "$WORK/c" || fail "continuation: $(cat "$WORK/c")"
+"${G[@]}" --prompt "The days of the week are Monday, Tuesday," -n 12 --ignore-eos --stop "Thursday" > "$WORK/d"
+grep -q "Thursday" "$WORK/d" && fail "--stop string printed: $(cat "$WORK/d")"
+case "$(cat "$WORK/c")" in "$(cat "$WORK/d")"*) ;; *) fail "--stop output is not a prefix: $(cat "$WORK/d")";; esac
+pass "generate -n / --stop: $(cat "$WORK/d")"
+
+# sampling with a seed is repeatable; another seed may differ but still runs
+S=("$JARIP" generate --model "$MODEL" --threads 2 --prompt "Once upon a time" -n 16 --temperature 0.9 --top-k 40 --top-p 0.9 --min-p 0.02 --repeat-penalty 1.1 --frequency-penalty 0.2 --presence-penalty 0.1)
+"${S[@]}" --seed 7 > "$WORK/s1"
+"${S[@]}" --seed 7 > "$WORK/s2"
+cmp -s "$WORK/s1" "$WORK/s2" || fail "seeded sampling is not repeatable"
+pass "seeded sampling: $(cat "$WORK/s1")"
+
+printf 'My name is Ada.\nWhat is my name?\n/reset\nHi\n/exit\nnever read\n' |
+  "$JARIP" chat --model "$MODEL" --temperature 0 -n 32 --threads 2 > "$WORK/chat" 2> "$WORK/chate"
+[ "$(grep -c . "$WORK/chat")" -ge 3 ] || fail "chat gave fewer than 3 answers: $(cat "$WORK/chat") $(cat "$WORK/chate")"
+# the first answer is what generate --chat says to the same message
+"${G[@]}" --chat --prompt "My name is Ada." -n 32 > "$WORK/first"
+[ "$(head -1 "$WORK/chat")" = "$(cat "$WORK/first")" ] || fail "chat's first answer differs from generate --chat: $(head -1 "$WORK/chat") vs $(cat "$WORK/first")"
+# after /reset the conversation starts over: "Hi" alone answers as in a fresh generate --chat
+"${G[@]}" --chat --prompt "Hi" -n 32 > "$WORK/hi"
+[ "$(sed -n 3p "$WORK/chat")" = "$(cat "$WORK/hi")" ] || fail "/reset did not start over: $(sed -n 3p "$WORK/chat") vs $(cat "$WORK/hi")"
+pass "chat: $(tr '\n' '|' < "$WORK/chat")"
+
+"$JARIP" bench infer --model "$MODEL" --threads 2 -p 32 -n 8 -r 1 > "$WORK/bench"
+grep -q "^pp32: " "$WORK/bench" && grep -q "^tg8: " "$WORK/bench" && grep -q "^peak_rss_mib: " "$WORK/bench" || fail "bench infer: $(cat "$WORK/bench")"
+pass "bench infer: $(tr '\n' ' ' < "$WORK/bench")"
