@@ -97,11 +97,16 @@ def render(llm, messages):
     return fmt(messages=messages).prompt
 
 
+def last_logits(llm):
+    """Logits of the last evaluated token (the only output row when logits_all is off)."""
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float32).copy()
+
+
 def greedy(llm, ids):
     """Prompt, then 64 argmax tokens; logits of the last prompt position and margins."""
     llm.reset()
     llm.eval(ids)
-    first = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    first = last_logits(llm)
     out, margins = [], []
     logits = first
     for _ in range(N_GEN):
@@ -110,7 +115,7 @@ def greedy(llm, ids):
         t = int(np.argmax(logits))
         out.append(t)
         llm.eval([t])
-        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        logits = last_logits(llm)
     return first, out, margins
 
 
