@@ -72,11 +72,20 @@ int cmd_sample(int argc, char **argv) {
             return cli_error(1, "the tokenizer has %d tokens, the model %d", tokenizer_vocab_size(tok), c.vocab_size);
         }
     }
-    if (model_create(&m, &c, 0, &err) || checkpoint_load(ckpt, &m, &step, NULL, &err)) return cli_error(1, "%s", err.msg);
+    if (model_create(&m, &c, 0, &err)) {
+        tokenizer_free(tok);
+        return cli_error(1, "%s", err.msg);
+    }
+    if (checkpoint_load(ckpt, &m, &step, NULL, &err)) {
+        model_free(&m);
+        tokenizer_free(tok);
+        return cli_error(1, "%s", err.msg);
+    }
     int32_t *ptoks = NULL;
     size_t np = 0;
     if (tok && tokenizer_encode(tok, prompt, strlen(prompt), 1, &ptoks, &np, &err)) {
         tokenizer_free(tok);
+        model_free(&m);
         return cli_error(1, "%s", err.msg);
     }
     int plen = tok ? (int)np : (int)strlen(prompt);

@@ -178,6 +178,7 @@ int cmd_train(int argc, char **argv) {
         int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, mbatch = o.micro_batch;
         const char *data = o.data;
         o = saved;
+        if (saved.data == saved.data_saved) o.data = o.data_saved; /* the copy owns its path */
         o.out = resume;
         o.quiet = quiet;
         o.stop_after = stop_after;

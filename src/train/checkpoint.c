@@ -231,7 +231,10 @@ static int read_state(const char *path, int *step, TrainOptions *o, Err *err) {
         json_t *v = json_object_get(s, "seed");
         if (json_is_integer(v)) o->seed = (uint64_t)json_integer_value(v);
         v = json_object_get(s, "data");
-        if (json_is_string(v) && json_string_value(v)[0]) o->data = strdup(json_string_value(v));
+        if (json_is_string(v) && json_string_value(v)[0]) {
+            snprintf(o->data_saved, sizeof o->data_saved, "%s", json_string_value(v));
+            o->data = o->data_saved;
+        }
     }
     json_decref(s);
     return 0;

@@ -10,6 +10,7 @@
 
 typedef struct {
     const char *data;     /* text file or shard directory */
+    char data_saved[4096]; /* storage for the path read back from a checkpoint */
     const char *out;      /* run directory */
     int steps;            /* total optimizer steps of the run */
     int stop_after;       /* stop this invocation after N steps (0 = run to the end) */
