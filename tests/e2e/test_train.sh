@@ -51,6 +51,8 @@ pass "sample: $out1"
 pass "info"
 
 # 5. --dry-run: every rank's shapes without allocating, even for 405B.
-"$JARIP" train --preset llama3-405b --dry-run --tp 8 --pp 9 | grep -q "^rank 71 of 72" || fail "dry run of 405B"
-"$JARIP" train --preset gpt2-tiny --dry-run --tp 2 | grep -q "local shape" || fail "dry run prints shapes"
+"$JARIP" train --preset llama3-405b --dry-run --tp 8 --pp 9 > "$WORK/dry.txt"
+grep -q "^rank 71 of 72" "$WORK/dry.txt" || fail "dry run of 405B"
+"$JARIP" train --preset gpt2-tiny --dry-run --tp 2 > "$WORK/dry.txt"
+grep -q "local shape" "$WORK/dry.txt" || fail "dry run prints shapes"
 pass "train --dry-run"
