@@ -36,16 +36,9 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
             for (int t = 0; t < T; t++) {
                 float *p = P + (size_t)t * ldp;
                 int last = pos0 + t; /* causal: keys 0..last */
-                float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-                for (int s = 0; s <= last; s++) mx = p[s] > mx ? p[s] : mx;
-                float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                for (int s = 0; s <= last; s++) {
-                    p[s] = fast_expf(p[s] - mx);
-                    sum += p[s];
-                }
+                float sum = vec_exp_sum(p, p, vec_max(p, last + 1), 1.0f, last + 1);
                 float inv = 1.0f / sum;
+#pragma omp simd
                 for (int s = 0; s <= last; s++) p[s] *= inv;
                 for (int s = last + 1; s < ldp; s++) p[s] = 0.0f;
             }
@@ -121,12 +114,7 @@ static void attention_one_query(float *out, const float *q, const float *k, cons
                 p[s] = dot * scale;
                 mx = p[s] > mx ? p[s] : mx;
             }
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int s = 0; s < Sv; s++) {
-                p[s] = fast_expf(p[s] - mx);
-                sum += p[s];
-            }
+            float sum = vec_exp_sum(p, p, mx, 1.0f, Sv);
             const float inv = 1.0f / sum;
             for (int d = 0; d < D; d++) o[d] = 0.0f;
             for (int s = 0; s < Sv; s++) {

@@ -93,13 +93,15 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
 
 /* ---- loss ---------------------------------------------------------------- */
 /* Softmax cross-entropy per row of logits (N,V). targets < 0 are ignored.
- * losses (N) gets each row's loss (0 for ignored). Returns the mean over
+ * losses (N) gets each row's loss (0 for ignored); lse (N), when not NULL,
+ * each counted row's log-sum-exp for the backward. Returns the mean over
  * counted rows (0 if none); *count gets their number. */
-double crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V,
+double crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V,
                             int *count);
 /* dlogits (N,V) = (softmax - onehot) * scale for counted rows, 0 otherwise.
- * Overwrites dlogits (it may alias logits to save memory). */
-void crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V,
+ * lse: the forward's log-sum-exp per row, or NULL to recompute it. Overwrites
+ * dlogits (it may alias logits to save memory). */
+void crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets, int N, int V,
                            float scale);
 
 /* ---- optimizer --------------------------------------------------------------- */

@@ -2,10 +2,12 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "vmath.h"
 
-double crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V, int *count) {
+double crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N, int V,
+                            int *count) {
     double total = 0.0;
     int n = 0;
 #pragma omp parallel for reduction(+ : total, n)
@@ -15,14 +17,11 @@ double crossentropy_forward(float *losses, const float *logits, const int32_t *t
             continue;
         }
         const float *l = logits + (size_t)i * V;
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < V; j++) sum += fast_expf(l[j] - mx);
-        float loss = (float)(log(sum) + mx - l[targets[i]]);
+        float mx = vec_max(l, V);
+        float lse_i = (float)log(vec_exp_sum(NULL, l, mx, 1.0f, V)) + mx;
+        float loss = lse_i - l[targets[i]];
         if (losses) losses[i] = loss;
+        if (lse) lse[i] = lse_i;
         total += loss;
         n++;
     }
@@ -30,25 +29,26 @@ double crossentropy_forward(float *losses, const float *logits, const int32_t *t
     return n ? total / n : 0.0;
 }
 
-void crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V, float scale) {
+void crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets, int N, int V,
+                           float scale) {
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         const float *l = logits + (size_t)i * V;
         float *d = dlogits + (size_t)i * V;
         if (targets[i] < 0) {
-            for (int j = 0; j < V; j++) d[j] = 0.0f;
+            memset(d, 0, (size_t)V * sizeof(float));
             continue;
         }
-        float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-        for (int j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int j = 0; j < V; j++) sum += fast_expf(l[j] - mx);
-        float k = scale / sum;
+        /* softmax = exp(l - lse): one pass when the forward kept lse */
+        float shift;
+        if (lse) {
+            shift = lse[i];
+        } else {
+            float mx = vec_max(l, V);
+            shift = (float)log(vec_exp_sum(NULL, l, mx, 1.0f, V)) + mx;
+        }
         int tgt = targets[i];
-#pragma omp simd
-        for (int j = 0; j < V; j++) d[j] = fast_expf(l[j] - mx) * k;
+        vec_exp_sum(d, l, shift, scale, V);
         d[tgt] -= scale;
     }
 }

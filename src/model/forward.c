@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/quant.h"
+#include "kernels/vmath.h"
 #include "model_internal.h"
 
 
@@ -139,10 +140,7 @@ static int ce_forward_tp(Model *m, const int32_t *targets, int N, double *mean, 
     float *all = a->ce_gather; /* (tp, N) */
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
-        const float *z = a->logits + (size_t)i * Vl;
-        float v = -INFINITY;
-        for (int j = 0; j < Vl; j++) v = z[j] > v ? z[j] : v;
-        mx[i] = v;
+        mx[i] = vec_max(a->logits + (size_t)i * Vl, Vl);
     }
     int rc = comm_allgather(m->shard.tp, mx, all, (size_t)N, err);
     if (rc) return rc;
@@ -151,9 +149,7 @@ static int ce_forward_tp(Model *m, const int32_t *targets, int N, double *mean, 
 #pragma omp parallel for
     for (int i = 0; i < N; i++) {
         const float *z = a->logits + (size_t)i * Vl;
-        double s = 0.0;
-        for (int j = 0; j < Vl; j++) s += expf(z[j] - mx[i]);
-        sum[i] = (float)s;
+        sum[i] = vec_exp_sum(NULL, z, mx[i], 1.0f, Vl);
         int t = targets[i] - v0;
         zt[i] = (targets[i] >= 0 && t >= 0 && t < Vl) ? z[t] : 0.0f;
     }
@@ -184,8 +180,7 @@ static void ce_backward_tp(Model *m, const int32_t *targets, int N, float scale)
             memset(z, 0, (size_t)Vl * sizeof(float));
             continue;
         }
-        float inv = 1.0f / a->ce_sum[i], mx = a->ce_max[i];
-        for (int j = 0; j < Vl; j++) z[j] = expf(z[j] - mx) * inv * scale;
+        vec_exp_sum(z, z, a->ce_max[i], scale / a->ce_sum[i], Vl);
         int t = targets[i] - v0;
         if (t >= 0 && t < Vl) z[t] -= scale;
     }
@@ -247,7 +242,7 @@ int model_stage_loss(Model *m, const int32_t *targets, int B, int T, double *los
         int rc = ce_forward_tp(m, targets, N, &ce, &count, err);
         if (rc) return rc;
     } else {
-        ce = crossentropy_forward(a->losses, a->logits, targets, N, V, &count);
+        ce = crossentropy_forward(a->losses, a->ce_max, a->logits, targets, N, V, &count);
     }
     *loss = ce;
     return 0;
@@ -277,7 +272,7 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         if (tp > 1)
             ce_backward_tp(m, targets, N, scale);
         else
-            crossentropy_backward(a->logits, a->logits, targets, N, Vl, scale);
+            crossentropy_backward(a->logits, a->logits, a->ce_max, targets, N, Vl, scale);
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
         matmul_backward(a->d_ln, m->lm_head->grad, NULL, a->logits, a->lnf, F(m->lm_head), N, Vl, C);
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;

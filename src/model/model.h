@@ -162,7 +162,8 @@ typedef struct {
     float *lnf, *lnf_mean, *lnf_rstd;      /* (B,T,C), (B,T), (B,T) */
     float *logits;                         /* (B,T,V) */
     float *losses;                         /* (B,T) */
-    float *ce_max, *ce_sum;                /* (B,T) vocabulary-parallel softmax statistics */
+    float *ce_max, *ce_sum;                /* (B,T) softmax statistics for the backward: row max and
+                                              exp-sum (vocab-parallel), or log-sum-exp in ce_max (one rank) */
     float *ce_gather;                      /* (tp, B,T) row maxima of every tp rank */
     /* backward scratch */
     float *d_res, *d_tmp, *d_ln;           /* (B,T,C) each */
