@@ -11,6 +11,10 @@
 #define ACT_CHUNK 4096
 
 #ifdef VMATH_AVX2
+static inline __m256 sigmoid_avx2(__m256 g) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+}
 static inline __m256 gelu_inner_avx2(__m256 v) { /* sqrt(2/pi) (v + 0.044715 v^3) */
     __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
     return _mm256_mul_ps(_mm256_set1_ps(GELU_K), _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
@@ -70,10 +74,9 @@ void swiglu_forward(float *out, const float *g, const float *u, size_t n) {
     for (size_t c = 0; c < n; c += ACT_CHUNK) {
         size_t i = c, end = c + ACT_CHUNK < n ? c + ACT_CHUNK : n;
 #ifdef VMATH_AVX2
-        const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
         for (; i + 8 <= end; i += 8) {
             __m256 gv = _mm256_loadu_ps(g + i);
-            __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(zero, gv))));
+            __m256 s = sigmoid_avx2(gv);
             _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(gv, s), _mm256_loadu_ps(u + i)));
         }
 #endif
@@ -89,10 +92,10 @@ void swiglu_backward(float *dg, float *du, const float *g, const float *u, const
     for (size_t c = 0; c < n; c += ACT_CHUNK) {
         size_t i = c, end = c + ACT_CHUNK < n ? c + ACT_CHUNK : n;
 #ifdef VMATH_AVX2
-        const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+        const __m256 one = _mm256_set1_ps(1.0f);
         for (; i + 8 <= end; i += 8) {
             __m256 gv = _mm256_loadu_ps(g + i), uv = _mm256_loadu_ps(u + i), dv = _mm256_loadu_ps(dout + i);
-            __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(zero, gv))));
+            __m256 s = sigmoid_avx2(gv);
             __m256 silu = _mm256_mul_ps(gv, s);
             /* d silu/dg = s (1 + g (1 - s)) */
             __m256 ds = _mm256_mul_ps(s, _mm256_fmadd_ps(gv, _mm256_sub_ps(one, s), one));

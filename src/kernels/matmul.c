@@ -5,6 +5,7 @@
 
 #include <dnnl.h>
 #include <omp.h>
+#include <string.h>
 
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
@@ -16,7 +17,14 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const fl
 int matmul_forward(float *out, const float *inp, const void *W, int wtype, const float *bias, int M, int N,
                    int K) {
     if (wtype == DT_F32) {
-        gemm_f32(0, 1, M, N, K, 1.0f, inp, K, (const float *)W, K, 0.0f, out, N);
+        /* the bias goes in first and the GEMM accumulates onto it (beta 1):
+         * one pass over out fewer than adding it afterwards */
+        if (bias) {
+#pragma omp parallel for
+            for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, bias, (size_t)N * sizeof(float));
+        }
+        gemm_f32(0, 1, M, N, K, 1.0f, inp, K, (const float *)W, K, bias ? 1.0f : 0.0f, out, N);
+        return 0;
     } else {
         int rc = matmul_quant_forward(out, inp, W, wtype, M, N, K);
         if (rc) return rc;
