@@ -69,12 +69,16 @@ int model_create_shard(Model *m, const Config *c, const ModelShard *shard, int t
     if ((rc = registry_build_shard(c, shard, &m->tensors, &m->n_tensors, &m->n_params, err))) return rc;
     if ((rc = model_bind(m, err))) goto fail;
     size_t bytes = m->n_params * sizeof(float);
-    m->params = xalloc(bytes, err);
+    /* calloc, not xalloc: large zeroed blocks come from fresh pages that are
+     * not touched until written, so a buffer that ZeRO sharding replaces
+     * (src/train/parallel.c frees it before first use) never becomes
+     * resident memory */
+    m->params = calloc(1, bytes ? bytes : 1);
     if (!m->params) goto fail_mem;
     if (training) {
-        m->grads = xalloc(bytes, err);
-        m->adam_m = xalloc(bytes, err);
-        m->adam_v = xalloc(bytes, err);
+        m->grads = calloc(1, bytes ? bytes : 1);
+        m->adam_m = calloc(1, bytes ? bytes : 1);
+        m->adam_v = calloc(1, bytes ? bytes : 1);
         if (!m->grads || !m->adam_m || !m->adam_v) goto fail_mem;
     }
     for (int i = 0; i < m->n_tensors; i++) {
@@ -98,10 +102,22 @@ static uint64_t tensor_name_hash(const char *s) {
     return h;
 }
 
+/* Around each run of tensors of one layer (-1 outside the blocks) the
+ * weights hook is told, as around the forward's use: under ZeRO-3 the
+ * tensors' data is a gather buffer and the hook keeps this rank's part. */
+static void init_hook(Model *m, int layer, int acquire) {
+    if (m->weights_hook) (void)m->weights_hook(m->hook_ctx, m, layer < 0 ? -1 : layer, acquire, NULL);
+}
+
 void model_init_weights(Model *m, uint64_t seed) {
     const float std = 0.02f, resid_std = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
         Tensor *t = &m->tensors[i];
+        int lt = t->layer < 0 ? -1 : t->layer;
+        if (i == 0 || lt != (m->tensors[i - 1].layer < 0 ? -1 : m->tensors[i - 1].layer)) {
+            if (i > 0) init_hook(m, m->tensors[i - 1].layer, 0);
+            init_hook(m, lt, 1);
+        }
         float *p = t->data;
         if (t->flags & PF_ONES) {
             for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
@@ -126,6 +142,7 @@ void model_init_weights(Model *m, uint64_t seed) {
             }
         }
     }
+    if (m->n_tensors) init_hook(m, m->tensors[m->n_tensors - 1].layer, 0);
 }
 
 /* ---- activation plan ---------------------------------------------------------
@@ -273,7 +290,9 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     if (T > c->context_length)
         return err_set(err, ERR_INVALID, "sequence length %d exceeds the model's context_length %d", T,
                        c->context_length);
-    if (training && !m->grads) return err_set(err, ERR_INVALID, "model was created without gradients");
+    /* gradients may live outside m->grads (ZeRO staging): ask the tensors */
+    if (training && (!m->n_tensors || !m->tensors[0].grad))
+        return err_set(err, ERR_INVALID, "model was created without gradients");
     model_activations_free(&m->act);
     Activations *a = &m->act;
     if (!activations_arrays(a, c->n_layer)) return err_set(err, ERR_NOMEM, "out of memory");

@@ -10,7 +10,7 @@ int parallel_init(Parallel *p, Comm *world, int tp, int pp, int ep, int zero, Er
     memset(p, 0, sizeof *p);
     if (tp < 1 || pp < 1 || world->size % (tp * pp))
         return err_set(err, ERR_INVALID, "%d processes cannot be split into tp %d x pp %d", world->size, tp, pp);
-    if (zero < 0 || zero > 3) return err_set(err, ERR_INVALID, "--zero must be 0..3 (got %d)", zero);
+    if (zero < -1 || zero > 3) return err_set(err, ERR_INVALID, "--zero must be 0..3 (got %d)", zero);
     p->world = world;
     p->tp = tp;
     p->pp = pp;
@@ -18,6 +18,7 @@ int parallel_init(Parallel *p, Comm *world, int tp, int pp, int ep, int zero, Er
     p->ep = ep;
     if (ep < 1 || ep > 64 || p->dp % ep)
         return err_set(err, ERR_INVALID, "--ep %d must divide the %d data-parallel ranks (and be <= 64)", ep, p->dp);
+    if (zero < 0) zero = p->dp > 1 && ep == 1 ? 1 : 0; /* the default: optimizer state sharded */
     if (ep > 1 && zero > 0) return err_set(err, ERR_UNSUPPORTED, "--zero with --ep > 1 is not supported yet");
     p->zero = p->dp > 1 ? zero : 0; /* nothing to shard over one replica */
     p->rank = world->rank;
@@ -59,38 +60,78 @@ void parallel_model_shard(const Parallel *p, const Config *c, ModelShard *s) {
     s->last = r == p->pp - 1;
 }
 
+/* This rank's chunk [c0, c1) of bucket b (empty when past the end). */
+static void my_chunk(const Parallel *p, const ZeroBucket *b, size_t *c0, size_t *c1) {
+    size_t a = b->a + (size_t)p->dp_rank * b->chunk;
+    *c0 = a < b->b ? a : b->b;
+    *c1 = a + b->chunk < b->b ? a + b->chunk : b->b;
+}
+
+/* Where bucket b's whole gradients (ZeRO >= 2) or gathered weights (ZeRO 3) live. */
+static float *grad_area(const Parallel *p, const ZeroBucket *b) {
+    return b->edge ? p->edge_grad + b->soff : p->block_grad;
+}
+static float *param_area(const Parallel *p, const ZeroBucket *b) {
+    return b->edge ? p->edge_param + b->soff : p->block_param;
+}
+
 int parallel_attach(Parallel *p, Model *m, Err *err) {
-    p->buckets = calloc((size_t)m->n_tensors, sizeof *p->buckets);
-    if (!p->buckets) return err_set(err, ERR_NOMEM, "out of memory");
-    size_t max_chunk = 0;
+    int rc = zero_layout_build(m->tensors, m->n_tensors, m->cfg.n_layer, p->dp, &p->zl, err);
+    if (rc) return rc;
+    p->buckets = p->zl.buckets;
+    p->n_buckets = p->zl.n_buckets;
+    p->opt_len = p->zl.opt_len;
+    p->held_block = -1;
+    p->bucket_of = malloc((size_t)(m->n_tensors > 0 ? m->n_tensors : 1) * sizeof *p->bucket_of);
+    if (!p->bucket_of) return err_set(err, ERR_NOMEM, "out of memory");
+    for (int i = 0, k = 0; i < m->n_tensors; i++) {
+        while (k < p->n_buckets - 1 && m->tensors[i].offset >= p->buckets[k].b) k++;
+        p->bucket_of[i] = k;
+    }
+    if (p->zero == 0) return 0;
+    const ZeroLayout *z = &p->zl;
+    p->adam_m = xalloc(z->opt_len * sizeof(float), err);
+    p->adam_v = p->adam_m ? xalloc(z->opt_len * sizeof(float), err) : NULL;
+    if (!p->adam_v) return err_wrap(err, "ZeRO buffers");
+    /* the sharded state replaces the whole-model buffers (model_create_shard
+     * leaves them untouched, so they never cost resident memory) */
+    xfree(m->adam_m);
+    xfree(m->adam_v);
+    m->adam_m = m->adam_v = NULL;
+    if (p->zero == 1) {
+        if (!(p->stage = xalloc(z->max_padded * sizeof(float), err))) return err_wrap(err, "ZeRO buffers");
+        return 0;
+    }
+    if (!(p->grad_shard = xalloc(z->opt_len * sizeof(float), err)) ||
+        !(p->block_grad = xalloc(z->block_len * sizeof(float), err)) ||
+        !(p->edge_grad = xalloc(z->edge_len * sizeof(float), err)) ||
+        !(p->rs_out = xalloc(z->max_chunk * sizeof(float), err)))
+        return err_wrap(err, "ZeRO-2 buffers");
+    xfree(m->grads);
+    m->grads = NULL;
     for (int i = 0; i < m->n_tensors; i++) {
-        const Tensor *t = &m->tensors[i];
-        int layer = t->layer >= 0 ? t->layer : (i == 0 || m->tensors[i - 1].layer < 0 ? -1 : m->cfg.n_layer);
-        ZeroBucket *b = p->n_buckets ? &p->buckets[p->n_buckets - 1] : NULL;
-        if (!b || b->layer != layer) {
-            b = &p->buckets[p->n_buckets++];
-            b->a = t->offset;
-            b->layer = layer;
+        const ZeroBucket *b = &p->buckets[p->bucket_of[i]];
+        m->tensors[i].grad = grad_area(p, b) + (m->tensors[i].offset - b->a);
+    }
+    if (p->zero == 3) {
+        if (!(p->param_shard = xalloc(z->opt_len * sizeof(float), err)) ||
+            !(p->block_param = xalloc(z->block_len * sizeof(float), err)) ||
+            !(p->edge_param = xalloc(z->edge_len * sizeof(float), err)))
+            return err_wrap(err, "ZeRO-3 buffers");
+        for (int i = 0; i < p->n_buckets; i++) { /* whatever the weights hold now */
+            size_t c0, c1;
+            my_chunk(p, &p->buckets[i], &c0, &c1);
+            memcpy(p->param_shard + p->buckets[i].opt_off, m->params + c0, (c1 - c0) * sizeof(float));
         }
-        b->b = t->offset + t->numel;
+        xfree(m->params);
+        m->params = NULL;
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ZeroBucket *b = &p->buckets[p->bucket_of[i]];
+            m->tensors[i].data = param_area(p, b) + (m->tensors[i].offset - b->a);
+        }
     }
-    for (int i = 0; i < p->n_buckets; i++) {
-        ZeroBucket *b = &p->buckets[i];
-        b->chunk = (b->b - b->a + p->dp - 1) / p->dp;
-        b->opt_off = p->opt_len;
-        p->opt_len += b->chunk;
-        if (b->chunk > max_chunk) max_chunk = b->chunk;
-    }
-    if (p->zero >= 1) {
-        p->stage = xalloc(max_chunk * p->dp * sizeof(float), err);
-        p->adam_m = p->stage ? xalloc(p->opt_len * sizeof(float), err) : NULL;
-        p->adam_v = p->adam_m ? xalloc(p->opt_len * sizeof(float), err) : NULL;
-        if (!p->adam_v) return err_wrap(err, "ZeRO buffers");
-        /* the sharded state replaces the whole-model Adam buffers */
-        xfree(m->adam_m);
-        xfree(m->adam_v);
-        m->adam_m = m->adam_v = NULL;
-    }
+    m->weights_hook = parallel_weights_hook;
+    m->hook_ctx = p;
     return 0;
 }
 
@@ -101,18 +142,92 @@ void parallel_free(Parallel *p) {
     comm_destroy(p->embed_comm);
     comm_destroy(p->ep_comm);
     comm_destroy(p->edp_comm);
-    free(p->buckets);
-    xfree(p->stage);
-    xfree(p->adam_m);
-    xfree(p->adam_v);
+    zero_layout_free(&p->zl);
+    free(p->bucket_of);
+    float *bufs[] = {p->stage, p->adam_m, p->adam_v, p->grad_shard, p->block_grad, p->edge_grad, p->rs_out,
+                     p->param_shard, p->block_param, p->edge_param};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) xfree(bufs[i]);
     memset(p, 0, sizeof *p);
 }
 
-/* This rank's chunk [c0, c1) of bucket b (empty when past the end). */
-static void my_chunk(const Parallel *p, const ZeroBucket *b, size_t *c0, size_t *c1) {
-    size_t a = b->a + (size_t)p->dp_rank * b->chunk;
-    *c0 = a < b->b ? a : b->b;
-    *c1 = a + b->chunk < b->b ? a + b->chunk : b->b;
+void parallel_zero_grad(Parallel *p, Model *m) {
+    if (p->zero >= 2) {
+        /* the staging areas are clean: each is cleared after its reduce-scatter */
+        memset(p->grad_shard, 0, p->opt_len * sizeof(float));
+        p->reduce_grads = 1;
+    } else {
+        memset(m->grads, 0, m->n_params * sizeof(float));
+    }
+}
+
+/* ZeRO >= 2: sum bucket b's staged gradients over dp, add the own chunk to
+ * the gradient shard, clear the staging for the next bucket. */
+static int reduce_bucket(Parallel *p, const ZeroBucket *b, Err *err) {
+    float *s = grad_area(p, b);
+    int rc = comm_reduce_scatter_sum(p->dp_comm, s, p->rs_out, b->chunk * (size_t)p->dp, err);
+    if (rc) return rc;
+    float *g = p->grad_shard + b->opt_off;
+    const float *r = p->rs_out;
+    for (size_t i = 0; i < b->chunk; i++) g[i] += r[i];
+    memset(s, 0, (b->b - b->a) * sizeof(float));
+    return 0;
+}
+
+/* Forward: hook(-1, 1), then each block (l, 1) (l, 0) upwards. Backward:
+ * each block (l, 1) (l, 0) downwards, then (-1, 0). A block released
+ * outside a forward is a backward block, done with its gradients. */
+int parallel_weights_hook(void *ctx, Model *m, int layer, int acquire, Err *err) {
+    Parallel *p = ctx;
+    int rc = 0;
+    if (layer < 0) {
+        if (acquire) {
+            p->in_forward = 1;
+            return parallel_gather_layer(p, m, -1, err);
+        }
+        p->in_forward = 0;
+        for (int i = 0; i < p->n_buckets && p->reduce_grads && !rc; i++)
+            if (p->buckets[i].edge) rc = reduce_bucket(p, &p->buckets[i], err);
+        parallel_release_layer(p, m, -1);
+        return rc;
+    }
+    if (acquire) return parallel_gather_layer(p, m, layer, err);
+    int backward = !p->in_forward;
+    if (p->in_forward && layer == m->shard.layer1 - 1) p->in_forward = 0;
+    for (int i = 0; i < p->n_buckets && backward && p->reduce_grads && !rc; i++)
+        if (p->buckets[i].layer == layer && !p->buckets[i].edge) rc = reduce_bucket(p, &p->buckets[i], err);
+    parallel_release_layer(p, m, layer);
+    return rc;
+}
+
+int parallel_gather_layer(Parallel *p, Model *m, int layer, Err *err) {
+    (void)m;
+    if (p->zero < 3 || (layer < 0 ? p->edge_held : p->held_block == layer)) return 0;
+    for (int i = 0; i < p->n_buckets; i++) {
+        const ZeroBucket *b = &p->buckets[i];
+        if (layer < 0 ? !b->edge : (b->edge || b->layer != layer)) continue;
+        int rc = comm_allgather(p->dp_comm, p->param_shard + b->opt_off, param_area(p, b), b->chunk, err);
+        if (rc) return rc;
+    }
+    if (layer < 0)
+        p->edge_held = 1;
+    else
+        p->held_block = layer;
+    return 0;
+}
+
+void parallel_release_layer(Parallel *p, Model *m, int layer) {
+    (void)m;
+    if (p->zero < 3 || (layer < 0 ? !p->edge_held : p->held_block != layer)) return;
+    /* the buffer stays valid until the next gather or update; the own chunk
+     * goes back to the shard (it changed only when the weights were being
+     * initialised through the buffer) */
+    for (int i = 0; i < p->n_buckets; i++) {
+        const ZeroBucket *b = &p->buckets[i];
+        if (layer < 0 ? !b->edge : (b->edge || b->layer != layer)) continue;
+        size_t c0, c1;
+        my_chunk(p, b, &c0, &c1);
+        memcpy(p->param_shard + b->opt_off, param_area(p, b) + (c0 - b->a), (c1 - c0) * sizeof(float));
+    }
 }
 
 /* A tied embedding's copy on the last pipeline stage mirrors the first's. */
@@ -141,70 +256,88 @@ static void for_pieces(Model *m, size_t r0, size_t r1, PieceFn f, void *ctx) {
     }
 }
 
+/* The step's view of one bucket chunk: flat range [c0, ...) of the local
+ * layout maps to offset opt_off of the compact buffers. */
 typedef struct {
     Parallel *p;
+    const ZeroBucket *b; /* NULL: whole-model buffers */
+    size_t c0;
+} View;
+
+static float *grad_at(const View *v, Model *m, size_t x) {
+    return v->b && v->p->zero >= 2 ? v->p->grad_shard + v->b->opt_off + (x - v->c0) : m->grads + x;
+}
+static float *param_at(const View *v, Model *m, size_t x) {
+    return v->b && v->p->zero == 3 ? v->p->param_shard + v->b->opt_off + (x - v->c0) : m->params + x;
+}
+
+typedef struct {
+    View v;
     double sum;
     int replicas; /* 1: count only the first data-parallel replica */
 } NormCtx;
 
 static void norm_piece(void *ctx, Model *m, const Tensor *t, size_t x0, size_t x1) {
     NormCtx *n = ctx;
-    if (owns_tensor(n->p, m, t) && (!n->replicas || first_replica(n->p, t))) n->sum += sumsq(m->grads + x0, x1 - x0);
+    if (owns_tensor(n->v.p, m, t) && (!n->replicas || first_replica(n->v.p, t)))
+        n->sum += sumsq(grad_at(&n->v, m, x0), x1 - x0);
 }
 
 typedef struct {
-    Parallel *p;
+    View v;
     const AdamOptions *o;
     float scale;
-    const ZeroBucket *b;
-    size_t c0;
 } AdamCtx;
 
 static void adam_piece(void *ctx, Model *m, const Tensor *t, size_t x0, size_t x1) {
     AdamCtx *a = ctx;
     const AdamOptions *o = a->o;
     float *mm, *vv;
-    if (a->b) {
-        mm = a->p->adam_m + a->b->opt_off + (x0 - a->c0);
-        vv = a->p->adam_v + a->b->opt_off + (x0 - a->c0);
+    if (a->v.b) {
+        mm = a->v.p->adam_m + a->v.b->opt_off + (x0 - a->v.c0);
+        vv = a->v.p->adam_v + a->v.b->opt_off + (x0 - a->v.c0);
     } else {
         mm = m->adam_m + x0;
         vv = m->adam_v + x0;
     }
-    adamw_update(m->params + x0, m->grads + x0, mm, vv, x1 - x0, o->lr, o->beta1, o->beta2, o->eps,
+    adamw_update(param_at(&a->v, m, x0), grad_at(&a->v, m, x0), mm, vv, x1 - x0, o->lr, o->beta1, o->beta2, o->eps,
                  (t->flags & PF_DECAY) ? o->weight_decay : 0.0f, a->scale, o->t);
 }
 
-/* Gather bucket b's chunks from every dp rank into the parameters. */
-static int gather_bucket(Parallel *p, Model *m, const ZeroBucket *b, Err *err) {
+/* ZeRO 1/2: gather bucket b's updated chunks from every dp rank into the
+ * weights, through `stage` (padded bucket size; left zero). */
+static int gather_bucket(Parallel *p, Model *m, const ZeroBucket *b, float *stage, Err *err) {
     size_t c0, c1;
     my_chunk(p, b, &c0, &c1);
-    float *mine = p->stage + (size_t)p->dp_rank * b->chunk;
-    memset(mine, 0, b->chunk * sizeof(float));
+    float *mine = stage + (size_t)p->dp_rank * b->chunk;
     memcpy(mine, m->params + c0, (c1 - c0) * sizeof(float));
-    int rc = comm_allgather(p->dp_comm, mine, p->stage, b->chunk, err);
+    int rc = comm_allgather(p->dp_comm, mine, stage, b->chunk, err);
     if (rc) return rc;
-    memcpy(m->params + b->a, p->stage, (b->b - b->a) * sizeof(float));
+    memcpy(m->params + b->a, stage, (b->b - b->a) * sizeof(float));
+    memset(stage, 0, b->chunk * (size_t)p->dp * sizeof(float));
     return 0;
 }
 
 int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double *norm, Err *err) {
     int rc;
-    /* tied embeddings across pipeline stages: both copies get the sum */
-    if (p->embed_comm && m->cfg.tie_embeddings && (m->shard.first || m->shard.last) &&
-        (rc = comm_allreduce_sum(p->embed_comm, m->tok_emb->grad, m->tok_emb->numel, err)))
-        return rc;
-    NormCtx nc = {p, 0.0, p->zero < 2};
-    if (p->zero >= 2) {
+    p->reduce_grads = 0;
+    /* tied embeddings across pipeline stages: both copies get the sum (its
+     * own bucket, so under ZeRO >= 2 the shards line up on both stages) */
+    if (p->embed_comm && m->cfg.tie_embeddings && (m->shard.first || m->shard.last)) {
+        const ZeroBucket *b = &p->buckets[p->bucket_of[m->tok_emb - m->tensors]];
+        if (p->zero >= 2)
+            rc = comm_allreduce_sum(p->embed_comm, p->grad_shard + b->opt_off, b->chunk, err);
+        else
+            rc = comm_allreduce_sum(p->embed_comm, m->tok_emb->grad, m->tok_emb->numel, err);
+        if (rc) return rc;
+    }
+    NormCtx nc = {{p, NULL, 0}, 0.0, p->zero < 2};
+    if (p->zero >= 2) { /* reduced by the backward already */
         for (int i = 0; i < p->n_buckets; i++) {
-            const ZeroBucket *b = &p->buckets[i];
-            size_t c0, c1, len = b->b - b->a;
-            memcpy(p->stage, m->grads + b->a, len * sizeof(float));
-            memset(p->stage + len, 0, (b->chunk * p->dp - len) * sizeof(float));
-            float *mine = p->stage + (size_t)p->dp_rank * b->chunk;
-            if ((rc = comm_reduce_scatter_sum(p->dp_comm, p->stage, mine, b->chunk * p->dp, err))) return rc;
-            my_chunk(p, b, &c0, &c1);
-            memcpy(m->grads + c0, mine, (c1 - c0) * sizeof(float));
+            size_t c0, c1;
+            my_chunk(p, &p->buckets[i], &c0, &c1);
+            nc.v.b = &p->buckets[i];
+            nc.v.c0 = c0;
             for_pieces(m, c0, c1, norm_piece, &nc);
         }
     } else if (p->ep > 1) {
@@ -224,7 +357,7 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
     /* gradients are sums over dp ranks of per-rank means: average them */
     *norm = sqrt(sq) / p->dp;
     float clip = (o->grad_clip > 0 && *norm > o->grad_clip) ? (float)(o->grad_clip / *norm) : 1.0f;
-    AdamCtx ac = {p, o, clip / (float)p->dp, NULL, 0};
+    AdamCtx ac = {{p, NULL, 0}, o, clip / (float)p->dp};
     if (p->zero == 0) {
         for_pieces(m, 0, m->n_params, adam_piece, &ac);
         return 0;
@@ -233,123 +366,136 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
         const ZeroBucket *b = &p->buckets[i];
         size_t c0, c1;
         my_chunk(p, b, &c0, &c1);
-        ac.b = b;
-        ac.c0 = c0;
+        ac.v.b = b;
+        ac.v.c0 = c0;
         for_pieces(m, c0, c1, adam_piece, &ac);
-        if (p->zero < 3 && (rc = gather_bucket(p, m, b, err))) return rc;
+        if (p->zero < 3 && (rc = gather_bucket(p, m, b, p->zero == 1 ? p->stage : grad_area(p, b), err))) return rc;
     }
-    if (p->zero == 3)
-        for (int i = 0; i < p->n_buckets; i++) parallel_release_layer(p, m, p->buckets[i].layer);
-    return 0;
-}
-
-int parallel_gather_layer(Parallel *p, Model *m, int layer, Err *err) {
-    if (p->zero < 3) return 0;
-    for (int i = 0; i < p->n_buckets; i++) {
-        const ZeroBucket *b = &p->buckets[i];
-        int match = layer == -1 ? (b->layer < 0 || b->layer >= m->cfg.n_layer) : b->layer == layer;
-        if (match) {
-            int rc = gather_bucket(p, m, b, err);
-            if (rc) return rc;
-        }
+    if (p->zero == 3) { /* the gathered copies are stale now */
+        p->held_block = -1;
+        p->edge_held = 0;
     }
     return 0;
 }
 
-void parallel_release_layer(Parallel *p, Model *m, int layer) {
-    if (p->zero < 3) return;
-    for (int i = 0; i < p->n_buckets; i++) {
-        const ZeroBucket *b = &p->buckets[i];
-        int match = layer == -1 ? (b->layer < 0 || b->layer >= m->cfg.n_layer) : b->layer == layer;
-        if (!match) continue;
-        size_t c0, c1;
-        my_chunk(p, b, &c0, &c1);
-        /* only this rank's chunk stays: the rest is gathered again when needed */
-        memset(m->params + b->a, 0, (c0 - b->a) * sizeof(float));
-        memset(m->params + c1, 0, (b->b - c1) * sizeof(float));
-    }
+/* ---- checkpoints: whole tensors, one at a time ---------------------------- */
+
+static float *kind_base(Parallel *p, Model *m, int k, int sharded) {
+    if (k == 0) return sharded ? p->param_shard : m->params;
+    if (k == 1) return sharded ? p->adam_m : m->adam_m;
+    return sharded ? p->adam_v : m->adam_v;
 }
 
-/* Offsets of each local tensor in the whole-model registry. */
-static int whole_offsets(const Model *m, size_t *off, size_t *n_whole, Err *err) {
-    Tensor *all;
-    int n;
-    int rc = registry_build(&m->cfg, &all, &n, n_whole, err);
+/* Kind k (0 weights, 1 Adam m, 2 Adam v) of local tensor i: whether this
+ * rank stores it sharded, and its chunk [x0, x1) then. */
+static int kind_sharded(const Parallel *p, int k) { return k == 0 ? p->zero == 3 : p->zero >= 1; }
+
+static void chunk_of_tensor(const Parallel *p, const Model *m, int i, size_t *x0, size_t *x1, size_t *at) {
+    const Tensor *t = &m->tensors[i];
+    const ZeroBucket *b = &p->buckets[p->bucket_of[i]];
+    size_t c0, c1;
+    my_chunk(p, b, &c0, &c1);
+    *x0 = t->offset > c0 ? t->offset : c0;
+    *x1 = t->offset + t->numel < c1 ? t->offset + t->numel : c1;
+    if (*x1 < *x0) *x1 = *x0;
+    *at = b->opt_off + (*x0 - c0);
+}
+
+/* out (the tensor's local layout) = the values this rank speaks for, zeros elsewhere. */
+static void owned_values(Parallel *p, Model *m, int i, int k, float *out) {
+    const Tensor *t = &m->tensors[i];
+    memset(out, 0, t->numel * sizeof(float));
+    if (!owns_tensor(p, m, t)) return;
+    int sharded = kind_sharded(p, k);
+    const float *base = kind_base(p, m, k, sharded);
+    if (!sharded) {
+        if (first_replica(p, t)) memcpy(out, base + t->offset, t->numel * sizeof(float));
+        return;
+    }
+    size_t x0, x1, at;
+    chunk_of_tensor(p, m, i, &x0, &x1, &at);
+    memcpy(out + (x0 - t->offset), base + at, (x1 - x0) * sizeof(float));
+}
+
+/* Store a tensor's values (local layout) wherever this rank keeps kind k. */
+static void put_values(Parallel *p, Model *m, int i, int k, const float *vals) {
+    const Tensor *t = &m->tensors[i];
+    int sharded = kind_sharded(p, k);
+    float *base = kind_base(p, m, k, sharded);
+    if (!base) return;
+    if (!sharded) {
+        memcpy(base + t->offset, vals, t->numel * sizeof(float));
+        return;
+    }
+    size_t x0, x1, at;
+    chunk_of_tensor(p, m, i, &x0, &x1, &at);
+    memcpy(base + at, vals + (x0 - t->offset), (x1 - x0) * sizeof(float));
+}
+
+/* The whole registry, and for each of its tensors the local index (-1: not here). */
+static int whole_map(const Model *m, Tensor **all, int *n, int **local, Err *err) {
+    size_t total;
+    int rc = registry_build(&m->cfg, all, n, &total, err);
     if (rc) return rc;
-    for (int i = 0; i < m->n_tensors; i++) {
-        off[i] = (size_t)-1;
-        for (int j = 0; j < n; j++)
-            if (strcmp(all[j].name, m->tensors[i].name) == 0) off[i] = all[j].offset;
+    *local = malloc((size_t)(*n > 0 ? *n : 1) * sizeof **local);
+    if (!*local) {
+        free(*all);
+        return err_set(err, ERR_NOMEM, "out of memory");
     }
-    free(all);
+    for (int j = 0; j < *n; j++) {
+        (*local)[j] = -1;
+        for (int i = 0; i < m->n_tensors; i++)
+            if (strcmp((*all)[j].name, m->tensors[i].name) == 0) (*local)[j] = i;
+    }
     return 0;
-}
-
-/* dst (local layout) = the elements of src this rank owns, zeros elsewhere.
- * src_compact: src is the compact ZeRO layout instead of the local one. */
-static void owned_elements(Parallel *p, Model *m, const float *src, int src_compact, int by_chunk, float *dst) {
-    memset(dst, 0, m->n_params * sizeof(float));
-    for (int i = 0; i < p->n_buckets; i++) {
-        const ZeroBucket *b = &p->buckets[i];
-        size_t r0 = b->a, r1 = b->b;
-        if (by_chunk) my_chunk(p, b, &r0, &r1);
-        for (int k = 0; k < m->n_tensors; k++) {
-            const Tensor *t = &m->tensors[k];
-            size_t x0 = t->offset > r0 ? t->offset : r0, x1 = t->offset + t->numel < r1 ? t->offset + t->numel : r1;
-            if (x0 >= x1 || !owns_tensor(p, m, t) || (!by_chunk && !first_replica(p, t))) continue;
-            const float *s = src_compact ? src + b->opt_off + (x0 - r0) : src + x0;
-            memcpy(dst + x0, s, (x1 - x0) * sizeof(float));
-        }
-    }
 }
 
 int parallel_gather_full(Parallel *p, Model *m, float *full_params, float *full_m, float *full_v, Err *err) {
-    size_t n_whole, *off = malloc((size_t)m->n_tensors * sizeof *off);
-    float *tmp = xalloc(m->n_params * sizeof(float), err);
-    int rc = off && tmp ? whole_offsets(m, off, &n_whole, err) : err_set(err, ERR_NOMEM, "out of memory");
-    float *src[3] = {m->params, p->zero ? p->adam_m : m->adam_m, p->zero ? p->adam_v : m->adam_v};
+    Tensor *all = NULL;
+    int n = 0, *local = NULL;
+    int rc = whole_map(m, &all, &n, &local, err);
+    if (rc) return rc;
+    size_t max_whole = 1, max_local = 1;
+    for (int j = 0; j < n; j++) max_whole = all[j].numel > max_whole ? all[j].numel : max_whole;
+    for (int i = 0; i < m->n_tensors; i++) max_local = m->tensors[i].numel > max_local ? m->tensors[i].numel : max_local;
+    float *whole = xalloc(max_whole * sizeof(float), err), *part = whole ? xalloc(max_local * sizeof(float), err) : NULL;
+    if (!part) rc = err->code ? err->code : ERR_NOMEM;
     float *dst[3] = {full_params, full_m, full_v};
-    for (int k = 0; k < 3 && !rc; k++) {
-        if (!dst[k]) continue;
-        memset(dst[k], 0, n_whole * sizeof(float));
-        /* weights: ZeRO-3 ranks own their chunks, otherwise dp rank 0 speaks;
-         * Adam state: chunks under ZeRO, dp rank 0 otherwise */
-        int by_chunk = k == 0 ? p->zero == 3 : p->zero >= 1;
-        owned_elements(p, m, src[k], k > 0 && p->zero >= 1, by_chunk, tmp);
-        for (int i = 0; i < m->n_tensors; i++)
-            if (off[i] != (size_t)-1) tensor_block_copy(&m->tensors[i], dst[k] + off[i], tmp + m->tensors[i].offset, 1);
-        if (p->world->size > 1) rc = comm_allreduce_sum(p->world, dst[k], n_whole, err);
-    }
-    free(off);
-    xfree(tmp);
+    /* each element comes from exactly one rank (zeros elsewhere): the sum is exact */
+    for (int k = 0; k < 3 && !rc; k++)
+        for (int j = 0; j < n && !rc; j++) {
+            memset(whole, 0, all[j].numel * sizeof(float));
+            if (local[j] >= 0) {
+                owned_values(p, m, local[j], k, part);
+                tensor_block_copy(&m->tensors[local[j]], whole, part, 1);
+            }
+            if (p->world->size > 1) rc = comm_allreduce_sum(p->world, whole, all[j].numel, err);
+            if (!rc && dst[k]) memcpy(dst[k] + all[j].offset, whole, all[j].numel * sizeof(float));
+        }
+    xfree(whole);
+    xfree(part);
+    free(local);
+    free(all);
     return rc;
 }
 
 void parallel_scatter_full(Parallel *p, Model *m, const float *full_params, const float *full_m, const float *full_v) {
-    size_t n_whole, *off = malloc((size_t)m->n_tensors * sizeof *off);
-    if (!off || whole_offsets(m, off, &n_whole, NULL)) {
-        free(off);
-        return;
-    }
+    Tensor *all = NULL;
+    int n = 0, *local = NULL;
+    if (whole_map(m, &all, &n, &local, NULL)) return;
+    size_t max_local = 1;
+    for (int i = 0; i < m->n_tensors; i++) max_local = m->tensors[i].numel > max_local ? m->tensors[i].numel : max_local;
+    float *part = xalloc(max_local * sizeof(float), NULL);
     const float *src[3] = {full_params, full_m, full_v};
-    float *tmp = xalloc(m->n_params * sizeof(float), NULL);
-    for (int k = 0; k < 3 && tmp; k++) {
-        if (!src[k]) continue;
-        float *local = k == 0 ? m->params : (p->zero ? tmp : (k == 1 ? m->adam_m : m->adam_v));
-        if (!local) continue;
-        for (int i = 0; i < m->n_tensors; i++)
-            if (off[i] != (size_t)-1) tensor_block_copy(&m->tensors[i], (float *)src[k] + off[i], local + m->tensors[i].offset, 0);
-        if (k > 0 && p->zero) {
-            float *compact = k == 1 ? p->adam_m : p->adam_v;
-            for (int i = 0; i < p->n_buckets; i++) {
-                size_t c0, c1;
-                my_chunk(p, &p->buckets[i], &c0, &c1);
-                memcpy(compact + p->buckets[i].opt_off, tmp + c0, (c1 - c0) * sizeof(float));
-            }
+    for (int k = 0; k < 3 && part; k++)
+        for (int j = 0; j < n && src[k]; j++) {
+            if (local[j] < 0) continue;
+            tensor_block_copy(&m->tensors[local[j]], (float *)src[k] + all[j].offset, part, 0);
+            put_values(p, m, local[j], k, part);
         }
-    }
-    if (p->zero == 3)
-        for (int i = 0; i < p->n_buckets; i++) parallel_release_layer(p, m, p->buckets[i].layer);
-    xfree(tmp);
-    free(off);
+    p->held_block = -1; /* ZeRO 3: gathered copies are stale */
+    p->edge_held = 0;
+    xfree(part);
+    free(local);
+    free(all);
 }

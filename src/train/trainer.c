@@ -5,6 +5,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "data/data.h"
@@ -97,12 +98,29 @@ static float evaluate(Model *m, DataLoader *dl, const TrainOptions *o, Parallel 
     return (float)(v[0] / ((double)o->eval_batches * (Bl / mb) * p->dp * p->tp));
 }
 
-/* ZeRO-3 weights hook: gather a layer's parameters before use, drop after. */
-static int zero3_hook(void *ctx, Model *m, int layer, int acquire, Err *err) {
-    Parallel *p = ctx;
-    if (acquire) return parallel_gather_layer(p, m, layer, err);
-    parallel_release_layer(p, m, layer);
-    return 0;
+/* Peak resident memory of this process so far, MiB (Linux: ru_maxrss in KiB). */
+static double peak_rss_mib(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss / 1024.0 : 0.0;
+}
+
+/* OUT/memory.json: each rank's peak resident memory during the last step
+ * (before its checkpoint), for comparing layouts and ZeRO stages. Best effort. */
+static void write_memory(const char *out, const double *rss, const Parallel *p, size_t n_params) {
+    json_t *o = json_object(), *a = json_array();
+    for (int r = 0; r < p->world->size; r++) json_array_append_new(a, json_real(rss[r]));
+    json_object_set_new(o, "peak_rss_mib", a);
+    json_object_set_new(o, "parameters", json_integer((json_int_t)n_params));
+    json_object_set_new(o, "tp", json_integer(p->tp));
+    json_object_set_new(o, "pp", json_integer(p->pp));
+    json_object_set_new(o, "dp", json_integer(p->dp));
+    json_object_set_new(o, "zero", json_integer(p->zero));
+    char *text = json_dumps(o, JSON_INDENT(1));
+    json_decref(o);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/memory.json", out);
+    if (text) file_write_atomic(path, text, strlen(text), NULL);
+    free(text);
 }
 
 static void fmt_duration(char *buf, size_t n, double s) {
@@ -139,18 +157,16 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         loader_close(dl);
         return rc;
     }
-    if (p->zero == 3) {
-        m->weights_hook = zero3_hook;
-        m->hook_ctx = p;
-    }
     char log_path[4200], svg_path[4200];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out);
     snprintf(svg_path, sizeof svg_path, "%s/loss.svg", o->out);
     LossHistory hist = {0};
+    int run_steps = 0;
+    double *red = NULL; /* loss, aux loss, each rank's peak RSS: summed over the world */
     FILE *log = NULL;
     size_t n_whole = config_param_count(c);
     float *full[3] = {NULL, NULL, NULL};
-    if (p->world->size > 1) { /* checkpoints are whole-model, whatever the layout */
+    if (p->world->size > 1 && lead) { /* checkpoints are whole-model, whatever the layout; rank 0 writes them */
         for (int k = 0; k < 3; k++)
             if (!(full[k] = xalloc(n_whole * sizeof(float), err))) {
                 rc = err->code;
@@ -182,10 +198,14 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
                 c->arch, n_whole, o->batch, T, o->accum, o->steps, threads, p->world->size, p->tp, p->pp, p->dp,
                 p->zero, m->act.n_floats * 4.0 / (1 << 20));
     double run_t0 = time_now();
-    int run_steps = 0;
+    red = malloc((2 + (size_t)p->world->size) * sizeof *red);
+    if (!red) {
+        rc = err_set(err, ERR_NOMEM, "out of memory");
+        goto done;
+    }
     for (int step = start_step; step < o->steps; step++) {
         double t0 = time_now();
-        memset(m->grads, 0, m->n_params * sizeof(float));
+        parallel_zero_grad(p, m);
         double loss = 0.0, aux = 0.0;
         for (int micro = 0; micro < o->accum; micro++) {
             uint64_t batch_index = (uint64_t)step * o->accum + micro;
@@ -196,8 +216,12 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         }
         /* mean over micro-batches and dp ranks; every tp rank holds the same
          * values, the last stage the cross-entropy, each stage its aux loss */
-        double red[2] = {loss, aux};
-        if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, red, 2, err))) goto done;
+        /* with every rank's peak resident memory so far (memory.json) */
+        memset(red, 0, (2 + (size_t)p->world->size) * sizeof *red);
+        red[0] = loss;
+        red[1] = aux;
+        red[2 + p->rank] = peak_rss_mib();
+        if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, red, 2 + (size_t)p->world->size, err))) goto done;
         const double per = (double)o->accum * (Bl / mb) * p->dp * p->tp;
         loss = (red[0] + red[1]) / per;
         if (!isfinite(loss)) {
@@ -224,6 +248,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
             fprintf(log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.1f, \"mfu\": %.4f",
                     done_steps, loss, ao.lr, norm, tps, mfu);
             if (c->n_expert) fprintf(log, ", \"aux_loss\": %.9g", red[1] / per);
+
             if (!isnan(val)) fprintf(log, ", \"val_loss\": %.9g", val);
             fprintf(log, "}\n");
             fflush(log);
@@ -256,10 +281,11 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         }
     }
 done:
+    if (!rc && lead && red && run_steps > 0) write_memory(o->out, red + 2, p, n_whole);
+    free(red);
     if (log) fclose(log);
     history_free(&hist);
     for (int k = 0; k < 3; k++) xfree(full[k]);
-    m->weights_hook = NULL;
     pipeline_free(&pl, m);
     loader_close(dl);
     return rc;
