@@ -66,6 +66,8 @@ int model_create_shard(Model *m, const Config *c, const ModelShard *shard, int t
     if (rc) return rc;
     m->cfg = *c;
     m->shard = *shard;
+    /* the engine's rules (the registry also sizes layouts only the planner uses) */
+    if ((rc = model_shard_check(c, shard, err))) return rc;
     if ((rc = registry_build_shard(c, shard, &m->tensors, &m->n_tensors, &m->n_params, err))) return rc;
     if ((rc = model_bind(m, err))) goto fail;
     size_t bytes = m->n_params * sizeof(float);

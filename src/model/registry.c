@@ -133,12 +133,15 @@ void model_shard_whole(ModelShard *s, const Config *c) {
     s->first = s->last = 1;
 }
 
-int model_shard_check(const Config *c, const ModelShard *s, Err *err) {
+/* kv_replicas: accept tp > kv heads (tp a multiple of them), each rank then
+ * holding the one kv head its query heads read (Megatron-LM); the planner
+ * sizes such layouts, the engine's forward does not run them. */
+static int shard_check(const Config *c, const ModelShard *s, int kv_replicas, Err *err) {
     const int tp = s->tp_size;
     if (tp < 1 || s->ep_size < 1 || s->tp_rank < 0 || s->tp_rank >= tp || s->ep_rank < 0 || s->ep_rank >= s->ep_size)
         return err_set(err, ERR_INVALID, "bad shard ranks");
     if (c->n_head % tp) return err_set(err, ERR_INVALID, "attention heads (%d) are not divisible by tp (%d)", c->n_head, tp);
-    if (c->n_kv_head % tp)
+    if (c->n_kv_head % tp && !(kv_replicas && tp % c->n_kv_head == 0))
         return err_set(err, ERR_INVALID, "kv heads (%d) are not divisible by tp (%d)", c->n_kv_head, tp);
     if (c->d_ff % tp) return err_set(err, ERR_INVALID, "d_ff (%d) is not divisible by tp (%d)", c->d_ff, tp);
     if (c->vocab_size < tp) return err_set(err, ERR_INVALID, "vocabulary smaller than tp");
@@ -148,6 +151,8 @@ int model_shard_check(const Config *c, const ModelShard *s, Err *err) {
         return err_set(err, ERR_INVALID, "bad layer range %d..%d", s->layer0, s->layer1);
     return 0;
 }
+
+int model_shard_check(const Config *c, const ModelShard *s, Err *err) { return shard_check(c, s, 0, err); }
 
 void vocab_part(int V, int tp, int r, int *v0, int *n) {
     int base = V / tp, extra = V % tp;
@@ -173,7 +178,7 @@ static int starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)
 
 int registry_build_shard(const Config *c, const ModelShard *s, Tensor **tensors, int *n_tensors, size_t *n_params,
                          Err *err) {
-    int rc = model_shard_check(c, s, err);
+    int rc = shard_check(c, s, 1, err);
     if (rc) return rc;
     Tensor *all = NULL;
     int n = 0;
@@ -206,8 +211,14 @@ int registry_build_shard(const Config *c, const ModelShard *s, Tensor **tensors,
                 t.tp_split = 1;
             }
         } else if (tp > 1) {
-            if (starts(b, "attn_q.") || starts(b, "attn_k.") || starts(b, "attn_v.") || starts(b, "ffn_gate.") ||
-                starts(b, "ffn_up.")) {
+            if ((starts(b, "attn_k.") || starts(b, "attn_v.")) && c->n_kv_head % tp) {
+                /* tp > kv heads: the kv head of this rank's query heads, replicated */
+                const int64_t rows = t.full[0] / c->n_kv_head;
+                t.shape[0] = rows;
+                t.start[0] = rows * (tr / (tp / c->n_kv_head));
+                t.tp_split = 1;
+            } else if (starts(b, "attn_q.") || starts(b, "attn_k.") || starts(b, "attn_v.") || starts(b, "ffn_gate.") ||
+                       starts(b, "ffn_up.")) {
                 split_dim(&t, 0, tp, tr); /* column parallel: output rows (whole heads) */
                 t.tp_split = 1;
             } else if ((starts(b, "attn_output.") || starts(b, "ffn_down.")) && t.ndim == 2) {

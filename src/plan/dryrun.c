@@ -5,6 +5,8 @@
  * prints them, so both agree by construction. */
 #include "plan.h"
 
+#include "dist/zero.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,54 +79,48 @@ void plan_rank_coords(const PlanLayout *l, int rank, int *tp_rank, int *pp_rank,
     *pp_rank = rank / (l->tp * l->dp);
 }
 
-/* Rows of n given to part idx of parts: as even as possible, the first
- * n % parts parts one more (the vocabulary need not divide by tp). */
-static int64_t part_of(int64_t n, int parts, int idx) { return n / parts + (idx < n % parts ? 1 : 0); }
-
-/* Apply the Megatron split of one registry tensor for (tp_rank, ep_rank). */
-static void shard_one(const Config *c, const PlanLayout *l, const Tensor *t, int tp_rank, int ep_rank,
-                      ShardTensor *s) {
-    const char *base = t->name;
-    if (t->layer >= 0) {
-        const char *dot = strchr(t->name + 4, '.'); /* "blk.N.<base>" */
-        base = dot ? dot + 1 : t->name;
-    }
-    (void)ep_rank;
+/* The registry's shard of one rank, as the planner's ShardTensor: the one
+ * source of per-rank shapes is registry_build_shard (the engine allocates
+ * from it); a tied embedding's copy on the last stage is "output.weight". */
+static void shard_tensor(const Tensor *t, int tied_copy, ShardTensor *s) {
     memset(s, 0, sizeof *s);
-    snprintf(s->name, sizeof s->name, "%s", t->name);
+    snprintf(s->name, sizeof s->name, "%s", tied_copy ? "output.weight" : t->name);
     s->ndim = t->ndim;
-    for (int i = 0; i < t->ndim; i++) s->global[i] = s->local[i] = t->shape[i];
     s->split_dim = -1;
-    const int tp = l->tp;
-#define STARTS(p) (strncmp(base, p, strlen(p)) == 0)
-    if (t->flags & PF_EXPERT) {
-        s->expert = 1;
-        s->local[0] = t->shape[0] / l->ep;                 /* experts over ep */
-        int tdim = STARTS("ffn_down_exps") ? (t->ndim == 3 ? 2 : -1) : 1; /* F columns over tp */
-        if (tdim > 0) {
-            s->local[tdim] = t->shape[tdim] / tp;
-            s->split_dim = tdim;
-        }
-    } else if (STARTS("attn_q.") || STARTS("ffn_gate.") || STARTS("ffn_up.")) {
-        s->local[0] = t->shape[0] / tp; /* column parallel: output rows */
-        s->split_dim = 0;
-    } else if (STARTS("attn_k.") || STARTS("attn_v.")) {
-        if (c->n_kv_head % tp == 0) {
-            s->local[0] = t->shape[0] / tp;
-        } else { /* tp > kv heads: each rank keeps the one kv head its q heads read */
-            s->local[0] = t->shape[0] / c->n_kv_head;
-        }
-        s->split_dim = 0;
-    } else if ((STARTS("attn_output.") || STARTS("ffn_down.")) && t->ndim == 2) {
-        s->local[1] = t->shape[1] / tp; /* row parallel: input columns; its bias stays whole */
-        s->split_dim = 1;
-    } else if (strcmp(t->name, "token_embd.weight") == 0 || strcmp(t->name, "output.weight") == 0) {
-        s->local[0] = part_of(t->shape[0], tp, tp_rank); /* vocabulary parallel */
-        s->split_dim = 0;
+    for (int i = 0; i < t->ndim; i++) {
+        s->global[i] = t->full[i];
+        s->local[i] = t->shape[i];
+        /* the tensor-parallel cut, or (experts) the expert-parallel one */
+        if (t->shape[i] != t->full[i] && (s->split_dim < 0 || (t->flags & PF_EXPERT && i > 0))) s->split_dim = i;
     }
-#undef STARTS
-    s->numel = 1;
-    for (int i = 0; i < s->ndim; i++) s->numel *= (size_t)s->local[i];
+    if (s->split_dim < 0 && (t->tp_split || t->ep_split)) s->split_dim = 0;
+    s->expert = (t->flags & PF_EXPERT) != 0;
+    s->tied_copy = tied_copy;
+    s->numel = t->numel;
+}
+
+/* The ModelShard of (tp_rank, ep_rank) for layers [f, f + n) of stage st;
+ * first/last: whether this call also takes the embeddings / the head. */
+static void model_shard_of(const PlanLayout *l, const RankShard *rs, int f, int n, int first, int last,
+                           ModelShard *ms) {
+    memset(ms, 0, sizeof *ms);
+    ms->tp_rank = rs->tp_rank;
+    ms->tp_size = l->tp;
+    ms->ep_rank = rs->ep_rank;
+    ms->ep_size = l->ep;
+    ms->layer0 = f;
+    ms->layer1 = f + n;
+    ms->first = first;
+    ms->last = last;
+}
+
+typedef struct {
+    int order; /* index in the whole registry */
+    ShardTensor s;
+} Ordered;
+
+static int by_order(const void *a, const void *b) {
+    return ((const Ordered *)a)->order - ((const Ordered *)b)->order;
 }
 
 int plan_shard_build(const Config *c, const PlanLayout *l, int rank, RankShard *rs, Err *err) {
@@ -136,50 +132,60 @@ int plan_shard_build(const Config *c, const PlanLayout *l, int rank, RankShard *
     rs->rank = rank;
     plan_rank_coords(l, rank, &rs->tp_rank, &rs->pp_rank, &rs->dp_rank);
     rs->ep_rank = rs->dp_rank % l->ep;
-    Tensor *t = NULL;
-    int n = 0;
+    Tensor *whole = NULL;
+    int n_whole = 0;
     size_t total = 0;
-    if ((rc = registry_build(c, &t, &n, &total, err))) return rc;
+    if ((rc = registry_build(c, &whole, &n_whole, &total, err))) return rc;
+    Ordered *out = calloc((size_t)n_whole + 1, sizeof *out);
+    if (!out) {
+        free(whole);
+        return err_set(err, ERR_NOMEM, "out of memory sharding the registry");
+    }
+    int n = 0;
+    const int last_stage = l->pp - 1;
+    /* one registry shard per (virtual) stage chunk: the embeddings come with
+     * the first stage's first chunk, the head with the last stage's last */
+    for (int j = 0; j < l->vpp && !rc; j++) {
+        int f, nl;
+        plan_stage_layers(c, l, rs->pp_rank, j, &f, &nl);
+        ModelShard ms;
+        model_shard_of(l, rs, f, nl, rs->pp_rank == 0 && j == 0, rs->pp_rank == last_stage && j == l->vpp - 1, &ms);
+        Tensor *t = NULL;
+        int k = 0;
+        size_t np = 0;
+        if ((rc = registry_build_shard(c, &ms, &t, &k, &np, err))) break;
+        for (int i = 0; i < k && n <= n_whole; i++) {
+            int order = 0;
+            while (order < n_whole && strcmp(whole[order].name, t[i].name)) order++;
+            /* Tied embeddings with pp > 1: the last stage keeps its own copy of
+             * the (vocabulary-split) embedding as the output layer, and the two
+             * stages all-reduce its gradient (Megatron-LM). */
+            int tied_copy = !ms.first && strcmp(t[i].name, "token_embd.weight") == 0;
+            out[n].order = order;
+            shard_tensor(&t[i], tied_copy, &out[n].s);
+            n++;
+        }
+        free(t);
+    }
+    free(whole);
+    if (rc) {
+        free(out);
+        return rc;
+    }
+    qsort(out, (size_t)n, sizeof *out, by_order);
     rs->t = calloc((size_t)n + 1, sizeof *rs->t);
     if (!rs->t) {
-        free(t);
+        free(out);
         return err_set(err, ERR_NOMEM, "out of memory sharding the registry");
     }
-    const int last = l->pp - 1;
-    int *stage_cache = calloc((size_t)c->n_layer, sizeof *stage_cache);
-    if (!stage_cache) {
-        free(t);
-        plan_shard_free(rs);
-        return err_set(err, ERR_NOMEM, "out of memory sharding the registry");
-    }
-    for (int st = 0; st < l->pp; st++) /* layer -> pipeline stage */
-        for (int j = 0; j < l->vpp; j++) {
-            int f, nl;
-            plan_stage_layers(c, l, st, j, &f, &nl);
-            for (int i = f; i < f + nl && i < c->n_layer; i++) stage_cache[i] = st;
-        }
     for (int i = 0; i < n; i++) {
-        int stage;
-        if (t[i].layer >= 0) stage = stage_cache[t[i].layer];
-        else if (strncmp(t[i].name, "token_embd", 10) == 0 || strncmp(t[i].name, "position_embd", 13) == 0) stage = 0;
-        else stage = last; /* output_norm, output */
-        int here = stage == rs->pp_rank;
-        /* Tied embeddings with pp > 1: the last stage keeps its own copy of
-         * the (vocabulary-split) embedding as the output layer, and the two
-         * stages all-reduce its gradient (Megatron-LM). */
-        int tied_copy = c->tie_embeddings && last > 0 && rs->pp_rank == last && strcmp(t[i].name, "token_embd.weight") == 0;
-        if (!here && !tied_copy) continue;
-        ShardTensor *s = &rs->t[rs->n++];
-        shard_one(c, l, &t[i], rs->tp_rank, rs->ep_rank, s);
-        if (tied_copy) {
-            snprintf(s->name, sizeof s->name, "output.weight");
-            s->tied_copy = 1;
-        }
-        if (s->expert) rs->n_expert += s->numel;
-        else rs->n_dense += s->numel;
+        rs->t[rs->n++] = out[i].s;
+        if (out[i].s.expert)
+            rs->n_expert += out[i].s.numel;
+        else
+            rs->n_dense += out[i].s.numel;
     }
-    free(stage_cache);
-    free(t);
+    free(out);
     return 0;
 }
 
@@ -213,6 +219,32 @@ void plan_state_memory(const PlanLayout *l, size_t n_dense, size_t n_expert, Pla
     m->grads = b.grads * (l->zero >= 2 ? shard : full);
     m->optimizer = b.optimizer * (l->zero >= 1 ? shard : full);
     m->total = m->weights + m->grads + m->optimizer + m->activations;
+}
+
+/* What `jarip train` allocates on this rank for weights, gradients and the
+ * optimizer (fp32, the engine's layouts: no vpp, no uneven stages, kv heads
+ * split, no ZeRO with experts): the ZeRO buckets of the rank's registry
+ * shard, as src/train/parallel.c builds them. Returns 1 when filled, 0 when
+ * the layout is one only the planner sizes. */
+static int engine_floats(const Config *c, const PlanLayout *l, const RankShard *rs, ZeroFloats *f, ZeroLayout *z,
+                         Err *err) {
+    memset(z, 0, sizeof *z);
+    if (l->precision != PREC_FP32 || l->vpp != 1 || l->first_stage_layers || l->last_stage_layers ||
+        c->n_kv_head % l->tp || (l->ep > 1 && l->zero > 0))
+        return 0;
+    int first, count;
+    plan_stage_layers(c, l, rs->pp_rank, 0, &first, &count);
+    ModelShard ms;
+    model_shard_of(l, rs, first, count, rs->pp_rank == 0, rs->pp_rank == l->pp - 1, &ms);
+    Tensor *t = NULL;
+    int n = 0;
+    size_t np = 0;
+    if (registry_build_shard(c, &ms, &t, &n, &np, err)) return -1;
+    int rc = zero_layout_build(t, n, c->n_layer, l->dp, z, err);
+    free(t);
+    if (rc) return -1;
+    *f = zero_floats(z, np, l->dp > 1 ? l->zero : 0);
+    return 1;
 }
 
 static void fmt_shape(char *buf, size_t n, const int64_t *s, int nd) {
@@ -249,6 +281,30 @@ int plan_dry_run(const Config *c, const PlanLayout *layout, int rank, FILE *out,
     plan_state_memory(l, rs.n_dense, rs.n_expert, &m);
     fprintf(out, "  parameters on this rank: %zu (dense %zu, expert %zu)\n", rs.n_dense + rs.n_expert, rs.n_dense,
             rs.n_expert);
+    ZeroFloats ef;
+    ZeroLayout z;
+    int engine = engine_floats(c, l, &rs, &ef, &z, err);
+    if (engine < 0) {
+        plan_shard_free(&rs);
+        return err->code ? err->code : ERR_INVALID;
+    }
+    if (engine) {
+        const int zs = l->dp > 1 ? l->zero : 0;
+        if (zs > 0)
+            fprintf(out, "  zero-%d shard (%s): chunk %d of %d of each of %d buckets, %zu elements (padding included)\n",
+                    zs, zs == 1 ? "optimizer" : zs == 2 ? "optimizer, grads" : "optimizer, grads, weights", rs.dp_rank,
+                    l->dp, z.n_buckets, z.opt_len);
+        /* ZeRO-1's gather staging serves the weights; ZeRO >= 2 stage in the gradient buffers */
+        double w = 4.0 * (double)(ef.weights + ef.staging), g = 4.0 * (double)ef.grads, o = 4.0 * (double)ef.optimizer;
+        fprintf(out, "  bytes: weights %.0f  grads %.0f  optimizer %.0f  total %.0f  (as jarip train allocates them", w,
+                g, o, w + g + o);
+        if (zs >= 2)
+            fprintf(out, "; staging: one block %zu + edge tensors %zu elements", z.block_len, z.edge_len);
+        fprintf(out, ")\n");
+        zero_layout_free(&z);
+        plan_shard_free(&rs);
+        return 0;
+    }
     if (l->zero > 0) {
         int dpe = l->dp / l->ep, ei = rs.dp_rank / l->ep;
         size_t sd = (rs.n_dense + (size_t)l->dp - 1) / (size_t)l->dp, se = (rs.n_expert + (size_t)dpe - 1) / (size_t)dpe;

@@ -150,6 +150,17 @@ void parallel_free(Parallel *p) {
     memset(p, 0, sizeof *p);
 }
 
+size_t parallel_state_bytes(const Parallel *p, const Model *m) {
+    const ZeroLayout *z = &p->zl;
+    const size_t n = m->n_params;
+    size_t f = (m->params ? n : 0) + (m->grads ? n : 0) + (m->adam_m ? n : 0) + (m->adam_v ? n : 0);
+    f += (p->stage ? z->max_padded : 0) + (p->adam_m ? z->opt_len : 0) + (p->adam_v ? z->opt_len : 0);
+    f += (p->grad_shard ? z->opt_len : 0) + (p->block_grad ? z->block_len : 0) + (p->edge_grad ? z->edge_len : 0);
+    f += (p->rs_out ? z->max_chunk : 0) + (p->param_shard ? z->opt_len : 0) + (p->block_param ? z->block_len : 0);
+    f += p->edge_param ? z->edge_len : 0;
+    return f * sizeof(float);
+}
+
 void parallel_zero_grad(Parallel *p, Model *m) {
     if (p->zero >= 2) {
         /* the staging areas are clean: each is cleared after its reduce-scatter */

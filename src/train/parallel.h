@@ -68,6 +68,11 @@ void parallel_model_shard(const Parallel *p, const Config *c, ModelShard *s);
 int parallel_attach(Parallel *p, Model *m, Err *err);
 void parallel_free(Parallel *p);
 
+/* Bytes of weights, gradients, optimizer state and ZeRO staging this rank
+ * holds, counted from the buffers actually allocated (the dry run prints
+ * the same figure from the layout alone). */
+size_t parallel_state_bytes(const Parallel *p, const Model *m);
+
 /* Zero the gradients before a step's first micro-batch (whatever holds them). */
 void parallel_zero_grad(Parallel *p, Model *m);
 

@@ -105,11 +105,17 @@ static double peak_rss_mib(void) {
 }
 
 /* OUT/memory.json: each rank's peak resident memory during the last step
- * (before its checkpoint), for comparing layouts and ZeRO stages. Best effort. */
+ * (before its checkpoint) and its training-state bytes, for comparing
+ * layouts and ZeRO stages (and the dry run). Best effort. */
 static void write_memory(const char *out, const double *rss, const Parallel *p, size_t n_params) {
-    json_t *o = json_object(), *a = json_array();
-    for (int r = 0; r < p->world->size; r++) json_array_append_new(a, json_real(rss[r]));
+    json_t *o = json_object(), *a = json_array(), *b = json_array();
+    for (int r = 0; r < p->world->size; r++) {
+        json_array_append_new(a, json_real(rss[r]));
+        json_array_append_new(b, json_integer((json_int_t)rss[p->world->size + r]));
+    }
     json_object_set_new(o, "peak_rss_mib", a);
+    /* weights, gradients, optimizer state and ZeRO staging as allocated */
+    json_object_set_new(o, "state_bytes", b);
     json_object_set_new(o, "parameters", json_integer((json_int_t)n_params));
     json_object_set_new(o, "tp", json_integer(p->tp));
     json_object_set_new(o, "pp", json_integer(p->pp));
@@ -162,17 +168,10 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
     snprintf(svg_path, sizeof svg_path, "%s/loss.svg", o->out);
     LossHistory hist = {0};
     int run_steps = 0;
-    double *red = NULL; /* loss, aux loss, each rank's peak RSS: summed over the world */
+    double *red = NULL; /* loss, aux loss, each rank's peak RSS and state bytes: summed over the world */
     FILE *log = NULL;
     size_t n_whole = config_param_count(c);
     float *full[3] = {NULL, NULL, NULL};
-    if (p->world->size > 1 && lead) { /* checkpoints are whole-model, whatever the layout; rank 0 writes them */
-        for (int k = 0; k < 3; k++)
-            if (!(full[k] = xalloc(n_whole * sizeof(float), err))) {
-                rc = err->code;
-                goto done;
-            }
-    }
     if (lead) {
         if (start_step > 0) {
             if ((rc = log_restore(log_path, start_step, &hist, err))) goto done;
@@ -198,7 +197,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
                 c->arch, n_whole, o->batch, T, o->accum, o->steps, threads, p->world->size, p->tp, p->pp, p->dp,
                 p->zero, m->act.n_floats * 4.0 / (1 << 20));
     double run_t0 = time_now();
-    red = malloc((2 + (size_t)p->world->size) * sizeof *red);
+    red = malloc((2 + 2 * (size_t)p->world->size) * sizeof *red);
     if (!red) {
         rc = err_set(err, ERR_NOMEM, "out of memory");
         goto done;
@@ -216,12 +215,14 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         }
         /* mean over micro-batches and dp ranks; every tp rank holds the same
          * values, the last stage the cross-entropy, each stage its aux loss */
-        /* with every rank's peak resident memory so far (memory.json) */
-        memset(red, 0, (2 + (size_t)p->world->size) * sizeof *red);
+        /* with every rank's peak resident memory so far and its state bytes (memory.json) */
+        const size_t W = (size_t)p->world->size;
+        memset(red, 0, (2 + 2 * W) * sizeof *red);
         red[0] = loss;
         red[1] = aux;
         red[2 + p->rank] = peak_rss_mib();
-        if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, red, 2 + (size_t)p->world->size, err))) goto done;
+        red[2 + W + p->rank] = (double)parallel_state_bytes(p, m);
+        if (W > 1 && (rc = comm_allreduce_sum_f64(p->world, red, 2 + 2 * W, err))) goto done;
         const double per = (double)o->accum * (Bl / mb) * p->dp * p->tp;
         loss = (red[0] + red[1]) / per;
         if (!isfinite(loss)) {
@@ -268,8 +269,19 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         int stop = o->stop_after > 0 && run_steps == o->stop_after && !last;
         if ((o->save_every > 0 && done_steps % o->save_every == 0) || last || stop) {
             if (p->world->size > 1) {
+                /* whole-model buffers on rank 0, only while it saves (they are
+                 * as large as the weights and both Adam moments together) */
+                for (int k = 0; k < 3 && lead; k++)
+                    if (!(full[k] = calloc(n_whole ? n_whole : 1, sizeof(float)))) {
+                        rc = err_set(err, ERR_NOMEM, "out of memory gathering the checkpoint (%zu parameters)", n_whole);
+                        goto done;
+                    }
                 if ((rc = parallel_gather_full(p, m, full[0], full[1], full[2], err))) goto done;
                 if (lead && (rc = checkpoint_write(c, full[0], full[1], full[2], o, done_steps, err))) goto done;
+                for (int k = 0; k < 3; k++) {
+                    free(full[k]);
+                    full[k] = NULL;
+                }
                 if ((rc = comm_barrier(p->world, err))) goto done;
             } else if ((rc = checkpoint_save(m, o, done_steps, err))) {
                 goto done;
@@ -285,7 +297,7 @@ done:
     free(red);
     if (log) fclose(log);
     history_free(&hist);
-    for (int k = 0; k < 3; k++) xfree(full[k]);
+    for (int k = 0; k < 3; k++) free(full[k]);
     pipeline_free(&pl, m);
     loader_close(dl);
     return rc;
