@@ -11,6 +11,15 @@
  * JARIP_MPI_CHUNK_BYTES lowers the chunk so tests reach that path with small
  * buffers.
  *
+ * Large f32 all-reduces, reduce-scatters and all-gathers run as rings of
+ * MPI_Sendrecv in segments (RING_SEGMENT, at most a chunk): p-1 steps of one
+ * block each, the ring algorithm's volume. On one machine this is several
+ * times faster than OpenMPI 4.1's own collectives at these sizes (measured
+ * between 2 ranks, 44 MB: MPI_Reduce_scatter_block ~150 ms, MPI_Allreduce
+ * ~100 ms, a sendrecv ring reduce-scatter ~45 ms and all-gather ~15 ms);
+ * small messages keep MPI's latency-optimised collectives. Sums are taken
+ * in a fixed order, so every rank gets bitwise the same result, every run.
+ *
  * bytes_sent is what this rank puts on the wire: exact for send and
  * alltoallv, the ring-algorithm volume for collectives (allreduce
  * 2(p-1)/p*bytes, reduce-scatter (p-1)/p of the input, allgather (p-1)
@@ -125,6 +134,68 @@ static int overlap(const void *a, size_t alen, const void *b, size_t blen) {
     return x < y + blen && y < x + alen;
 }
 
+/* Rings: below this many bytes MPI's own collectives (latency-bound) win. */
+enum { RING_MIN_BYTES = 64 << 10, RING_SEGMENT = 1 << 20, RING_TAG = 23 };
+
+static size_t ring_seg(Comm *c) {
+    size_t s = chunk_elems(c, sizeof(float));
+    return s < RING_SEGMENT / sizeof(float) ? s : RING_SEGMENT / sizeof(float);
+}
+
+/* Block b of a buffer cut into blocks of q elements (the last may be short). */
+static void ring_block(size_t q, size_t total, int b, size_t *off, size_t *len) {
+    size_t o = (size_t)b * q;
+    *off = o < total ? o : total;
+    *len = o + q < total ? q : total - *off;
+}
+
+/* Reduce-scatter around the ring: work (total floats, blocks of q) holds this
+ * rank's input; out receives the sum over ranks of block `rank`. Step s sends
+ * the partial sum of block rank-1-s to the right and adds the left's partial
+ * sum of block rank-2-s; work's other blocks are scratch, written only with
+ * more than 2 ranks. out may be work's own block. tmp: ring_seg floats. */
+static int ring_reduce_scatter(Comm *c, float *work, float *out, size_t q, size_t total, float *tmp, Err *err) {
+    const int p = c->size, r = c->rank, right = (r + 1) % p, left = (r + p - 1) % p;
+    const size_t seg = ring_seg(c);
+    MPI_Comm comm = impl_of(c)->comm;
+    for (int s = 0; s < p - 1; s++) {
+        size_t so, sl, ro, rl;
+        ring_block(q, total, (r - 1 - s + 2 * p) % p, &so, &sl);
+        ring_block(q, total, (r - 2 - s + 2 * p) % p, &ro, &rl);
+        const int last = s == p - 2; /* then the received block is this rank's */
+        for (size_t k = 0; k < sl || k < rl; k += seg) {
+            size_t sk = sl > k ? (sl - k < seg ? sl - k : seg) : 0, rk = rl > k ? (rl - k < seg ? rl - k : seg) : 0;
+            int e = MPI_Sendrecv(work + so + k, (int)sk, MPI_FLOAT, right, RING_TAG, tmp, (int)rk, MPI_FLOAT, left,
+                                 RING_TAG, comm, MPI_STATUS_IGNORE);
+            if (e != MPI_SUCCESS) return mpi_fail(c, e, "reduce-scatter (ring)", -1, err);
+            const float *acc = work + ro + k;
+            float *dst = last ? out + k : work + ro + k;
+            for (size_t i = 0; i < rk; i++) dst[i] = acc[i] + tmp[i];
+        }
+    }
+    return 0;
+}
+
+/* All-gather around the ring: buf (total floats, blocks of q) holds this
+ * rank's block in place; step s passes block rank-s to the right. */
+static int ring_allgather(Comm *c, float *buf, size_t q, size_t total, Err *err) {
+    const int p = c->size, r = c->rank, right = (r + 1) % p, left = (r + p - 1) % p;
+    const size_t seg = ring_seg(c);
+    MPI_Comm comm = impl_of(c)->comm;
+    for (int s = 0; s < p - 1; s++) {
+        size_t so, sl, ro, rl;
+        ring_block(q, total, (r - s + p) % p, &so, &sl);
+        ring_block(q, total, (r - s - 1 + p) % p, &ro, &rl);
+        for (size_t k = 0; k < sl || k < rl; k += seg) {
+            size_t sk = sl > k ? (sl - k < seg ? sl - k : seg) : 0, rk = rl > k ? (rl - k < seg ? rl - k : seg) : 0;
+            int e = MPI_Sendrecv(buf + so + k, (int)sk, MPI_FLOAT, right, RING_TAG, buf + ro + k, (int)rk, MPI_FLOAT,
+                                 left, RING_TAG, comm, MPI_STATUS_IGNORE);
+            if (e != MPI_SUCCESS) return mpi_fail(c, e, "allgather (ring)", -1, err);
+        }
+    }
+    return 0;
+}
+
 static int allreduce_typed(Comm *c, void *buf, size_t n, size_t esize, MPI_Datatype t, const char *op, Err *err) {
     double t0 = MPI_Wtime();
     size_t step = chunk_elems(c, esize);
@@ -139,7 +210,18 @@ static int allreduce_typed(Comm *c, void *buf, size_t n, size_t esize, MPI_Datat
 }
 
 static int mpi_allreduce(Comm *c, float *buf, size_t n, Err *err) {
-    return allreduce_typed(c, buf, n, sizeof(float), MPI_FLOAT, "allreduce (f32 sum)", err);
+    if (n * sizeof(float) < RING_MIN_BYTES || c->size < 2)
+        return allreduce_typed(c, buf, n, sizeof(float), MPI_FLOAT, "allreduce (f32 sum)", err);
+    double t0 = MPI_Wtime();
+    const size_t q = (n + (size_t)c->size - 1) / (size_t)c->size;
+    size_t own, len;
+    ring_block(q, n, c->rank, &own, &len);
+    float *tmp = malloc(ring_seg(c) * sizeof(float));
+    int rc = tmp ? ring_reduce_scatter(c, buf, buf + own, q, n, tmp, err) : err_set(err, ERR_NOMEM, "out of memory");
+    if (!rc) rc = ring_allgather(c, buf, q, n, err);
+    free(tmp);
+    account(c, OP_ALLREDUCE, t0, (size_t)(2.0 * (c->size - 1) / c->size * (double)(n * sizeof(float))));
+    return rc;
 }
 
 static int mpi_allreduce_f64(Comm *c, double *buf, size_t n, Err *err) {
@@ -153,6 +235,25 @@ static int mpi_reduce_scatter(Comm *c, const float *send, float *recv, size_t n,
     double t0 = MPI_Wtime();
     MPI_Comm comm = impl_of(c)->comm;
     int rc = 0, e = MPI_SUCCESS;
+    if (n * sizeof(float) >= RING_MIN_BYTES && p > 1) {
+        /* two ranks never write into send; more use a copy as scratch */
+        float *work = p == 2 ? (float *)send : malloc(n * sizeof(float));
+        float *own = (float *)send + (size_t)c->rank * blk;
+        int direct = !overlap(send, n * sizeof(float), recv, blk * sizeof(float)) || recv == own || p > 2;
+        float *out = direct ? recv : malloc(blk * sizeof(float));
+        float *tmp = malloc(ring_seg(c) * sizeof(float));
+        if (!work || !out || !tmp) {
+            rc = err_set(err, ERR_NOMEM, "out of memory");
+        } else {
+            if (p > 2) memcpy(work, send, n * sizeof(float));
+            rc = ring_reduce_scatter(c, work, out, blk, n, tmp, err);
+            if (!rc && !direct) memmove(recv, out, blk * sizeof(float));
+        }
+        if (p > 2) free(work);
+        if (!direct) free(out);
+        free(tmp);
+        goto done;
+    }
     if (n <= chunk_elems(c, sizeof(float))) {
         if (recv == send) {
             e = MPI_Reduce_scatter_block(MPI_IN_PLACE, recv, (int)blk, MPI_FLOAT, MPI_SUM, comm);
@@ -227,7 +328,10 @@ static int mpi_allgather(Comm *c, const float *send, float *recv, size_t n, Err 
         memcpy(copy, send, n * sizeof(float));
         send = copy;
     }
-    if (p * n <= chunk_elems(c, sizeof(float))) {
+    if (p * n * sizeof(float) >= RING_MIN_BYTES && p > 1) {
+        if (!in_place) memcpy(own, send, n * sizeof(float));
+        rc = ring_allgather(c, recv, n, p * n, err);
+    } else if (p * n <= chunk_elems(c, sizeof(float))) {
         e = MPI_Allgather(in_place ? MPI_IN_PLACE : send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, comm);
         if (e != MPI_SUCCESS) rc = mpi_fail(c, e, "allgather", -1, err);
     } else {

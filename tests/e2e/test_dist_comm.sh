@@ -135,6 +135,36 @@ int main(int argc, char **argv) {
     CHECK(w->bytes_sent - b0 == (size_t)(tot - sc[me]) * 4, "alltoallv bytes_sent %zu", w->bytes_sent - b0);
     for (int q = 0; q < p; q++)
         for (int j = 0; j <= me; j++) CHECK(ar[q * (me + 1) + j] == (float)(q * 1000 + me * 10 + j), "alltoallv from %d [%d]", q, j);
+    /* large buffers take the sendrecv rings (>= 64 KiB); sizes that do not
+     * divide by the ranks, every aliasing the small path allows */
+    {
+        enum { NL = 50001 };
+        float *a = malloc(NL * sizeof *a);
+        for (int i = 0; i < NL; i++) a[i] = (float)((me + 1) * (i % 1000));
+        OK(comm_allreduce_sum(w, a, NL, err));
+        for (int i = 0; i < NL; i++) CHECK(a[i] == (float)(p * (p + 1) / 2 * (i % 1000)), "ring allreduce [%d] = %g", i, a[i]);
+        const int lb = 20011, ln = lb * p;
+        float *ls = malloc(ln * sizeof *ls), *lr = malloc(lb * sizeof *lr);
+        for (int mode = 0; mode < 3; mode++) {
+            for (int i = 0; i < ln; i++) ls[i] = (float)(me + i % 4096);
+            float *out = mode == 0 ? lr : mode == 1 ? ls : ls + me * lb;
+            OK(comm_reduce_scatter_sum(w, ls, out, ln, err));
+            for (int j = 0; j < lb; j++)
+                CHECK(out[j] == (float)(p * (p - 1) / 2 + p * ((me * lb + j) % 4096)), "ring reduce-scatter mode %d [%d] = %g", mode, j, out[j]);
+        }
+        const int lg = 17003;
+        float *gsrc = malloc(lg * sizeof *gsrc), *gall = malloc((size_t)lg * p * sizeof *gall);
+        for (int mode = 0; mode < 2; mode++) {
+            memset(gall, 0, (size_t)lg * p * sizeof *gall);
+            float *src = mode ? gall + (size_t)me * lg : gsrc;
+            for (int i = 0; i < lg; i++) src[i] = (float)(me * 100000 + i);
+            OK(comm_allgather(w, src, gall, lg, err));
+            for (int q = 0; q < p; q++)
+                for (int i = 0; i < lg; i++)
+                    CHECK(gall[(size_t)q * lg + i] == (float)(q * 100000 + i), "ring allgather mode %d [%d][%d]", mode, q, i);
+        }
+        free(a), free(ls), free(lr), free(gsrc), free(gall);
+    }
     CHECK(w->comm_seconds > 0, "comm_seconds not counted");
     int failed = bad;
     float fl = (float)failed;
@@ -164,9 +194,9 @@ for r, sent in ((0, 1001 + 10 + 12), (1, 1001)):
     ops = s["ops"]
     assert s["rank"] == r and s["size"] == 2, s
     assert ops["send"]["bytes"] == sent, (r, ops["send"])
-    # f32 and f64 of 1000 (ring: (2-1)/2 x 2 x bytes), the verdict's 1 float;
-    # the parity split leaves groups of one, which send nothing
-    assert ops["allreduce"]["calls"] == 4 and ops["allreduce"]["bytes"] == 4000 + 8000 + 4, ops["allreduce"]
+    # f32 and f64 of 1000 (ring: (2-1)/2 x 2 x bytes), 50001 f32 on the ring
+    # path, the verdict's 1 float; the parity split's groups of one send nothing
+    assert ops["allreduce"]["calls"] == 5 and ops["allreduce"]["bytes"] == 4000 + 8000 + 4 * 50001 + 4, ops["allreduce"]
     assert ops["alltoallv"]["bytes"] == 4 * (2 - r), ops["alltoallv"]
     assert all(v["seconds"] >= 0 for v in ops.values())
 PEOF
