@@ -92,4 +92,25 @@ int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype,
 #define QMM_Q8_ACTIVATIONS 1
 int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags);
 
+
+/* ---- inference kernels with llama.cpp's CPU numerics (quant_llamacpp.c) ----
+ * The operations of a Llama block around its matmuls, computed in the order
+ * and precision of llama.cpp's CPU backend (AVX2 build), so that GGUF
+ * models give its logits bit for bit (see the file's comment for why). The
+ * results do not depend on the thread count. Inference only. */
+/* out (N,C) = x / rms(x) * w: sum of squares in double, as ggml. */
+void lcpp_rmsnorm(float *out, const float *x, const float *w, int N, int C, float eps);
+/* In place on x (T,H,D) at positions pos0.. (adjacent pairs, or neox halves). */
+void lcpp_rope(float *x, int T, int H, int D, int pos0, float base, int neox);
+/* out = silu(g) * u over n values. */
+void lcpp_swiglu(float *out, const float *g, const float *u, size_t n);
+/* Whether lcpp_attention handles head size D (a multiple of 32). */
+int lcpp_attention_ok(int D);
+/* Causal attention of T queries q (T,Hq*D) at positions pos0.. over a cache
+ * kc/vc (positions 0..pos0+T-1, rows of Hkv*D floats); GQA: head h reads
+ * kv head h/(Hq/Hkv). T >= 2 sums the values as llama.cpp's batched path
+ * (tinyBLAS), T == 1 as its vector dot. out (T,Hq*D). 0 or ERR_NOMEM. */
+int lcpp_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int Hq, int Hkv,
+                   int D);
+
 #endif

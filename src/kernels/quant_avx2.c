@@ -72,26 +72,19 @@ TGT static float dot_q4_0(const void *w, const QAct *a, const float *x, int64_t 
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
+/* One accumulator, blocks in order, the min term summed apart: the order
+ * of ggml's vec_dot_q4_1_q8_1, so results match llama.cpp bit for bit. */
 TGT static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ4_1 *b = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
     float summ = 0;
-    const int64_t nb = K / QK;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        const __m256 p0 = _mm256_cvtepi32_ps(dot_us(nibbles(b[i].qs), load_q8(a->qs + i * QK)));
-        const __m256 p1 = _mm256_cvtepi32_ps(dot_us(nibbles(b[i + 1].qs), load_q8(a->qs + (i + 1) * QK)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i + 1].d) * a->d[i + 1]), p1, acc1);
-        summ += h2f(b[i].m) * a->s[i] + h2f(b[i + 1].m) * a->s[i + 1];
+    for (int64_t i = 0; i < K / QK; i++) {
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                              _mm256_cvtepi32_ps(dot_us(nibbles(b[i].qs), load_q8(a->qs + i * QK))), acc);
+        summ = fmaf(h2f(b[i].m), a->s[i], summ);
     }
-    for (; i < nb; i++) {
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
-                               _mm256_cvtepi32_ps(dot_us(nibbles(b[i].qs), load_q8(a->qs + i * QK))), acc0);
-        summ += h2f(b[i].m) * a->s[i];
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1)) + summ;
+    return hsum_ps(acc) + summ;
 }
 
 TGT static float dot_q5_0(const void *w, const QAct *a, const float *x, int64_t K) {
@@ -123,22 +116,15 @@ TGT static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t 
     return hsum_ps(acc) + summ;
 }
 
+/* ggml's vec_dot_q8_0_q8_0 order (one accumulator, blocks in order). */
 TGT static float dot_q8_0(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ8_0 *b = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    const int64_t nb = K / QK;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        const __m256 p0 = _mm256_cvtepi32_ps(dot_ss(load_q8(b[i].qs), load_q8(a->qs + i * QK)));
-        const __m256 p1 = _mm256_cvtepi32_ps(dot_ss(load_q8(b[i + 1].qs), load_q8(a->qs + (i + 1) * QK)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i + 1].d) * a->d[i + 1]), p1, acc1);
-    }
-    for (; i < nb; i++)
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
-                               _mm256_cvtepi32_ps(dot_ss(load_q8(b[i].qs), load_q8(a->qs + i * QK))), acc0);
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < K / QK; i++)
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                              _mm256_cvtepi32_ps(dot_ss(load_q8(b[i].qs), load_q8(a->qs + i * QK))), acc);
+    return hsum_ps(acc);
 }
 
 /* Q4_K / Q5_K: 8 scales and mins per super-block; the min term comes from

@@ -357,6 +357,62 @@ void kvcache_free(KVCache *kv) {
     memset(kv, 0, sizeof *kv);
 }
 
+/* ---- inference with llama.cpp's numerics -----------------------------------
+ * For Llama-shaped models (RMSNorm, RoPE, dense SwiGLU, one rank) the cached
+ * forward computes every operation as llama.cpp's CPU backend does
+ * (kernels/quant_llamacpp.c) and the quantized matmuls with 8-bit
+ * activations for every batch size, so a GGUF model gives llama.cpp's logits
+ * bit for bit and its greedy tokens. Other shapes go through block_forward. */
+static int lcpp_shaped(const Model *m) {
+    const Config *c = &m->cfg;
+    return c->norm == NORM_RMSNORM && c->pos == POS_ROPE && c->act == ACT_SWIGLU && c->n_expert <= 1 &&
+           m->shard.tp_size == 1 && lcpp_attention_ok(c->head_dim) && c->n_head % c->n_kv_head == 0;
+}
+
+/* Matmul of inference: quantized weights dot 8-bit activations (as
+ * llama.cpp) for every M; float weights as in training. */
+static int linear_infer(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
+    const int act = quant_act_type(w->dtype);
+    if (act != DT_Q8_0 && act != DT_Q8_K) return linear(out, in, w, b, M);
+    const int N = (int)w->shape[0], K = (int)w->shape[1];
+    int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
+    if (rc || !b) return rc;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) out[(size_t)i * N + j] += F(b)[j];
+    return 0;
+}
+
+static int block_forward_lcpp(Model *m, int l, const float *x, int T, int pos0, KVCache *kv, Err *err) {
+    const Config *c = &m->cfg;
+    const Activations *a = &m->act;
+    const LayerWeights *w = &m->layers[l];
+    const int C = c->d_model, D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head, KVD = Hkv * D, F_ = c->d_ff;
+    int rc;
+    lcpp_rmsnorm(a->ln1[l], x, F(w->attn_norm), T, C, c->norm_eps);
+    if ((rc = linear_infer(a->q[l], a->ln1[l], w->wq, w->bq, T)) || (rc = linear_infer(a->k[l], a->ln1[l], w->wk, w->bk, T)) ||
+        (rc = linear_infer(a->v[l], a->ln1[l], w->wv, w->bv, T)))
+        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wq->dtype));
+    lcpp_rope(a->q[l], T, Hq, D, pos0, c->rope_theta, c->rope_neox);
+    lcpp_rope(a->k[l], T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
+    float *kc = kv->k + (size_t)l * kv->ctx * KVD, *vc = kv->v + (size_t)l * kv->ctx * KVD;
+    memcpy(kc + (size_t)pos0 * KVD, a->k[l], (size_t)T * KVD * sizeof(float));
+    memcpy(vc + (size_t)pos0 * KVD, a->v[l], (size_t)T * KVD * sizeof(float));
+    if ((rc = lcpp_attention(a->atty[l], a->q[l], kc, vc, T, pos0, Hq, Hkv, D)))
+        return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + T);
+    if ((rc = linear_infer(a->res_att[l], a->atty[l], w->wo, w->bo, T)))
+        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wo->dtype));
+    add_inplace(a->res_att[l], x, (size_t)T * C);
+    lcpp_rmsnorm(a->ln2[l], a->res_att[l], F(w->ffn_norm), T, C, c->norm_eps);
+    if ((rc = linear_infer(a->ffn_h[l], a->ln2[l], w->w_up, w->b_up, T)) ||
+        (rc = linear_infer(a->ffn_g[l], a->ln2[l], w->w_gate, NULL, T)))
+        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_up->dtype));
+    lcpp_swiglu(a->ffn_a[l], a->ffn_g[l], a->ffn_h[l], (size_t)T * F_);
+    if ((rc = linear_infer(a->res_ffn[l], a->ffn_a[l], w->w_down, w->b_down, T)))
+        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_down->dtype));
+    add_inplace(a->res_ffn[l], a->res_att[l], (size_t)T * C);
+    return 0;
+}
+
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
@@ -370,13 +426,18 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
     int rc = embed(m, a->embed, tokens, 1, n, pos0, err);
     if (rc) return rc;
     const float *x = a->embed;
+    const int lcpp = lcpp_shaped(m);
     for (int l = 0; l < c->n_layer; l++) {
-        if ((rc = block_forward(m, l, x, 1, n, pos0, kv, err))) return rc;
+        rc = lcpp ? block_forward_lcpp(m, l, x, n, pos0, kv, err) : block_forward(m, l, x, 1, n, pos0, kv, err);
+        if (rc) return rc;
         x = a->res_ffn[l];
     }
     const float *last = x + (size_t)(n - 1) * C;
-    norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
-    if ((rc = linear(logits, a->lnf, m->lm_head, NULL, 1)))
+    if (lcpp)
+        lcpp_rmsnorm(a->lnf, last, F(m->out_norm), 1, C, c->norm_eps);
+    else
+        norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
+    if ((rc = lcpp ? linear_infer(logits, a->lnf, m->lm_head, NULL, 1) : linear(logits, a->lnf, m->lm_head, NULL, 1)))
         return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
     kv->len += n;
     return 0;

@@ -1,0 +1,352 @@
+/* Inference kernels with the arithmetic of llama.cpp's CPU backend (ggml-cpu,
+ * x86 AVX2 build), so that a GGUF model run by jarip gives llama.cpp's
+ * logits bit for bit and therefore its greedy tokens.
+ *
+ * Why bit for bit: the quantized matmuls quantize their input to 8 bits per
+ * 32-block (Q8_0/Q8_1), so a one-ulp difference anywhere upstream can move
+ * an activation across a rounding boundary, which changes it by 1/254 of its
+ * block's maximum; over 30 layers those flips add up to logit differences of
+ * ~0.5 and different greedy tokens within a few dozen steps. The matmuls
+ * themselves already match (quant_avx2.c), so what is left is every other
+ * operation of a block, each reproduced here as measured against llama.cpp's
+ * intermediate tensors (scripts/llamacpp_intermediates.py):
+ *   - RMSNorm: sum of squares in double, in order; scale = 1/sqrtf(mean+eps)
+ *     in float; y = (x*scale)*w (two roundings, as the norm and the weight
+ *     multiply are separate ops there).
+ *   - RoPE: per position, theta starts at the position and is multiplied by
+ *     base^(-2/D) in float for each pair; cosf/sinf of it; the rotation is
+ *     fma(x0, c, -(x1*s)) and fma(x0, s, x1*c) (the compiled ggml code).
+ *   - Attention scores: ggml_vec_dot_f32's order (4 accumulators of 8 lanes
+ *     over 32-element steps, then a fixed reduction tree); softmax of
+ *     score*scale with ggml's vector exp (the Arm optimized-routines
+ *     polynomial), the sum in double over horizontal sums of 8, then a
+ *     multiply by (float)(1/sum).
+ *   - Weighted sum of values: for a batch of queries llama.cpp goes through
+ *     tinyBLAS (one 8-lane accumulator per output, position j in lane j%8);
+ *     for a single query through ggml_vec_dot_f32 (lane j%32). Zero padding
+ *     of the cache does not change either sum.
+ *   - SwiGLU: x/(1+exp(-x)) with the same vector exp, times the up value.
+ * Training does not use these (it keeps its own kernels and numerics). */
+#include "kernels/quant_blocks.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+
+/* ---- scalar versions (any CPU; also the reference order) ------------------ */
+
+/* ggml's vector exp for one value: n = round(x/ln2) via the 1.5*2^23 trick,
+ * reduced argument b, degree-5 polynomial, and the scale 2^n built in the
+ * exponent bits, with the out-of-range branches of the vector code. */
+static float exp_ggml(float x) {
+    const float shift = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shift);
+    const float n = z - shift;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    uint32_t zb;
+    memcpy(&zb, &z, 4);
+    const uint32_t e = zb << 23;
+    const uint32_t one = 0x3f800000u;
+    uint32_t kb = e + one;
+    float k;
+    memcpy(&k, &kb, 4);
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)), u,
+                         0x1.ffffecp-1f * b);
+    if (!(fabsf(n) > 126)) return fmaf(j, k, k);
+    const uint32_t g = n <= 0 ? 0x82000000u : 0;
+    const uint32_t s1b = g + 0x7f000000u, s2b = e - g;
+    float s1, s2;
+    memcpy(&s1, &s1b, 4);
+    memcpy(&s2, &s2b, 4);
+    if (fabsf(n) > 192) return s1 * s1;
+    return fmaf(s2, j, s2) * s1;
+}
+
+/* The reduction tree of ggml's 8-lane horizontal sum (hi+lo halves, then
+ * pairs): ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). */
+static float hsum8_tree(const float *a) {
+    const float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
+/* ggml_vec_dot_f32 on n % 32 == 0: lanes j%32, then (l, l+16) and
+ * (l+8, l+24) added, their sum, then hadd twice over the two halves:
+ * ((c0+c4)+(c1+c5)) + ((c2+c6)+(c3+c7)). */
+static float dot_vecdot_scalar(const float *x, const float *y, int n) {
+    float acc[32] = {0};
+    for (int i = 0; i < n; i += 32)
+        for (int l = 0; l < 32; l++) acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
+    float c[8];
+    for (int l = 0; l < 8; l++) c[l] = (acc[l] + acc[16 + l]) + (acc[8 + l] + acc[24 + l]);
+    const float t0 = c[0] + c[4], t1 = c[1] + c[5], t2 = c[2] + c[6], t3 = c[3] + c[7];
+    return (t0 + t1) + (t2 + t3);
+}
+
+/* ---- AVX2 versions ---------------------------------------------------------- */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TGT __attribute__((target("avx2,fma")))
+#define HAVE_SIMD_PATH 1
+
+TGT static inline __m256 exp8(__m256 x) {
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    const __m256 n = _mm256_sub_ps(z, shift);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256 absn = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
+    const __m256 big = _mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(p, u, q), u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(big)) return _mm256_fmadd_ps(j, k, k);
+    /* |n| > 126: 2^n split in two factors; |n| > 192: overflow / underflow */
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 huge = _mm256_cmp_ps(absn, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 mid = _mm256_blendv_ps(_mm256_fmadd_ps(k, j, k), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1), big);
+    return _mm256_blendv_ps(mid, _mm256_mul_ps(s1, s1), huge);
+}
+
+TGT static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+TGT static float dot_vecdot_avx2(const float *x, const float *y, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int i = 0; i < n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    const __m256 c = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+    const __m128 t = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+    const __m128 h = _mm_hadd_ps(t, t);
+    return _mm_cvtss_f32(_mm_hadd_ps(h, h));
+}
+
+TGT static void swiglu_avx2(float *out, const float *g, const float *u, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i]; /* ggml's scalar tail */
+}
+
+/* Softmax of w[0..n) (n % 8 == 0, masked entries -inf) in place. */
+TGT static void softmax_avx2(float *w, int n, float mx) {
+    double sum = 0;
+    for (int i = 0; i < n; i += 8) {
+        const __m256 v = exp8(_mm256_sub_ps(_mm256_loadu_ps(w + i), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(w + i, v);
+        sum += (double)hsum8(v);
+    }
+    const __m256 sc = _mm256_set1_ps((float)(1.0 / sum));
+    for (int i = 0; i < n; i += 8) _mm256_storeu_ps(w + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), sc));
+}
+
+/* out[d] = sum_j p[j] v[j][d] over j < n (n a multiple of `lanes`, 8 or
+ * 32), position j accumulating into lane j % lanes of output d, then
+ * ggml's reduction of the lanes. acc: lanes * D floats of scratch. */
+TGT static void weighted_sum_avx2(float *out, const float *p, const float *v, size_t vstride, int n, int D, int lanes,
+                                  float *acc) {
+    memset(acc, 0, (size_t)lanes * D * sizeof(float));
+    for (int j = 0; j < n; j++) {
+        if (p[j] == 0.0f) continue; /* fma(v, 0, a) == a: masked / padded positions */
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        const float *vj = v + (size_t)j * vstride;
+        float *a = acc + (size_t)(j % lanes) * D;
+        for (int d = 0; d < D; d += 8)
+            _mm256_storeu_ps(a + d, _mm256_fmadd_ps(_mm256_loadu_ps(vj + d), pj, _mm256_loadu_ps(a + d)));
+    }
+#define L(l) _mm256_loadu_ps(acc + (size_t)(l) * D + d)
+    for (int d = 0; d < D; d += 8) {
+        __m256 c[8];
+        if (lanes == 32) /* vec_dot_f32: (l + l+16) + (l+8 + l+24), then the hadd tree */
+            for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
+        else
+            for (int l = 0; l < 8; l++) c[l] = L(l);
+        __m256 r;
+        if (lanes == 32)
+            r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
+                              _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
+        else
+            r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6])),
+                              _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7])));
+        _mm256_storeu_ps(out + d, r);
+    }
+#undef L
+}
+
+static int have_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#else
+#define HAVE_SIMD_PATH 0
+static int have_avx2(void) { return 0; }
+#endif
+
+/* ---- scalar counterparts of the AVX2 routines (same order) ----------------- */
+static void softmax_scalar(float *w, int n, float mx) {
+    double sum = 0;
+    for (int i = 0; i < n; i += 8) {
+        for (int l = 0; l < 8; l++) w[i + l] = exp_ggml(w[i + l] - mx);
+        sum += (double)hsum8_tree(w + i);
+    }
+    const float sc = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) w[i] *= sc;
+}
+
+static void weighted_sum_scalar(float *out, const float *p, const float *v, size_t vstride, int n, int D, int lanes,
+                                float *acc) {
+    memset(acc, 0, (size_t)lanes * D * sizeof(float));
+    for (int j = 0; j < n; j++)
+        if (p[j] != 0.0f)
+            for (int d = 0; d < D; d++)
+                acc[(size_t)(j % lanes) * D + d] = fmaf(v[(size_t)j * vstride + d], p[j], acc[(size_t)(j % lanes) * D + d]);
+    for (int d = 0; d < D; d++) {
+        float c[8];
+        for (int l = 0; l < 8; l++)
+            c[l] = lanes == 32 ? (acc[(size_t)l * D + d] + acc[(size_t)(l + 16) * D + d]) +
+                                     (acc[(size_t)(l + 8) * D + d] + acc[(size_t)(l + 24) * D + d])
+                               : acc[(size_t)l * D + d];
+        out[d] = lanes == 32 ? ((c[0] + c[4]) + (c[1] + c[5])) + ((c[2] + c[6]) + (c[3] + c[7])) : hsum8_tree(c);
+    }
+}
+
+/* ---- public ------------------------------------------------------------------ */
+
+void lcpp_rmsnorm(float *out, const float *x, const float *w, int N, int C, float eps) {
+#pragma omp parallel for if (N >= 16)
+    for (int i = 0; i < N; i++) {
+        const float *xi = x + (size_t)i * C;
+        float *oi = out + (size_t)i * C;
+        double ss = 0;
+        for (int j = 0; j < C; j++) ss += (double)(xi[j] * xi[j]);
+        const float mean = (float)(ss / C);
+        const float scale = 1.0f / sqrtf(mean + eps);
+        for (int j = 0; j < C; j++) {
+            const float y = xi[j] * scale; /* rounded before the weight, as in ggml */
+            oi[j] = y * w[j];
+        }
+    }
+}
+
+void lcpp_rope(float *x, int T, int H, int D, int pos0, float base, int neox) {
+    const float step = powf(base, -2.0f / (float)D);
+    const int half = D / 2;
+#pragma omp parallel for if (T >= 16)
+    for (int t = 0; t < T; t++) {
+        float cs[512], sn[512];
+        float theta = (float)(pos0 + t);
+        for (int i = 0; i < half && i < 512; i++) {
+            cs[i] = cosf(theta);
+            sn[i] = sinf(theta);
+            theta *= step;
+        }
+        for (int h = 0; h < H; h++) {
+            float *v = x + ((size_t)t * H + h) * D;
+            for (int i = 0; i < half && i < 512; i++) {
+                const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+                const float x0 = v[i0], x1 = v[i1];
+                v[i0] = fmaf(x0, cs[i], -(x1 * sn[i]));
+                v[i1] = fmaf(x0, sn[i], x1 * cs[i]);
+            }
+        }
+    }
+}
+
+void lcpp_swiglu(float *out, const float *g, const float *u, size_t n) {
+#if HAVE_SIMD_PATH
+    if (have_avx2()) {
+        if (n >= 65536) {
+            const size_t chunk = 4096;
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < n; i += chunk) swiglu_avx2(out + i, g + i, u + i, n - i < chunk ? n - i : chunk);
+        } else {
+            swiglu_avx2(out, g, u, n);
+        }
+        return;
+    }
+#endif
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) out[i + l] = g[i + l] / (1.0f + exp_ggml(-g[i + l])) * u[i + l];
+    for (; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* Scratch of one (query, head): the score row padded to 32, 32 lanes of D. */
+static size_t head_scratch(int S, int D) { return (((size_t)S + 31) & ~(size_t)31) + 32 * (size_t)D; }
+/* Up to this many floats it lives on the stack (contexts up to 8192 at D=64). */
+#define HEAD_STACK_FLOATS (8192 + 32 * 64)
+
+/* One (query, head): scores over n valid positions (padded with -inf to a
+ * multiple of 32 for the softmax and the weighted sum). */
+static void one_head(float *out, const float *q, const float *kc, const float *vc, size_t kvstride, int n, int D,
+                     float scale, int batched, float *scr, int simd) {
+    const int lanes = batched ? 8 : 32;
+    const int np = (n + 31) & ~31;
+    float *w = scr, *acc = scr + np;
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        const float *k = kc + (size_t)j * kvstride;
+#if HAVE_SIMD_PATH
+        const float s = simd ? dot_vecdot_avx2(k, q, D) : dot_vecdot_scalar(k, q, D);
+#else
+        const float s = dot_vecdot_scalar(k, q, D);
+#endif
+        w[j] = s * scale;
+        mx = w[j] > mx ? w[j] : mx;
+    }
+    for (int j = n; j < np; j++) w[j] = -INFINITY;
+#if HAVE_SIMD_PATH
+    if (simd) {
+        softmax_avx2(w, np, mx);
+        weighted_sum_avx2(out, w, vc, kvstride, n, D, lanes, acc);
+        return;
+    }
+#endif
+    softmax_scalar(w, np, mx);
+    weighted_sum_scalar(out, w, vc, kvstride, n, D, lanes, acc);
+}
+
+int lcpp_attention_ok(int D) { return D % 32 == 0 && D <= 1024; }
+
+int lcpp_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int Hq, int Hkv,
+                   int D) {
+    int failed = 0;
+    const size_t kvstride = (size_t)Hkv * D;
+    const int group = Hq / Hkv;
+    const float scale = 1.0f / sqrtf((float)D);
+    const int batched = T >= 2, simd = have_avx2();
+    const int items = T * Hq;
+    /* a decoding step has Hq small items: forking costs more than it saves
+     * until the context is long */
+    const int par = omp_get_max_threads() > 1 && !omp_in_parallel() && (size_t)items * (pos0 + T) >= 4096;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int it = 0; it < items; it++) {
+        const int t = it / Hq, h = it % Hq, kh = h / group;
+        const size_t need = head_scratch(pos0 + t + 1, D);
+        _Alignas(32) float stack[HEAD_STACK_FLOATS];
+        float *scr = need <= HEAD_STACK_FLOATS ? stack : malloc(need * sizeof(float));
+        if (!scr) { /* out of memory for a context beyond the stack buffer */
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
+        one_head(out + ((size_t)t * Hq + h) * D, q + ((size_t)t * Hq + h) * D, kc + (size_t)kh * D, vc + (size_t)kh * D,
+                 kvstride, pos0 + t + 1, D, scale, batched, scr, simd);
+        if (scr != stack) free(scr);
+    }
+    return failed ? ERR_NOMEM : 0;
+}
