@@ -135,7 +135,11 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
     int tile = (N + items - 1) / items;
     if (tile >= 4) tile = (tile + 3) & ~3; /* whole groups of four rows for dot4 */
     const int ntiles = (N + tile - 1) / tile;
-    QDot4Fn dot4 = quant_dot4_fn_avx2(wtype);
+    /* one weight row at a time: the four-row kernels (quant_dot4_fn_avx2)
+     * measured twice as slow per token here (four interleaved weight
+     * streams and the scale shuffles cost more than the shared activation
+     * loads save) */
+    QDot4Fn dot4 = NULL;
     const DotJob job = {Wb, rb, inp, out, acts, dot, dot4, M, N, K, tile};
     if (!parallel) {
         run_tiles(&job, 0, ntiles);
