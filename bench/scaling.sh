@@ -19,10 +19,16 @@
 #   PRESET=gpt2-mini (10.9M parameters)  BATCH=8 (global)  SEQ=128  STEPS=6
 #   ROUNDS=3  MICRO=2 (pp=2: rows per micro-batch, so 1F1B has several in
 #   flight).  The first step of every run is warm-up and not counted.
+#   BASE=path/to/another/jarip adds its 1-process and dp=2 runs to the same
+#   rounds (rows "base 1", "base dp=2"; their speedup is against base 1), so a
+#   change is measured against the build before it under the same load.
+# Rows: dp=2 at ZeRO 0 (gradients all-reduced, the optimizer replicated) and
+# ZeRO 1 (reduce-scatter, each rank updates its half, all-gather).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 JARIP="${1:-$ROOT/build/jarip}"
 PRESET=${PRESET:-gpt2-mini} BATCH=${BATCH:-8} SEQ=${SEQ:-128} STEPS=${STEPS:-6} ROUNDS=${ROUNDS:-3} MICRO=${MICRO:-2}
+BASE=${BASE:-}
 PY=/usr/bin/python3
 [ -x "$JARIP" ] || { echo "no jarip at $JARIP (build it first)" >&2; exit 1; }
 command -v mpirun > /dev/null || { echo "mpirun not installed (apt-get install openmpi-bin libopenmpi-dev)" >&2; exit 1; }
@@ -38,8 +44,13 @@ awk 'BEGIN { srand(11); for (i = 0; i < 20000; i++) { s = "";
 params=$("$JARIP" info --preset "$PRESET" | sed -n 's/^parameters: //p')
 
 layouts=("1" "dp2")
+"$JARIP" train --help 2>&1 | grep -q -- --zero && layouts+=("dp2z1")
 "$JARIP" train --help 2>&1 | grep -q -- --tp && layouts+=("tp2")
 "$JARIP" train --help 2>&1 | grep -q -- --pp && layouts+=("pp2")
+if [ -n "$BASE" ]; then
+  [ -x "$BASE" ] || { echo "BASE=$BASE is not an executable" >&2; exit 1; }
+  layouts+=("base1" "basedp2")
+fi
 
 # Each process reports its CPU time to WORK/<run>.cpu.<rank>.
 cat > "$WORK/cputime.sh" << 'SH'
@@ -50,13 +61,19 @@ chmod +x "$WORK/cputime.sh"
 
 # run LAYOUT ROUND [STEPS]: one training run; leaves WORK/LAYOUT.ROUND[.STEPS]/
 run() {
-  local layout=$1 out="$WORK/$1.$2${3:+.$3}" np=2 extra=() steps=${3:-$STEPS}
+  local layout=$1 out="$WORK/$1.$2${3:+.$3}" np=2 extra=() steps=${3:-$STEPS} bin=$JARIP
   case $layout in
     1) np=1 ;;
+    dp2) extra=(--zero 0) ;;
+    dp2z1) extra=(--zero 1) ;;
     tp2) extra=(--tp 2) ;;
     pp2) extra=(--pp 2 --micro-batch "$MICRO") ;;
+    base1) np=1 bin=$BASE ;;
+    basedp2) bin=$BASE ;;
   esac
-  local cmd=("$JARIP" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$BATCH"
+  # a build before --zero gets no flag for dp2
+  "$bin" train --help 2>&1 | grep -q -- --zero || [ "$layout" != dp2 ] || extra=()
+  local cmd=("$bin" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$BATCH"
     --seq "$SEQ" --eval-batches 0 --save-every 0 --threads 1 --quiet "${extra[@]}")
   mkdir -p "$out.stats"
   cmd=("$WORK/cputime.sh" "${cmd[@]}")
@@ -94,14 +111,20 @@ for lay in layouts:
         share.append((comm(out, "seconds") - comm(f"{out}.1", "seconds")) / sum(dts[1:]))
         sent.append((comm(out, "bytes") - comm(f"{out}.1", "bytes")) / (len(dts) - 1))
     rows[lay] = (statistics.median(tps), statistics.median(share), statistics.median(sent), statistics.median(cpu))
-base, cbase = rows["1"][0], rows["1"][3]
 ring = 2 * (2 - 1) / 2 * 4 * params
-print(f"{'layout':8s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}"
+names = {"1": "1 proc", "dp2": "dp=2", "dp2z1": "dp=2 z1", "tp2": "tp=2", "pp2": "pp=2", "base1": "base 1",
+         "basedp2": "base dp=2"}
+print(f"{'layout':9s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}"
       f" {'CPU s/step':>11s} {'CPU speedup':>12s}")
 for lay in layouts:
     t, sh, b, c = rows[lay]
-    name = "1 proc" if lay == "1" else lay.replace("dp2", "dp=2").replace("tp2", "tp=2").replace("pp2", "pp=2")
-    theo = f"{ring / 1e6:19.1f}" if lay == "dp2" else f"{'-':>19s}"
-    print(f"{name:8s} {t:9.1f} {t / base:7.2f}x {100 * sh:10.1f}% {b / 1e6:18.1f} {theo} {c:11.2f} {cbase / c:11.2f}x")
-print(f"dp2_speedup {rows['dp2'][0] / base:.2f} (wall clock; target >= 1.8), by CPU time {cbase / rows['dp2'][3]:.2f}")
+    base, cbase = rows["base1" if lay.startswith("base") else "1"][0], rows["base1" if lay.startswith("base") else "1"][3]
+    theo = f"{ring / 1e6:19.1f}" if "dp2" in lay else f"{'-':>19s}"
+    print(f"{names[lay]:9s} {t:9.1f} {t / base:7.2f}x {100 * sh:10.1f}% {b / 1e6:18.1f} {theo} {c:11.2f} {cbase / c:11.2f}x")
+base, cbase = rows["1"][0], rows["1"][3]
+print(f"dp2_speedup {rows['dp2'][0] / base:.2f} (ZeRO 0, wall clock; target >= 1.8), by CPU time {cbase / rows['dp2'][3]:.2f}")
+if "dp2z1" in rows:
+    print(f"dp2_zero1_speedup {rows['dp2z1'][0] / base:.2f} (wall clock), by CPU time {cbase / rows['dp2z1'][3]:.2f}")
+if "basedp2" in rows:
+    print(f"base_dp2_speedup {rows['basedp2'][0] / rows['base1'][0]:.2f} (wall clock), by CPU time {rows['base1'][3] / rows['basedp2'][3]:.2f}")
 EOF

@@ -5,13 +5,18 @@
  *
  * Buckets, in registry order: the token embedding alone (so its shards line
  * up on the first and the last pipeline stage when they tie it), the other
- * tensors before the blocks, each block, the tensors after the blocks. Each
- * bucket is cut into dp equal chunks (the last padded with zeros); chunk r
- * belongs to dp rank r and sits at opt_off in the compact shard buffers.
+ * tensors before the blocks, each block, the tensors after the blocks; with
+ * expert parallelism (ep > 1) a block's expert tensors form buckets of their
+ * own. A bucket is cut into equal chunks (the last padded with zeros) over
+ * the ranks that hold the same values: the dp ranks, or for expert buckets
+ * the dp/ep ranks holding the same experts. Chunk r belongs to rank r of
+ * that group and sits at opt_off in the compact shard buffers.
  *
  * Buffers per rank, in floats (P = the rank's parameters):
  *   stage 0: weights P, gradients P, Adam 2P
- *   stage 1: weights P, gradients P, Adam 2 S, gather staging (largest padded bucket)
+ *   stage 1: weights P, gradients P, Adam 2 S, staging (the largest padded
+ *            bucket, for the gradients' reduce-scatter and the weights'
+ *            all-gather, and one chunk: the reduce-scatter's result)
  *   stage 2: weights P, gradients S (own shard) + staging for one block and
  *            for the edge buckets (the backward writes a bucket there in
  *            full, which is reduce-scattered when the bucket is done),
@@ -31,20 +36,22 @@ typedef struct {
     size_t soff;      /* offset in the staging area of its kind (edge or block) */
     int layer;        /* block index; -1 before the blocks, n_layer after */
     int edge;         /* not a block: staged in the edge area for the whole backward */
+    int expert;       /* expert tensors sharded over the dp/ep ranks holding them */
 } ZeroBucket;
 
 typedef struct {
     ZeroBucket *buckets;
     int n_buckets;
     size_t opt_len;       /* S: elements of each compact shard buffer */
-    size_t block_len;     /* staging of one block: largest padded block bucket */
+    size_t block_len;     /* staging of one block: its padded buckets, the largest block */
     size_t edge_len;      /* staging of all edge buckets, padded */
-    size_t max_padded;    /* largest padded bucket (stage 1 gather staging) */
+    size_t max_padded;    /* largest padded bucket (stage 1 staging) */
     size_t max_chunk;
 } ZeroLayout;
 
-/* Buckets of the n tensors (one rank's registry, offsets contiguous). */
-int zero_layout_build(const Tensor *t, int n, int n_layer, int dp, ZeroLayout *z, Err *err);
+/* Buckets of the n tensors (one rank's registry, offsets contiguous) over
+ * dp data-parallel ranks of which ep share out the experts (ep | dp). */
+int zero_layout_build(const Tensor *t, int n, int n_layer, int dp, int ep, ZeroLayout *z, Err *err);
 void zero_layout_free(ZeroLayout *z);
 
 /* Elements of each kind of buffer a rank allocates at this stage. */

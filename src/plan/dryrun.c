@@ -223,14 +223,14 @@ void plan_state_memory(const PlanLayout *l, size_t n_dense, size_t n_expert, Pla
 
 /* What `jarip train` allocates on this rank for weights, gradients and the
  * optimizer (fp32, the engine's layouts: no vpp, no uneven stages, kv heads
- * split, no ZeRO with experts): the ZeRO buckets of the rank's registry
+ * split): the ZeRO buckets of the rank's registry
  * shard, as src/train/parallel.c builds them. Returns 1 when filled, 0 when
  * the layout is one only the planner sizes. */
 static int engine_floats(const Config *c, const PlanLayout *l, const RankShard *rs, ZeroFloats *f, ZeroLayout *z,
                          Err *err) {
     memset(z, 0, sizeof *z);
     if (l->precision != PREC_FP32 || l->vpp != 1 || l->first_stage_layers || l->last_stage_layers ||
-        c->n_kv_head % l->tp || (l->ep > 1 && l->zero > 0))
+        c->n_kv_head % l->tp)
         return 0;
     int first, count;
     plan_stage_layers(c, l, rs->pp_rank, 0, &first, &count);
@@ -240,7 +240,7 @@ static int engine_floats(const Config *c, const PlanLayout *l, const RankShard *
     int n = 0;
     size_t np = 0;
     if (registry_build_shard(c, &ms, &t, &n, &np, err)) return -1;
-    int rc = zero_layout_build(t, n, c->n_layer, l->dp, z, err);
+    int rc = zero_layout_build(t, n, c->n_layer, l->dp, l->ep, z, err);
     free(t);
     if (rc) return -1;
     *f = zero_floats(z, np, l->dp > 1 ? l->zero : 0);
@@ -290,10 +290,18 @@ int plan_dry_run(const Config *c, const PlanLayout *layout, int rank, FILE *out,
     }
     if (engine) {
         const int zs = l->dp > 1 ? l->zero : 0;
-        if (zs > 0)
-            fprintf(out, "  zero-%d shard (%s): chunk %d of %d of each of %d buckets, %zu elements (padding included)\n",
-                    zs, zs == 1 ? "optimizer" : zs == 2 ? "optimizer, grads" : "optimizer, grads, weights", rs.dp_rank,
-                    l->dp, z.n_buckets, z.opt_len);
+        if (zs > 0) {
+            int expert_buckets = 0;
+            for (int i = 0; i < z.n_buckets; i++) expert_buckets += z.buckets[i].expert;
+            fprintf(out, "  zero-%d shard (%s): own chunk of each of %d buckets, %zu elements (padding included); dense "
+                         "chunk %d of dp %d",
+                    zs, zs == 1 ? "optimizer" : zs == 2 ? "optimizer, grads" : "optimizer, grads, weights", z.n_buckets,
+                    z.opt_len, rs.dp_rank, l->dp);
+            if (expert_buckets)
+                fprintf(out, ", expert chunk %d of dp/ep %d (%d buckets)", rs.dp_rank / l->ep, l->dp / l->ep,
+                        expert_buckets);
+            fprintf(out, "\n");
+        }
         /* ZeRO-1's gather staging serves the weights; ZeRO >= 2 stage in the gradient buffers */
         double w = 4.0 * (double)(ef.weights + ef.staging), g = 4.0 * (double)ef.grads, o = 4.0 * (double)ef.optimizer;
         fprintf(out, "  bytes: weights %.0f  grads %.0f  optimizer %.0f  total %.0f  (as jarip train allocates them", w,

@@ -18,8 +18,7 @@ int parallel_init(Parallel *p, Comm *world, int tp, int pp, int ep, int zero, Er
     p->ep = ep;
     if (ep < 1 || ep > 64 || p->dp % ep)
         return err_set(err, ERR_INVALID, "--ep %d must divide the %d data-parallel ranks (and be <= 64)", ep, p->dp);
-    if (zero < 0) zero = p->dp > 1 && ep == 1 ? 1 : 0; /* the default: optimizer state sharded */
-    if (ep > 1 && zero > 0) return err_set(err, ERR_UNSUPPORTED, "--zero with --ep > 1 is not supported yet");
+    if (zero < 0) zero = p->dp > 1 ? 1 : 0; /* the default: optimizer state sharded */
     p->zero = p->dp > 1 ? zero : 0; /* nothing to shard over one replica */
     p->rank = world->rank;
     p->tp_rank = p->rank % tp;
@@ -60,23 +59,28 @@ void parallel_model_shard(const Parallel *p, const Config *c, ModelShard *s) {
     s->last = r == p->pp - 1;
 }
 
+/* The ranks bucket b is sharded over (see zero.h), this rank's place and their number. */
+static Comm *group_of(const Parallel *p, const ZeroBucket *b) { return b->expert ? p->edp_comm : p->dp_comm; }
+static int group_rank(const Parallel *p, const ZeroBucket *b) { return b->expert ? p->dp_rank / p->ep : p->dp_rank; }
+static size_t group_size(const Parallel *p, const ZeroBucket *b) { return (size_t)(b->expert ? p->dp / p->ep : p->dp); }
+
 /* This rank's chunk [c0, c1) of bucket b (empty when past the end). */
 static void my_chunk(const Parallel *p, const ZeroBucket *b, size_t *c0, size_t *c1) {
-    size_t a = b->a + (size_t)p->dp_rank * b->chunk;
+    size_t a = b->a + (size_t)group_rank(p, b) * b->chunk;
     *c0 = a < b->b ? a : b->b;
     *c1 = a + b->chunk < b->b ? a + b->chunk : b->b;
 }
 
 /* Where bucket b's whole gradients (ZeRO >= 2) or gathered weights (ZeRO 3) live. */
 static float *grad_area(const Parallel *p, const ZeroBucket *b) {
-    return b->edge ? p->edge_grad + b->soff : p->block_grad;
+    return (b->edge ? p->edge_grad : p->block_grad) + b->soff;
 }
 static float *param_area(const Parallel *p, const ZeroBucket *b) {
-    return b->edge ? p->edge_param + b->soff : p->block_param;
+    return (b->edge ? p->edge_param : p->block_param) + b->soff;
 }
 
 int parallel_attach(Parallel *p, Model *m, Err *err) {
-    int rc = zero_layout_build(m->tensors, m->n_tensors, m->cfg.n_layer, p->dp, &p->zl, err);
+    int rc = zero_layout_build(m->tensors, m->n_tensors, m->cfg.n_layer, p->dp, p->ep, &p->zl, err);
     if (rc) return rc;
     p->buckets = p->zl.buckets;
     p->n_buckets = p->zl.n_buckets;
@@ -99,7 +103,9 @@ int parallel_attach(Parallel *p, Model *m, Err *err) {
     xfree(m->adam_v);
     m->adam_m = m->adam_v = NULL;
     if (p->zero == 1) {
-        if (!(p->stage = xalloc(z->max_padded * sizeof(float), err))) return err_wrap(err, "ZeRO buffers");
+        if (!(p->stage = xalloc(z->max_padded * sizeof(float), err)) ||
+            !(p->rs_out = xalloc(z->max_chunk * sizeof(float), err)))
+            return err_wrap(err, "ZeRO buffers");
         return 0;
     }
     if (!(p->grad_shard = xalloc(z->opt_len * sizeof(float), err)) ||
@@ -175,7 +181,7 @@ void parallel_zero_grad(Parallel *p, Model *m) {
  * the gradient shard, clear the staging for the next bucket. */
 static int reduce_bucket(Parallel *p, const ZeroBucket *b, Err *err) {
     float *s = grad_area(p, b);
-    int rc = comm_reduce_scatter_sum(p->dp_comm, s, p->rs_out, b->chunk * (size_t)p->dp, err);
+    int rc = comm_reduce_scatter_sum(group_of(p, b), s, p->rs_out, b->chunk * group_size(p, b), err);
     if (rc) return rc;
     float *g = p->grad_shard + b->opt_off;
     const float *r = p->rs_out;
@@ -216,7 +222,7 @@ int parallel_gather_layer(Parallel *p, Model *m, int layer, Err *err) {
     for (int i = 0; i < p->n_buckets; i++) {
         const ZeroBucket *b = &p->buckets[i];
         if (layer < 0 ? !b->edge : (b->edge || b->layer != layer)) continue;
-        int rc = comm_allgather(p->dp_comm, p->param_shard + b->opt_off, param_area(p, b), b->chunk, err);
+        int rc = comm_allgather(group_of(p, b), p->param_shard + b->opt_off, param_area(p, b), b->chunk, err);
         if (rc) return rc;
     }
     if (layer < 0)
@@ -316,16 +322,17 @@ static void adam_piece(void *ctx, Model *m, const Tensor *t, size_t x0, size_t x
 }
 
 /* ZeRO 1/2: gather bucket b's updated chunks from every dp rank into the
- * weights, through `stage` (padded bucket size; left zero). */
+ * weights, through `stage` (padded bucket size; left zero: under ZeRO 2 it
+ * is the gradient staging, which the next backward accumulates into). */
 static int gather_bucket(Parallel *p, Model *m, const ZeroBucket *b, float *stage, Err *err) {
     size_t c0, c1;
     my_chunk(p, b, &c0, &c1);
-    float *mine = stage + (size_t)p->dp_rank * b->chunk;
+    float *mine = stage + (size_t)group_rank(p, b) * b->chunk;
     memcpy(mine, m->params + c0, (c1 - c0) * sizeof(float));
-    int rc = comm_allgather(p->dp_comm, mine, stage, b->chunk, err);
+    int rc = comm_allgather(group_of(p, b), mine, stage, b->chunk, err);
     if (rc) return rc;
     memcpy(m->params + b->a, stage, (b->b - b->a) * sizeof(float));
-    memset(stage, 0, b->chunk * (size_t)p->dp * sizeof(float));
+    memset(stage, 0, b->chunk * group_size(p, b) * sizeof(float));
     return 0;
 }
 
@@ -342,12 +349,32 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
             rc = comm_allreduce_sum(p->embed_comm, m->tok_emb->grad, m->tok_emb->numel, err);
         if (rc) return rc;
     }
-    NormCtx nc = {{p, NULL, 0}, 0.0, p->zero < 2};
+    NormCtx nc = {{p, NULL, 0}, 0.0, p->zero == 0}; /* ZeRO: each rank counts its own chunks */
     if (p->zero >= 2) { /* reduced by the backward already */
         for (int i = 0; i < p->n_buckets; i++) {
             size_t c0, c1;
             my_chunk(p, &p->buckets[i], &c0, &c1);
             nc.v.b = &p->buckets[i];
+            nc.v.c0 = c0;
+            for_pieces(m, c0, c1, norm_piece, &nc);
+        }
+    } else if (p->zero == 1) {
+        /* reduce-scatter, not all-reduce: each rank needs only the sums of
+         * its chunks (the same volume as the all-reduce's first half; the
+         * all-gather of the updated weights is its second) */
+        for (int i = 0; i < p->n_buckets; i++) {
+            const ZeroBucket *b = &p->buckets[i];
+            size_t c0, c1, len = b->b - b->a, padded = b->chunk * group_size(p, b);
+            const float *src = m->grads + b->a;
+            if (padded != len) { /* the last chunk is short: pad a copy */
+                memcpy(p->stage, src, len * sizeof(float));
+                memset(p->stage + len, 0, (padded - len) * sizeof(float));
+                src = p->stage;
+            }
+            if ((rc = comm_reduce_scatter_sum(group_of(p, b), src, p->rs_out, padded, err))) return rc;
+            my_chunk(p, b, &c0, &c1);
+            memcpy(m->grads + c0, p->rs_out, (c1 - c0) * sizeof(float));
+            nc.v.b = b;
             nc.v.c0 = c0;
             for_pieces(m, c0, c1, norm_piece, &nc);
         }

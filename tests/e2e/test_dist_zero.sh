@@ -6,8 +6,8 @@
 # 2. peak resident memory falls from ZeRO 0 to ZeRO 3 by most of the saved
 #    state (gpt2-mini: 10.9M parameters, 44 MB per buffer);
 # 3. ZeRO 2/3 stay equal to one process with gradient accumulation,
-#    micro-batches, pipeline (tied embeddings) and tensor parallel, and a
-#    ZeRO-3 run resumes at one process (and one process at ZeRO 2).
+#    micro-batches, pipeline (tied embeddings), tensor and expert parallel,
+#    and a ZeRO-3 run resumes at one process (and one process at ZeRO 2).
 source "$(dirname "$0")/dist_lib.sh"
 require_mpi
 make_corpus 3000 > "$WORK/corpus.txt"
@@ -54,6 +54,21 @@ compare_runs "$WORK/gpt-ref" "$WORK/gpt-pp-z3" "gpt2-tiny pp=2 x dp=2 zero=3 (ti
 run_np 1 "$WORK/llama-ref" --preset llama-tiny "${args[@]}"
 run_np 4 "$WORK/llama-tp-z3" --preset llama-tiny "${args[@]}" --tp 2 --zero 3
 compare_runs "$WORK/llama-ref" "$WORK/llama-tp-z3" "llama-tiny tp=2 x dp=2 zero=3" 10
+
+# experts: ZeRO shards expert tensors over the dp/ep ranks holding them
+run_np 1 "$WORK/moe-ref" --preset moe-tiny "${args[@]}"
+run_np 4 "$WORK/moe-ep-z3" --preset moe-tiny "${args[@]}" --ep 2 --zero 3
+compare_runs "$WORK/moe-ref" "$WORK/moe-ep-z3" "moe-tiny ep=2 dp=4 zero=3" 10
+run_np 2 "$WORK/moe-ep-z1" --preset moe-tiny "${args[@]}" --ep 2 --zero 1
+compare_runs "$WORK/moe-ref" "$WORK/moe-ep-z1" "moe-tiny ep=2 dp=2 zero=1" 10
+OMPI_COMM_WORLD_SIZE=4 "$JARIP" train --dry-run --preset moe-tiny --ep 2 --zero 3 > "$WORK/moe-dry.txt" || fail "dry run moe"
+"$PY" - "$WORK/moe-ep-z3/memory.json" "$WORK/moe-dry.txt" << 'PY' || fail "moe ep=2 zero=3: allocated bytes differ from the dry run"
+import json, re, sys
+m = json.load(open(sys.argv[1]))
+dry = [int(x) for x in re.findall(r"bytes: weights \d+  grads \d+  optimizer \d+  total (\d+)", open(sys.argv[2]).read())]
+sys.exit(0 if dry == m["state_bytes"] else f"allocated {m['state_bytes']}, dry run {dry}")
+PY
+pass "moe-tiny ep=2 dp=4 zero=3: state bytes equal the dry run's"
 
 # resume across layouts with sharded state
 long=(--data "$WORK/corpus.txt" --steps 20 --seq 32 --lr 1e-3 --save-every 0 --eval-every 5 --eval-batches 2 --batch 8)

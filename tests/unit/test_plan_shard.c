@@ -6,6 +6,7 @@
  * 2021 for pipeline stages, Lepikhin et al. 2020 / Megatron-LM for experts). */
 #include "model/model.h"
 #include "plan/plan.h"
+#include "dist/zero.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,11 +227,63 @@ static void test_dry_run(void) {
     f = open_memstream(&buf, &len);
     CHECK(plan_dry_run_all(&g, &l, f, &err) == 0, "%s", err.msg);
     fclose(f);
-    CHECK(strstr(buf, "rank 3 of 4") && strstr(buf, "ffn_up_exps.weight") && strstr(buf, "expert ["), "all ranks, experts");
+    CHECK(strstr(buf, "rank 3 of 4") && strstr(buf, "ffn_up_exps.weight") && strstr(buf, "expert chunk 0 of dp/ep 1"),
+          "all ranks, experts");
     free(buf);
 }
 
+/* ZeRO buckets (dist/zero.h) partition a rank's registry: contiguous, whole
+ * tensors, expert tensors apart with ep > 1 and chunked over dp/ep, chunks
+ * covering each bucket, staging big enough for any block. */
+static void test_zero_buckets(void) {
+    const char *names[] = {"gpt2-tiny", "moe-tiny"};
+    for (int k = 0; k < 2; k++) {
+        Config c = preset(names[k]);
+        ModelShard s;
+        model_shard_whole(&s, &c);
+        const int ep = k == 1 ? 2 : 1, dp = 4;
+        s.ep_size = ep;
+        Tensor *t = NULL;
+        int n = 0;
+        size_t np = 0;
+        Err err = {0};
+        CHECK(registry_build_shard(&c, &s, &t, &n, &np, &err) == 0, "%s", err.msg);
+        ZeroLayout z;
+        CHECK(zero_layout_build(t, n, c.n_layer, dp, ep, &z, &err) == 0, "%s", err.msg);
+        size_t at = 0, opt = 0, block = 0;
+        int experts = 0;
+        for (int i = 0; i < z.n_buckets; i++) {
+            const ZeroBucket *b = &z.buckets[i];
+            const size_t g = (size_t)(b->expert ? dp / ep : dp);
+            CHECK(b->a == at && b->b > b->a, "%s bucket %d starts at %zu (expected %zu)", names[k], i, b->a, at);
+            CHECK(b->chunk * g >= b->b - b->a && (b->chunk - 1) * g < b->b - b->a, "%s bucket %d chunk", names[k], i);
+            CHECK(b->opt_off == opt, "%s bucket %d opt_off", names[k], i);
+            if (!b->edge) {
+                block = (i > 0 && z.buckets[i - 1].layer == b->layer) ? block : 0;
+                CHECK(b->soff == block, "%s bucket %d staging offset %zu", names[k], i, b->soff);
+                block += b->chunk * g;
+                CHECK(block <= z.block_len, "%s block staging %zu < %zu", names[k], z.block_len, block);
+            }
+            for (int j = 0; j < n; j++) /* whole tensors, experts apart */
+                if (t[j].offset >= b->a && t[j].offset < b->b)
+                    CHECK(t[j].offset + t[j].numel <= b->b && (ep == 1 || !!(t[j].flags & PF_EXPERT) == b->expert),
+                          "%s: %s in bucket %d", names[k], t[j].name, i);
+            experts += b->expert;
+            at = b->b;
+            opt += b->chunk;
+        }
+        CHECK(at == np && opt == z.opt_len, "%s: buckets cover %zu of %zu", names[k], at, np);
+        CHECK((experts > 0) == (ep > 1), "%s: %d expert buckets", names[k], experts);
+        ZeroFloats f3 = zero_floats(&z, np, 3), f0 = zero_floats(&z, np, 0);
+        CHECK(f0.weights == np && f0.grads == np && f0.optimizer == 2 * np, "%s: stage 0 is whole", names[k]);
+        CHECK(f3.weights < np && f3.grads < np && f3.optimizer == 2 * z.opt_len, "%s: stage 3 sharded", names[k]);
+        zero_layout_free(&z);
+        free(t);
+    }
+}
+
 int main(void) {
+    test_zero_buckets();
     test_engine_allocation();
     test_partitions();
     test_llama3_shapes();
