@@ -85,6 +85,14 @@ PROMPTS = [
     {"name": "long_chat", "messages": [
         {"role": "user", "content": LONG_TEXT + "\n\nSummarize the text above in three sentences."}]},
     {"name": "mixed_raw", "text": "Numbers: 3.14159, 2718, 1,000,000. Emoji: 🌞🚀 👩‍💻. Symbols: <div class=\"x\">&amp;</div>\n"},
+    # two prompts beyond the list (French, arithmetic with a system turn): agreement is a property
+    # of the arithmetic, not of the listed prompts
+    {"name": "fr_chat", "messages": [
+        {"role": "user", "content": "Explique en deux phrases pourquoi le ciel est bleu."}]},
+    {"name": "math_chat", "messages": [
+        {"role": "system", "content": "You are a careful math tutor. Show your steps."},
+        {"role": "user", "content": "A train travels 180 km in 2.5 hours. What is its average speed in km/h, "
+                                    "and how long would it take to travel 252 km at that speed?"}]},
 ]
 
 

@@ -7,7 +7,8 @@
  *   - jarip's chat template renders the same text, byte for byte;
  *   - jarip's tokenizer gives the same prompt ids;
  *   - the last-position logits agree within LOGIT_TOL (max |difference|);
- *   - jarip's greedy tokens equal llama.cpp's for all 64 steps.
+ *   - jarip's greedy tokens equal llama.cpp's for all 64 steps (the first
+ *     64 generated tokens, token for token).
  * Skips (exit 0, with a message) when the model file is absent: run
  * scripts/fetch_smollm2.sh. JARIP_SMOLLM2 overrides the model path. */
 #include <jansson.h>
@@ -18,18 +19,19 @@
 
 #include "infer/infer.h"
 
-/* Tolerances, from measurements (the test prints the measured values):
- * jarip's F16 model agrees with llama.cpp's to 0.02 in the logits, but with
- * 8-bit quantized activations (Q4_1 weights dot Q8 activations) the two
- * differ by up to ~1.5 (mean 0.1-0.6) at the last prompt position: the
- * activation quantization of jarip's kernels does not yet reproduce
- * ggml's bit for bit (see the report). So by default this checks what
- * holds today -- same template text, same prompt ids, same first greedy
- * token on every prompt, logits within LOGIT_TOL / LOGIT_MEAN_TOL -- and
- * prints how many of the 64 greedy tokens agree. JARIP_STRICT_LLAMACPP=1
- * demands all 64 (the issue's bar, not met yet). */
-#define LOGIT_TOL 2.5
-#define LOGIT_MEAN_TOL 0.8
+/* Tolerances, from measurements (the test prints the measured values).
+ * jarip's GGUF forward reproduces llama.cpp's CPU arithmetic (AVX2 build):
+ * 8-bit activations for every quantized matmul, each dot in ggml's order,
+ * and RMSNorm / RoPE / attention / softmax / SwiGLU as ggml computes them
+ * (kernels/quant_llamacpp.c). Measured: the last-position logits of all 10
+ * prompts are bit-identical to llama.cpp's (max |difference| 0), and all
+ * 64 greedy tokens of every prompt agree (640/640), including two prompts
+ * (fr_chat, math_chat) added beyond the issue's list. The tolerance below
+ * leaves room only for a different libm's cosf/sinf (RoPE angles); any
+ * real arithmetic difference shows up as ~0.1-1.5 (8-bit rounding flips).
+ * JARIP_STRICT_LLAMACPP=0 reports token disagreement without failing. */
+#define LOGIT_TOL 1e-3
+#define LOGIT_MEAN_TOL 1e-4
 
 static int failures = 0;
 
@@ -128,10 +130,11 @@ static void run_case(const InferModel *im, InferSession *s, json_t *c, const flo
         int same = 0;
         while (same < res.n_tokens && same < (int)n_gen && got[same] == want_gen[same]) same++;
         json_t *mg = json_array_get(json_object_get(c, "margins"), (size_t)same);
-        printf("%-10s %4zu prompt tokens, logits |diff| max %.4f mean %.4f, greedy tokens equal: %d/%zu\n", name, n_ids,
+        printf("%-10s %4zu prompt tokens, logits |diff| max %.3g mean %.3g, greedy tokens equal: %d/%zu\n", name, n_ids,
                d, mean, same, n_gen);
         *agree += same;
-        if (same != (int)n_gen && getenv("JARIP_STRICT_LLAMACPP")) {
+        const char *strict = getenv("JARIP_STRICT_LLAMACPP");
+        if (same != (int)n_gen && !(strict && strcmp(strict, "0") == 0)) {
             fprintf(stderr, "FAIL %s: token %d is %d, llama.cpp has %d (its top-2 margin there: %g)\n", name, same,
                     got[same], want_gen[same], mg ? json_number_value(mg) : -1.0);
             failures++;
@@ -191,7 +194,7 @@ int main(void) {
     double worst = 0;
     int agree = 0;
     for (size_t i = 0; i < nc; i++) run_case(&im, &s, json_array_get(cases, i), logits + i * (size_t)V, V, &worst, &agree);
-    printf("max |logit difference| over %zu prompts: %.4f (tolerance %g); greedy tokens agreeing before the first "
+    printf("max |logit difference| over %zu prompts: %.3g (tolerance %g); greedy tokens agreeing before the first "
            "difference: %d of %zu\n", nc, worst, LOGIT_TOL, agree, nc * 64);
     infer_session_free(&s);
     infer_model_close(&im);
