@@ -22,8 +22,9 @@
 #   BASE=path/to/another/jarip adds its 1-process and dp=2 runs to the same
 #   rounds (rows "base 1", "base dp=2"; their speedup is against base 1), so a
 #   change is measured against the build before it under the same load.
-# Rows: dp=2 at ZeRO 0 (gradients all-reduced, the optimizer replicated) and
-# ZeRO 1 (reduce-scatter, each rank updates its half, all-gather).
+# Rows: dp=2 at ZeRO 0 (gradients all-reduced, the optimizer replicated),
+# ZeRO 1 (reduce-scatter, each rank updates its half, all-gather) and ZeRO 2
+# (each block's gradients reduce-scattered as the backward finishes it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 JARIP="${1:-$ROOT/build/jarip}"
@@ -44,7 +45,7 @@ awk 'BEGIN { srand(11); for (i = 0; i < 20000; i++) { s = "";
 params=$("$JARIP" info --preset "$PRESET" | sed -n 's/^parameters: //p')
 
 layouts=("1" "dp2")
-"$JARIP" train --help 2>&1 | grep -q -- --zero && layouts+=("dp2z1")
+"$JARIP" train --help 2>&1 | grep -q -- --zero && layouts+=("dp2z1" "dp2z2")
 "$JARIP" train --help 2>&1 | grep -q -- --tp && layouts+=("tp2")
 "$JARIP" train --help 2>&1 | grep -q -- --pp && layouts+=("pp2")
 if [ -n "$BASE" ]; then
@@ -66,6 +67,7 @@ run() {
     1) np=1 ;;
     dp2) extra=(--zero 0) ;;
     dp2z1) extra=(--zero 1) ;;
+    dp2z2) extra=(--zero 2) ;;
     tp2) extra=(--tp 2) ;;
     pp2) extra=(--pp 2 --micro-batch "$MICRO") ;;
     base1) np=1 bin=$BASE ;;
@@ -112,7 +114,7 @@ for lay in layouts:
         sent.append((comm(out, "bytes") - comm(f"{out}.1", "bytes")) / (len(dts) - 1))
     rows[lay] = (statistics.median(tps), statistics.median(share), statistics.median(sent), statistics.median(cpu))
 ring = 2 * (2 - 1) / 2 * 4 * params
-names = {"1": "1 proc", "dp2": "dp=2", "dp2z1": "dp=2 z1", "tp2": "tp=2", "pp2": "pp=2", "base1": "base 1",
+names = {"1": "1 proc", "dp2": "dp=2", "dp2z1": "dp=2 z1", "dp2z2": "dp=2 z2", "tp2": "tp=2", "pp2": "pp=2", "base1": "base 1",
          "basedp2": "base dp=2"}
 print(f"{'layout':9s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}"
       f" {'CPU s/step':>11s} {'CPU speedup':>12s}")

@@ -322,17 +322,20 @@ static void adam_piece(void *ctx, Model *m, const Tensor *t, size_t x0, size_t x
 }
 
 /* ZeRO 1/2: gather bucket b's updated chunks from every dp rank into the
- * weights, through `stage` (padded bucket size; left zero: under ZeRO 2 it
- * is the gradient staging, which the next backward accumulates into). */
+ * weights: in place, or through `stage` when the last chunk is padded
+ * (padded bucket size; left zero under ZeRO 2, where it is the gradient
+ * staging that the next backward accumulates into). */
 static int gather_bucket(Parallel *p, Model *m, const ZeroBucket *b, float *stage, Err *err) {
     size_t c0, c1;
     my_chunk(p, b, &c0, &c1);
+    if (b->b - b->a == b->chunk * group_size(p, b)) /* no padding: in place, own chunk where it is */
+        return comm_allgather(group_of(p, b), m->params + c0, m->params + b->a, b->chunk, err);
     float *mine = stage + (size_t)group_rank(p, b) * b->chunk;
     memcpy(mine, m->params + c0, (c1 - c0) * sizeof(float));
     int rc = comm_allgather(group_of(p, b), mine, stage, b->chunk, err);
     if (rc) return rc;
     memcpy(m->params + b->a, stage, (b->b - b->a) * sizeof(float));
-    memset(stage, 0, b->chunk * group_size(p, b) * sizeof(float));
+    if (p->zero >= 2) memset(stage, 0, b->chunk * group_size(p, b) * sizeof(float));
     return 0;
 }
 
