@@ -79,6 +79,11 @@ QDotFn quant_dot_fn_avx2(int wtype);
 typedef void (*QDot4Fn)(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out);
 QDot4Fn quant_dot4_fn_avx2(int wtype);
 
+/* One weight row against four activation rows: out[0..4), each bit-identical
+ * to the single-row QDotFn of the type (prompt batches). NULL if none. */
+typedef void (*QRows4Fn)(const void *w, const QAct *a, int64_t K, float *out);
+QRows4Fn quant_rows4_fn_avx2(int wtype);
+
 /* Convenience for tests: dot of a weight row with float activations x,
  * quantizing x the way matmul does. Returns 0 or ERR_UNSUPPORTED. */
 int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *out);
@@ -104,6 +109,9 @@ void lcpp_rmsnorm(float *out, const float *x, const float *w, int N, int C, floa
 void lcpp_rope(float *x, int T, int H, int D, int pos0, float base, int neox);
 /* out = silu(g) * u over n values. */
 void lcpp_swiglu(float *out, const float *g, const float *u, size_t n);
+/* Whether the matmul of weight type t with QMM_Q8_ACTIVATIONS gives
+ * llama.cpp's results bit for bit (checked: Q4_1, Q8_0). */
+int quant_matches_llamacpp(int t);
 /* Whether lcpp_attention handles head size D (a multiple of 32). */
 int lcpp_attention_ok(int D);
 /* Causal attention of T queries q (T,Hq*D) at positions pos0.. over a cache

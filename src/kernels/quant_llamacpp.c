@@ -320,6 +320,8 @@ static void one_head(float *out, const float *q, const float *kc, const float *v
     weighted_sum_scalar(out, w, vc, kvstride, n, D, lanes, acc);
 }
 
+int quant_matches_llamacpp(int t) { return t == DT_Q4_1 || t == DT_Q8_0; }
+
 int lcpp_attention_ok(int D) { return D % 32 == 0 && D <= 1024; }
 
 int lcpp_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int Hq, int Hkv,

@@ -72,6 +72,7 @@ typedef struct {
     const QAct *acts;
     QDotFn dot;
     QDot4Fn dot4;
+    QRows4Fn rows4;
     int M, N, K, tile;
 } DotJob;
 
@@ -80,7 +81,15 @@ typedef struct {
 static void run_tiles(const DotJob *j, int t0, int t1) {
     for (int t = t0; t < t1; t++) {
         const int n0 = t * j->tile, n1 = n0 + j->tile < j->N ? n0 + j->tile : j->N;
-        for (int m = 0; m < j->M; m++) {
+        int m = 0;
+        if (j->rows4)
+            for (; m + 4 <= j->M; m += 4)
+                for (int n = n0; n < n1; n++) {
+                    float r[4];
+                    j->rows4(j->W + (size_t)n * j->rb, &j->acts[m], j->K, r);
+                    for (int i = 0; i < 4; i++) j->out[(size_t)(m + i) * j->N + n] = r[i];
+                }
+        for (; m < j->M; m++) {
             const float *x = j->inp + (size_t)m * j->K;
             float *o = j->out + (size_t)m * j->N;
             int n = n0;
@@ -140,7 +149,7 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
      * streams and the scale shuffles cost more than the shared activation
      * loads save) */
     QDot4Fn dot4 = NULL;
-    const DotJob job = {Wb, rb, inp, out, acts, dot, dot4, M, N, K, tile};
+    const DotJob job = {Wb, rb, inp, out, acts, dot, dot4, quant_rows4_fn_avx2(wtype), M, N, K, tile};
     if (!parallel) {
         run_tiles(&job, 0, ntiles);
     } else {

@@ -369,11 +369,12 @@ static int lcpp_shaped(const Model *m) {
            m->shard.tp_size == 1 && lcpp_attention_ok(c->head_dim) && c->n_head % c->n_kv_head == 0;
 }
 
-/* Matmul of inference: quantized weights dot 8-bit activations (as
- * llama.cpp) for every M; float weights as in training. */
+/* Matmul of inference: weight types whose dot products reproduce
+ * llama.cpp's (quant_matches_llamacpp) dot 8-bit activations for every M,
+ * as llama.cpp does; the others keep the faster dequantize + GEMM path for
+ * prompts, their results being close to llama.cpp's but not identical anyway. */
 static int linear_infer(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
-    const int act = quant_act_type(w->dtype);
-    if (act != DT_Q8_0 && act != DT_Q8_K) return linear(out, in, w, b, M);
+    if (!quant_matches_llamacpp(w->dtype)) return linear(out, in, w, b, M);
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
     if (rc || !b) return rc;
