@@ -681,45 +681,6 @@ QDequantFn quant_dequant_fn_avx2(int t) {
     (void)t;
     return NULL;
 }
-/* ---- one weight row against four activation rows (prompt batches) -----------
- * The weight block is loaded and unpacked once for the four rows; each
- * output keeps the single-row kernel's order exactly (one accumulator,
- * blocks in order), so batch and single-token results are the same bits. */
-TGT static void rows4_q8_0(const void *w, const QAct *a, int64_t K, float *out) {
-    const BlockQ8_0 *b = w;
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const __m256i wv = load_q8(b[i].qs), aw = _mm256_sign_epi8(wv, wv);
-        const float dw = h2f(b[i].d);
-#define ROW(c, m) c = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[m].d[i]), \
-                                      _mm256_cvtepi32_ps(dot_us(aw, _mm256_sign_epi8(load_q8(a[m].qs + i * QK), wv))), c)
-        ROW(c0, 0); ROW(c1, 1); ROW(c2, 2); ROW(c3, 3);
-#undef ROW
-    }
-    out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
-}
-
-TGT static void rows4_q4_1(const void *w, const QAct *a, int64_t K, float *out) {
-    const BlockQ4_1 *b = w;
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const __m256i wv = nibbles(b[i].qs);
-        const float dw = h2f(b[i].d), mw = h2f(b[i].m);
-#define ROW(c, sm, m) c = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[m].d[i]), \
-                                          _mm256_cvtepi32_ps(dot_us(wv, load_q8(a[m].qs + i * QK))), c); \
-                      sm = fmaf(mw, a[m].s[i], sm)
-        ROW(c0, s0, 0); ROW(c1, s1, 1); ROW(c2, s2, 2); ROW(c3, s3, 3);
-#undef ROW
-    }
-    out[0] = hsum_ps(c0) + s0, out[1] = hsum_ps(c1) + s1, out[2] = hsum_ps(c2) + s2, out[3] = hsum_ps(c3) + s3;
-}
-
-QRows4Fn quant_rows4_fn_avx2(int t) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
-    return t == DT_Q8_0 ? rows4_q8_0 : t == DT_Q4_1 ? rows4_q4_1 : NULL;
-}
-
 QDot4Fn quant_dot4_fn_avx2(int t) {
     (void)t;
     return NULL;
