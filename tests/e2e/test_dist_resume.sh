@@ -17,6 +17,14 @@ diff <(strip "$WORK/np2-straight/log.jsonl") <(strip "$WORK/np2-resumed/log.json
 cmp -s "$(last_model "$WORK/np2-straight")" "$(last_model "$WORK/np2-resumed")" || fail "dp=2: resumed weights differ"
 pass "dp=2: 20 steps == 10 + resume + 10 (bit-identical)"
 
+# 1b. The same with sharded state (ZeRO-3: weights, gradients and Adam in shards).
+run_np 2 "$WORK/z3-straight" --preset llama-tiny "${args[@]}" --batch 8 --zero 3
+run_np 2 "$WORK/z3-resumed" --preset llama-tiny "${args[@]}" --batch 8 --zero 3 --stop-after 10
+run_np 2 "$WORK/z3-resumed" --resume "$WORK/z3-resumed" --zero 3
+diff <(strip "$WORK/z3-straight/log.jsonl") <(strip "$WORK/z3-resumed/log.jsonl") > /dev/null || fail "dp=2 zero=3: resumed log differs"
+cmp -s "$(last_model "$WORK/z3-straight")" "$(last_model "$WORK/z3-resumed")" || fail "dp=2 zero=3: resumed weights differ"
+pass "dp=2 zero=3: 20 steps == 10 + resume + 10 (bit-identical)"
+
 run_np 1 "$WORK/ref-llama" --preset llama-tiny "${args[@]}" --batch 8
 
 # 2. dp=2 -> one process, and one process -> dp=2.
