@@ -96,6 +96,16 @@ int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype,
  * dequantize + f32 GEMM path taken by default for M >= 16. */
 #define QMM_Q8_ACTIVATIONS 1
 int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags);
+/* Several weight matrices of one type applied to the same input inp (M,K)
+ * -- q/k/v, or gate/up: the activations are quantized once and all the
+ * products run in one parallel region. parts[i].out (M, parts[i].N). */
+#define QMM_MAX_PARTS 4
+typedef struct {
+    float *out;
+    const void *W;
+    int N;
+} QMMPart;
+int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const QMMPart *parts, int n_parts, int flags);
 
 
 /* ---- inference kernels with llama.cpp's CPU numerics (quant_llamacpp.c) ----

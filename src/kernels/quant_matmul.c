@@ -100,19 +100,26 @@ static void run_tiles(const DotJob *j, int t0, int t1) {
     }
 }
 
-int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
-    if (M <= 0 || N <= 0) return 0;
+int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const QMMPart *parts, int n_parts, int flags) {
+    if (M <= 0) return 0;
+    if (n_parts < 1 || n_parts > QMM_MAX_PARTS) return ERR_INVALID;
     QDotFn dot = quant_dot_fn(wtype);
     const int act = quant_act_type(wtype);
     if (!dot || act < 0) return ERR_UNSUPPORTED;
     const size_t rb = dtype_row_bytes(wtype, K);
     const int ablock = act == DT_Q8_K ? QK_K : act == DT_Q8_0 ? QK : 1;
     if (K <= 0 || !rb || K % ablock) return ERR_INVALID;
-    const uint8_t *Wb = W;
-    if (M >= QMM_GEMM_MIN_M && !(flags & QMM_Q8_ACTIVATIONS)) return gemm_path(out, inp, Wb, wtype, rb, M, N, K);
+    if (M >= QMM_GEMM_MIN_M && !(flags & QMM_Q8_ACTIVATIONS)) {
+        for (int p = 0; p < n_parts; p++) {
+            int rc = parts[p].N > 0 ? gemm_path(parts[p].out, inp, parts[p].W, wtype, rb, M, parts[p].N, K) : 0;
+            if (rc) return rc;
+        }
+        return 0;
+    }
 
-    /* activations: on the stack for the generation path (an allocation per
-     * call costs as much as a small matrix-vector product) */
+    /* activations, quantized once for all parts: on the stack for the
+     * generation path (an allocation per call costs as much as a small
+     * matrix-vector product) */
     const size_t ab = quant_act_bytes(act, K);
     _Alignas(64) uint8_t stack_scr[QMM_STACK_ACT_BYTES];
     QAct stack_acts[QMM_STACK_ACT_ROWS];
@@ -133,34 +140,52 @@ int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wty
         memset(acts, 0, (size_t)M * sizeof *acts);
     }
     /* work items of `tile` output rows (a few KiB of weights each), their
-     * count a multiple of the thread count so static scheduling is even;
-     * small matrices stay on one thread (a fork/join costs more than a few
-     * thousand multiply-adds) */
-    const int parallel = (double)M * N * K > 32768.0 && omp_get_max_threads() > 1 && !omp_in_parallel();
+     * count per part a multiple of the thread count so static scheduling
+     * is even; all parts' items in one parallel region (one fork/join for
+     * q, k and v of a decoding step instead of three); small work stays on
+     * one thread (a fork/join costs more than a few thousand multiply-adds) */
+    double work = 0;
+    for (int p = 0; p < n_parts; p++) work += (double)M * parts[p].N * K;
+    const int parallel = work > 32768.0 && omp_get_max_threads() > 1 && !omp_in_parallel();
     const int nth = parallel ? omp_get_max_threads() : 1;
-    int items = (int)(((size_t)N * rb + QMM_DOT_TILE_BYTES - 1) / QMM_DOT_TILE_BYTES);
-    if (items < nth) items = nth;
-    items = (items + nth - 1) / nth * nth;
-    int tile = (N + items - 1) / items;
-    if (tile >= 4) tile = (tile + 3) & ~3; /* whole groups of four rows for dot4 */
-    const int ntiles = (N + tile - 1) / tile;
-    /* one weight row at a time: the four-row kernels (quant_dot4_fn_avx2)
-     * measured twice as slow per token here (four interleaved weight
-     * streams and the scale shuffles cost more than the shared activation
-     * loads save) */
-    QDot4Fn dot4 = NULL;
-    const DotJob job = {Wb, rb, inp, out, acts, dot, dot4, quant_rows4_fn_avx2(wtype), M, N, K, tile};
+    QRows4Fn rows4 = quant_rows4_fn_avx2(wtype);
+    DotJob jobs[QMM_MAX_PARTS];
+    int first[QMM_MAX_PARTS + 1];
+    first[0] = 0;
+    for (int p = 0; p < n_parts; p++) {
+        const int N = parts[p].N > 0 ? parts[p].N : 0;
+        int items = (int)(((size_t)N * rb + QMM_DOT_TILE_BYTES - 1) / QMM_DOT_TILE_BYTES);
+        if (items < nth) items = nth;
+        items = (items + nth - 1) / nth * nth;
+        const int tile = N ? (N + items - 1) / items : 1;
+        /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
+         * measured twice as slow per token (four interleaved weight streams
+         * and the scale shuffles cost more than the shared activation loads save) */
+        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, M, N, K, tile};
+        first[p + 1] = first[p] + (N + tile - 1) / tile;
+    }
+    const int ntiles = first[n_parts];
     if (!parallel) {
-        run_tiles(&job, 0, ntiles);
+        for (int p = 0; p < n_parts; p++) run_tiles(&jobs[p], 0, first[p + 1] - first[p]);
     } else {
 #pragma omp parallel for schedule(static)
-        for (int t = 0; t < ntiles; t++) run_tiles(&job, t, t + 1);
+        for (int t = 0; t < ntiles; t++) {
+            int p = 0;
+            while (t >= first[p + 1]) p++;
+            run_tiles(&jobs[p], t - first[p], t - first[p] + 1);
+        }
     }
     if (!on_stack) {
         xfree(scratch);
         free(acts);
     }
     return 0;
+}
+
+int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
+    if (M <= 0 || N <= 0) return 0;
+    const QMMPart part = {out, W, N};
+    return matmul_quant_forward_multi(inp, wtype, M, K, &part, 1, flags);
 }
 
 int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K) {

@@ -383,6 +383,31 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
     return 0;
 }
 
+/* One input through up to QMM_MAX_PARTS weights (q/k/v, gate/up): one
+ * quantization of the input and one parallel region when the weights share
+ * a type that matches llama.cpp and have no bias; else one at a time. */
+static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                              int n) {
+    int joint = quant_matches_llamacpp(w[0]->dtype) && n <= QMM_MAX_PARTS;
+    for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
+    if (joint) {
+        QMMPart parts[QMM_MAX_PARTS];
+        for (int i = 0; i < n; i++) parts[i] = (QMMPart){out[i], w[i]->data, (int)w[i]->shape[0]};
+        return matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, QMM_Q8_ACTIVATIONS);
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = linear_infer(out[i], in, w[i], b[i], M);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* y += x without a fork for the few hundred values of a decoding step. */
+static void add_infer(float *y, const float *x, size_t n) {
+#pragma omp parallel for simd if (n >= 65536)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 static int block_forward_lcpp(Model *m, int l, const float *x, int T, int pos0, KVCache *kv, Err *err) {
     const Config *c = &m->cfg;
     const Activations *a = &m->act;
@@ -390,8 +415,9 @@ static int block_forward_lcpp(Model *m, int l, const float *x, int T, int pos0, 
     const int C = c->d_model, D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head, KVD = Hkv * D, F_ = c->d_ff;
     int rc;
     lcpp_rmsnorm(a->ln1[l], x, F(w->attn_norm), T, C, c->norm_eps);
-    if ((rc = linear_infer(a->q[l], a->ln1[l], w->wq, w->bq, T)) || (rc = linear_infer(a->k[l], a->ln1[l], w->wk, w->bk, T)) ||
-        (rc = linear_infer(a->v[l], a->ln1[l], w->wv, w->bv, T)))
+    const Tensor *qkv_w[3] = {w->wq, w->wk, w->wv}, *qkv_b[3] = {w->bq, w->bk, w->bv};
+    float *const qkv_out[3] = {a->q[l], a->k[l], a->v[l]};
+    if ((rc = linear_infer_multi(a->ln1[l], T, qkv_w, qkv_b, qkv_out, 3)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wq->dtype));
     lcpp_rope(a->q[l], T, Hq, D, pos0, c->rope_theta, c->rope_neox);
     lcpp_rope(a->k[l], T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
@@ -402,15 +428,16 @@ static int block_forward_lcpp(Model *m, int l, const float *x, int T, int pos0, 
         return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + T);
     if ((rc = linear_infer(a->res_att[l], a->atty[l], w->wo, w->bo, T)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wo->dtype));
-    add_inplace(a->res_att[l], x, (size_t)T * C);
+    add_infer(a->res_att[l], x, (size_t)T * C);
     lcpp_rmsnorm(a->ln2[l], a->res_att[l], F(w->ffn_norm), T, C, c->norm_eps);
-    if ((rc = linear_infer(a->ffn_h[l], a->ln2[l], w->w_up, w->b_up, T)) ||
-        (rc = linear_infer(a->ffn_g[l], a->ln2[l], w->w_gate, NULL, T)))
+    const Tensor *ug_w[2] = {w->w_up, w->w_gate}, *ug_b[2] = {w->b_up, NULL};
+    float *const ug_out[2] = {a->ffn_h[l], a->ffn_g[l]};
+    if ((rc = linear_infer_multi(a->ln2[l], T, ug_w, ug_b, ug_out, 2)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_up->dtype));
     lcpp_swiglu(a->ffn_a[l], a->ffn_g[l], a->ffn_h[l], (size_t)T * F_);
     if ((rc = linear_infer(a->res_ffn[l], a->ffn_a[l], w->w_down, w->b_down, T)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_down->dtype));
-    add_inplace(a->res_ffn[l], a->res_att[l], (size_t)T * C);
+    add_infer(a->res_ffn[l], a->res_att[l], (size_t)T * C);
     return 0;
 }
 
