@@ -391,7 +391,14 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
         for_pieces(m, 0, m->n_params, norm_piece, &nc);
     } else {
         if (p->dp > 1 && (rc = comm_allreduce_sum(p->dp_comm, m->grads, m->n_params, err))) return rc;
-        for_pieces(m, 0, m->n_params, norm_piece, &nc);
+        /* every replica holds the sums: each counts its chunks of the norm,
+         * so the ranks share that work instead of the first doing it all */
+        nc.replicas = 0;
+        for (int i = 0; i < p->n_buckets; i++) {
+            size_t c0, c1;
+            my_chunk(p, &p->buckets[i], &c0, &c1);
+            for_pieces(m, c0, c1, norm_piece, &nc);
+        }
     }
     double sq = nc.sum;
     if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, &sq, 1, err))) return rc;
