@@ -19,7 +19,7 @@
 /* Below this many activation rows the integer dot path is used. */
 #define QMM_GEMM_MIN_M 16
 /* Weight rows per dequantized panel in the GEMM path (bounded by bytes). */
-#define QMM_PANEL_BYTES (4u << 20)
+#define QMM_PANEL_BYTES (1u << 20)
 /* Activation scratch kept on the stack up to this size / row count. */
 #define QMM_STACK_ACT_BYTES (24u << 10)
 #define QMM_STACK_ACT_ROWS 8
