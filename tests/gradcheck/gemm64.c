@@ -46,3 +46,30 @@ int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype,
     (void)out; (void)inp; (void)W; (void)wtype; (void)M; (void)N; (void)K;
     return ERR_UNSUPPORTED;
 }
+
+/* The llama.cpp-numerics inference path never runs here: report every
+ * quantized type as unmatched and the kernels as unavailable. */
+#include "kernels/quant.h"
+
+int quant_matches_llamacpp(int t) { (void)t; return 0; }
+int lcpp_attention_ok(int D) { (void)D; return 0; }
+int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
+    (void)flags;
+    return matmul_quant_forward(out, inp, W, wtype, M, N, K);
+}
+int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const QMMPart *parts, int n_parts, int flags) {
+    (void)inp; (void)wtype; (void)M; (void)K; (void)parts; (void)n_parts; (void)flags;
+    return ERR_UNSUPPORTED;
+}
+void lcpp_rmsnorm(float *out, const float *x, const float *w, int N, int C, float eps) {
+    (void)out; (void)x; (void)w; (void)N; (void)C; (void)eps;
+}
+void lcpp_rope(float *x, int T, int H, int D, int pos0, float base, int neox) {
+    (void)x; (void)T; (void)H; (void)D; (void)pos0; (void)base; (void)neox;
+}
+void lcpp_swiglu(float *out, const float *g, const float *u, size_t n) { (void)out; (void)g; (void)u; (void)n; }
+int lcpp_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int Hq, int Hkv,
+                   int D) {
+    (void)out; (void)q; (void)kc; (void)vc; (void)T; (void)pos0; (void)Hq; (void)Hkv; (void)D;
+    return ERR_UNSUPPORTED;
+}
