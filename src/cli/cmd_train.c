@@ -48,7 +48,8 @@ static void usage(FILE *f) {
             "  --ep E              expert parallel: a MoE model's experts over E of the data-parallel\n"
             "                      ranks, tokens sent to their experts by all-to-all\n"
             "  --zero S            ZeRO stage over data-parallel ranks: 1 optimizer state, 2 + gradients\n"
-            "                      (reduce-scatter), 3 + parameters (gathered per layer) (default 0)\n"
+            "                      (reduce-scatter), 3 + parameters (gathered per layer), 0 none\n"
+            "                      (default: 1 with several data-parallel ranks, as llm.c)\n"
             "  --micro-batch b     rows per forward pass on a rank (default: all its rows)\n"
             "  --dry-run           print every rank's tensors, shapes and bytes; allocate nothing\n\n");
     model_arg_list_presets(f);
@@ -58,7 +59,7 @@ int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     const char *preset = NULL, *config = NULL, *resume = NULL, *tok_path = NULL;
-    int threads = 0, steps_set = 0, tp = 1, pp = 1, ep = 1, zero = 0, dry_run = 0;
+    int threads = 0, steps_set = 0, tp = 1, pp = 1, ep = 1, zero = -1, dry_run = 0;
     /* flags given on a resume override the saved ones only where allowed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -112,7 +113,7 @@ int cmd_train(int argc, char **argv) {
         l.tp = tp;
         l.pp = pp;
         l.dp = world / (tp * pp) > 0 ? world / (tp * pp) : 1;
-        l.zero = zero;
+        l.zero = zero >= 0 ? zero : (l.dp > 1 ? 1 : 0);
         l.ep = ep;
         if (plan_layout_check(&c, &l, 0, &err) || plan_dry_run_all(&c, &l, stdout, &err)) return cli_error(2, "%s", err.msg);
         return 0;

@@ -122,7 +122,9 @@ typedef struct {
 void model_shard_whole(ModelShard *s, const Config *c);
 /* Check that c can be split this way; the message names the rule. */
 int model_shard_check(const Config *c, const ModelShard *s, Err *err);
-/* The registry of one rank: local blocks with their place in the whole. */
+/* The registry of one rank: local blocks with their place in the whole.
+ * Sizes layouts with more tp ranks than kv heads too (the kv head is
+ * replicated, for the planner); model_create_shard refuses those. */
 int registry_build_shard(const Config *c, const ModelShard *s, Tensor **tensors, int *n_tensors, size_t *n_params,
                          Err *err);
 /* Vocabulary rows [*v0, *v0 + *n) held by tp rank r (first V % tp ranks get one more). */
@@ -191,7 +193,9 @@ typedef struct Model_ {
     size_t n_params;
     Tensor *tok_emb, *pos_emb, *out_norm, *out_norm_b, *lm_head; /* lm_head == tok_emb if tied */
     LayerWeights *layers;
-    float *params, *grads, *adam_m, *adam_v; /* (n_params) each; grads/adam NULL for inference */
+    float *params, *grads, *adam_m, *adam_v; /* (n_params) each; grads/adam NULL for inference;
+                                                under ZeRO >= 2 grads is NULL (shards live in the
+                                                parallel state), under ZeRO 3 params too */
     Activations act;
     double aux_loss;                         /* last MoE load-balancing loss (already weighted) */
     Err comm_err;                            /* first communication failure inside backward (code 0: none) */
@@ -208,7 +212,8 @@ int model_create(Model *m, const Config *c, int training, Err *err);
 /* The same for one rank's shard (shard is copied; its Comms are borrowed). */
 int model_create_shard(Model *m, const Config *c, const ModelShard *shard, int training, Err *err);
 /* GPT-2 initialisation: N(0, 0.02), residual projections / sqrt(2 L),
- * norms 1, biases 0. Deterministic in seed, independent of thread count. */
+ * norms 1, biases 0. Deterministic in seed, independent of thread count.
+ * Calls the weights hook around each layer (ZeRO-3 initialises its shards). */
 void model_init_weights(Model *m, uint64_t seed);
 /* Plan and allocate activations for (B, T); training keeps backward state. */
 int model_plan_activations(Model *m, int B, int T, int training, Err *err);
