@@ -385,15 +385,18 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
 
 /* One input through up to QMM_MAX_PARTS weights (q/k/v, gate/up): one
  * quantization of the input and one parallel region when the weights share
- * a type that matches llama.cpp and have no bias; else one at a time. */
+ * a block or half type and have no bias (types that match llama.cpp take
+ * 8-bit activations at every M, the others the GEMM path for prompts, as
+ * linear_infer); else one at a time. */
 static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
                               int n) {
-    int joint = quant_matches_llamacpp(w[0]->dtype) && n <= QMM_MAX_PARTS;
+    const int exact = quant_matches_llamacpp(w[0]->dtype);
+    int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32 && quant_can_matmul(w[0]->dtype);
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
     if (joint) {
         QMMPart parts[QMM_MAX_PARTS];
         for (int i = 0; i < n; i++) parts[i] = (QMMPart){out[i], w[i]->data, (int)w[i]->shape[0]};
-        return matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, QMM_Q8_ACTIVATIONS);
+        return matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, exact ? QMM_Q8_ACTIVATIONS : 0);
     }
     for (int i = 0; i < n; i++) {
         int rc = linear_infer(out[i], in, w[i], b[i], M);
