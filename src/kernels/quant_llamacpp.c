@@ -9,7 +9,7 @@
  * ~0.5 and different greedy tokens within a few dozen steps. The matmuls
  * themselves already match (quant_avx2.c), so what is left is every other
  * operation of a block, each reproduced here as measured against llama.cpp's
- * intermediate tensors (scripts/llamacpp_intermediates.py):
+ * intermediate tensors (dumped by scripts/llamacpp_intermediates.py):
  *   - RMSNorm: sum of squares in double, in order; scale = 1/sqrtf(mean+eps)
  *     in float; y = (x*scale)*w (two roundings, as the norm and the weight
  *     multiply are separate ops there).
