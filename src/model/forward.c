@@ -391,12 +391,13 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
 static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
                               int n) {
     const int exact = quant_matches_llamacpp(w[0]->dtype);
-    int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32 && quant_can_matmul(w[0]->dtype);
+    int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32;
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
     if (joint) {
         QMMPart parts[QMM_MAX_PARTS];
         for (int i = 0; i < n; i++) parts[i] = (QMMPart){out[i], w[i]->data, (int)w[i]->shape[0]};
-        return matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, exact ? QMM_Q8_ACTIVATIONS : 0);
+        int rc = matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, exact ? QMM_Q8_ACTIVATIONS : 0);
+        if (rc != ERR_UNSUPPORTED) return rc; /* else: a type without a dot kernel, one at a time below */
     }
     for (int i = 0; i < n; i++) {
         int rc = linear_infer(out[i], in, w[i], b[i], M);
