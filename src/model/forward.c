@@ -90,10 +90,50 @@ static int embed(Model *m, float *out, const int32_t *tokens, int B, int T, int 
     return 0;
 }
 
+/* The kernels a block runs: jarip's own (NATIVE_OPS: training, and inference
+ * of any shape), or llama.cpp's numerics (LLAMACPP_OPS, below: GGUF inference
+ * of Llama-shaped models, so greedy output equals llama.cpp's token for token).
+ * One block function, block_forward, runs either. */
+typedef struct {
+    void (*norm)(const Model *m, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
+                 const Tensor *b, int N);
+    /* out[i] = in W[i]^T + b[i] for i < n weights sharing the input */
+    int (*linears)(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out, int n);
+    void (*rope)(float *x, int B, int T, int H, int D, int pos0, float theta, int neox);
+    int (*attention)(float *out, float *att, const float *q, const float *k, const float *v, int B, int T, int S,
+                     int pos0, int Hq, int Hkv, int D);
+    int (*ffn)(Model *m, int l, const float *x, float *out, int N, Err *err);
+    void (*add)(float *y, const float *x, size_t n);
+} BlockOps;
+
+static void native_norm(const Model *m, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
+                        const Tensor *b, int N) {
+    norm_forward(&m->cfg, out, mean, rstd, x, w, b, N);
+}
+
+static int native_linears(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                          int n) {
+    for (int i = 0; i < n; i++) {
+        int rc = linear(out[i], in, w[i], b[i], M);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int native_attention(float *out, float *att, const float *q, const float *k, const float *v, int B, int T, int S,
+                            int pos0, int Hq, int Hkv, int D) {
+    attention_forward(out, att, q, k, v, B, T, S, pos0, Hq, Hkv, D);
+    return 0;
+}
+
+static const BlockOps NATIVE_OPS = {native_norm, native_linears, rope_forward, native_attention, ffn_forward,
+                                    add_inplace};
+
 /* One block on x (B,T,C) at positions pos0.. ; result in act.res_ffn[l].
  * kv == NULL: training/eval, keys and values are this batch's (S = T).
  * kv != NULL: inference, keys and values appended to the cache (B = 1). */
-static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0, KVCache *kv, Err *err) {
+static int block_forward(Model *m, const BlockOps *ops, int l, const float *x, int B, int T, int pos0, KVCache *kv,
+                         Err *err) {
     const Config *c = &m->cfg;
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
@@ -101,13 +141,14 @@ static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0
     const int N = B * T, C = c->d_model, D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp;
     const int KVD = Hkv * D;
     int rc;
-    norm_forward(c, a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], x, w->attn_norm, w->attn_norm_b, N);
-    if ((rc = linear(a->q[l], a->ln1[l], w->wq, w->bq, N)) || (rc = linear(a->k[l], a->ln1[l], w->wk, w->bk, N)) ||
-        (rc = linear(a->v[l], a->ln1[l], w->wv, w->bv, N)))
+    ops->norm(m, a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], x, w->attn_norm, w->attn_norm_b, N);
+    const Tensor *qkv_w[3] = {w->wq, w->wk, w->wv}, *qkv_b[3] = {w->bq, w->bk, w->bv};
+    float *const qkv_out[3] = {a->q[l], a->k[l], a->v[l]};
+    if ((rc = ops->linears(a->ln1[l], N, qkv_w, qkv_b, qkv_out, 3)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wq->dtype));
     if (c->pos == POS_ROPE) {
-        rope_forward(a->q[l], B, T, Hq, D, pos0, c->rope_theta, c->rope_neox);
-        rope_forward(a->k[l], B, T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
+        ops->rope(a->q[l], B, T, Hq, D, pos0, c->rope_theta, c->rope_neox);
+        ops->rope(a->k[l], B, T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
     }
     const float *kbuf = a->k[l], *vbuf = a->v[l];
     int S = T;
@@ -119,14 +160,17 @@ static int block_forward(Model *m, int l, const float *x, int B, int T, int pos0
         vbuf = vc;
         S = kv->ctx;
     }
-    attention_forward(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, B, T, S, pos0, Hq, Hkv, D);
-    if ((rc = linear(a->res_att[l], a->atty[l], w->wo, row_bias(m, w->bo), N)))
+    if ((rc = ops->attention(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, B, T, S, pos0, Hq, Hkv, D)))
+        return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + T);
+    const Tensor *wo[1] = {w->wo}, *bo[1] = {row_bias(m, w->bo)};
+    float *const res_att[1] = {a->res_att[l]};
+    if ((rc = ops->linears(a->atty[l], N, wo, bo, res_att, 1)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wo->dtype));
     if ((rc = tp_reduce(m, a->res_att[l], (size_t)N * C, err))) return rc;
-    add_inplace(a->res_att[l], x, (size_t)N * C);
-    norm_forward(c, a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->res_att[l], w->ffn_norm, w->ffn_norm_b, N);
-    if ((rc = ffn_forward(m, l, a->ln2[l], a->res_ffn[l], N, err))) return rc;
-    add_inplace(a->res_ffn[l], a->res_att[l], (size_t)N * C);
+    ops->add(a->res_att[l], x, (size_t)N * C);
+    ops->norm(m, a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->res_att[l], w->ffn_norm, w->ffn_norm_b, N);
+    if ((rc = ops->ffn(m, l, a->ln2[l], a->res_ffn[l], N, err))) return rc;
+    ops->add(a->res_ffn[l], a->res_att[l], (size_t)N * C);
     return 0;
 }
 
@@ -210,7 +254,7 @@ int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int 
     }
     const float *x = a->embed;
     for (int l = s->layer0; l < s->layer1; l++) {
-        if ((rc = hook(m, l, 1, err)) || (rc = block_forward(m, l, x, B, T, 0, NULL, err)) || (rc = hook(m, l, 0, err)))
+        if ((rc = hook(m, l, 1, err)) || (rc = block_forward(m, &NATIVE_OPS, l, x, B, T, 0, NULL, err)) || (rc = hook(m, l, 0, err)))
             return rc;
         x = a->res_ffn[l];
     }
@@ -362,7 +406,8 @@ void kvcache_free(KVCache *kv) {
  * forward computes every operation as llama.cpp's CPU backend does
  * (kernels/quant_llamacpp.c) and the quantized matmuls with 8-bit
  * activations for every batch size, so a GGUF model gives llama.cpp's logits
- * bit for bit and its greedy tokens. Other shapes go through block_forward. */
+ * bit for bit and its greedy tokens (LLAMACPP_OPS). Other shapes run
+ * NATIVE_OPS; both through block_forward. */
 static int lcpp_shaped(const Model *m) {
     const Config *c = &m->cfg;
     return c->norm == NORM_RMSNORM && c->pos == POS_ROPE && c->act == ACT_SWIGLU && c->n_expert <= 1 &&
@@ -390,6 +435,7 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
  * linear_infer); else one at a time. */
 static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
                               int n) {
+    if (n == 1) return linear_infer(out[0], in, w[0], b[0], M);
     const int exact = quant_matches_llamacpp(w[0]->dtype);
     int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32;
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
@@ -412,38 +458,41 @@ static void add_infer(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-static int block_forward_lcpp(Model *m, int l, const float *x, int T, int pos0, KVCache *kv, Err *err) {
-    const Config *c = &m->cfg;
+static void lcpp_norm(const Model *m, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
+                      const Tensor *b, int N) {
+    (void)mean, (void)rstd, (void)b; /* RMSNorm only (lcpp_shaped) */
+    lcpp_rmsnorm(out, x, F(w), N, m->cfg.d_model, m->cfg.norm_eps);
+}
+
+static void lcpp_rope_ops(float *x, int B, int T, int H, int D, int pos0, float theta, int neox) {
+    (void)B; /* inference: one sequence */
+    lcpp_rope(x, T, H, D, pos0, theta, neox);
+}
+
+static int lcpp_attention_ops(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
+                              int S, int pos0, int Hq, int Hkv, int D) {
+    (void)att, (void)B, (void)S; /* inference: one sequence over the cache */
+    return lcpp_attention(out, q, k, v, T, pos0, Hq, Hkv, D);
+}
+
+/* Dense SwiGLU FFN: up and gate in one call, llama.cpp's SiLU, down. */
+static int lcpp_ffn(Model *m, int l, const float *x, float *out, int N, Err *err) {
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
-    const int C = c->d_model, D = c->head_dim, Hq = c->n_head, Hkv = c->n_kv_head, KVD = Hkv * D, F_ = c->d_ff;
-    int rc;
-    lcpp_rmsnorm(a->ln1[l], x, F(w->attn_norm), T, C, c->norm_eps);
-    const Tensor *qkv_w[3] = {w->wq, w->wk, w->wv}, *qkv_b[3] = {w->bq, w->bk, w->bv};
-    float *const qkv_out[3] = {a->q[l], a->k[l], a->v[l]};
-    if ((rc = linear_infer_multi(a->ln1[l], T, qkv_w, qkv_b, qkv_out, 3)))
-        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wq->dtype));
-    lcpp_rope(a->q[l], T, Hq, D, pos0, c->rope_theta, c->rope_neox);
-    lcpp_rope(a->k[l], T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
-    float *kc = kv->k + (size_t)l * kv->ctx * KVD, *vc = kv->v + (size_t)l * kv->ctx * KVD;
-    memcpy(kc + (size_t)pos0 * KVD, a->k[l], (size_t)T * KVD * sizeof(float));
-    memcpy(vc + (size_t)pos0 * KVD, a->v[l], (size_t)T * KVD * sizeof(float));
-    if ((rc = lcpp_attention(a->atty[l], a->q[l], kc, vc, T, pos0, Hq, Hkv, D)))
-        return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + T);
-    if ((rc = linear_infer(a->res_att[l], a->atty[l], w->wo, w->bo, T)))
-        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wo->dtype));
-    add_infer(a->res_att[l], x, (size_t)T * C);
-    lcpp_rmsnorm(a->ln2[l], a->res_att[l], F(w->ffn_norm), T, C, c->norm_eps);
     const Tensor *ug_w[2] = {w->w_up, w->w_gate}, *ug_b[2] = {w->b_up, NULL};
     float *const ug_out[2] = {a->ffn_h[l], a->ffn_g[l]};
-    if ((rc = linear_infer_multi(a->ln2[l], T, ug_w, ug_b, ug_out, 2)))
-        return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_up->dtype));
-    lcpp_swiglu(a->ffn_a[l], a->ffn_g[l], a->ffn_h[l], (size_t)T * F_);
-    if ((rc = linear_infer(a->res_ffn[l], a->ffn_a[l], w->w_down, w->b_down, T)))
+    int rc = linear_infer_multi(x, N, ug_w, ug_b, ug_out, 2);
+    if (rc) return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_up->dtype));
+    lcpp_swiglu(a->ffn_a[l], a->ffn_g[l], a->ffn_h[l], (size_t)N * m->cfg.d_ff);
+    const Tensor *dw[1] = {w->w_down}, *db[1] = {w->b_down};
+    float *const o[1] = {out};
+    if ((rc = linear_infer_multi(a->ffn_a[l], N, dw, db, o, 1)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_down->dtype));
-    add_infer(a->res_ffn[l], a->res_att[l], (size_t)T * C);
     return 0;
 }
+
+static const BlockOps LLAMACPP_OPS = {lcpp_norm, linear_infer_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn,
+                                      add_infer};
 
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
     const Config *c = &m->cfg;
@@ -458,18 +507,16 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
     int rc = embed(m, a->embed, tokens, 1, n, pos0, err);
     if (rc) return rc;
     const float *x = a->embed;
-    const int lcpp = lcpp_shaped(m);
+    const BlockOps *ops = lcpp_shaped(m) ? &LLAMACPP_OPS : &NATIVE_OPS;
     for (int l = 0; l < c->n_layer; l++) {
-        rc = lcpp ? block_forward_lcpp(m, l, x, n, pos0, kv, err) : block_forward(m, l, x, 1, n, pos0, kv, err);
-        if (rc) return rc;
+        if ((rc = block_forward(m, ops, l, x, 1, n, pos0, kv, err))) return rc;
         x = a->res_ffn[l];
     }
     const float *last = x + (size_t)(n - 1) * C;
-    if (lcpp)
-        lcpp_rmsnorm(a->lnf, last, F(m->out_norm), 1, C, c->norm_eps);
-    else
-        norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
-    if ((rc = lcpp ? linear_infer(logits, a->lnf, m->lm_head, NULL, 1) : linear(logits, a->lnf, m->lm_head, NULL, 1)))
+    ops->norm(m, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
+    const Tensor *head[1] = {m->lm_head}, *nob[1] = {NULL};
+    float *const lo[1] = {logits};
+    if ((rc = ops->linears(a->lnf, 1, head, nob, lo, 1)))
         return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
     kv->len += n;
     return 0;
