@@ -7,6 +7,23 @@ trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
 
+# Bad input: a non-zero exit (not a signal) and one "jarip: " line on stderr
+# that mentions EXPECTED_SUBSTRING.
+# expect_error EXPECTED_SUBSTRING -- command...
+expect_error() {
+  local want=$1; shift; shift
+  set +e
+  "$@" > "$WORK/out" 2> "$WORK/err"
+  local rc=$?
+  set -e
+  [ $rc -ne 0 ] || fail "expected failure: $*"
+  [ $rc -lt 128 ] || fail "crashed with signal $((rc - 128)): $*"
+  [ "$(wc -l < "$WORK/err")" -eq 1 ] || { cat "$WORK/err" >&2; fail "expected exactly one line on stderr: $*"; }
+  grep -q "^jarip: " "$WORK/err" || fail "error does not start with 'jarip: ': $(cat "$WORK/err")"
+  grep -qi -- "$want" "$WORK/err" || fail "error for '$*' should mention '$want': $(cat "$WORK/err")"
+  echo "ok: $(cat "$WORK/err")"
+}
+
 # A learnable, deterministic English-like corpus (about $1 lines): sentences
 # from a small grammar, so a tiny byte-level model can learn its structure.
 make_corpus() {

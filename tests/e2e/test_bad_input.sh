@@ -4,21 +4,6 @@
 source "$(dirname "$0")/lib.sh"
 make_corpus 2000 > "$WORK/corpus.txt"
 
-# expect_error EXPECTED_SUBSTRING -- command...
-expect_error() {
-  local want=$1; shift; shift
-  set +e
-  "$@" > "$WORK/out" 2> "$WORK/err"
-  local rc=$?
-  set -e
-  [ $rc -ne 0 ] || fail "expected failure: $*"
-  [ $rc -lt 128 ] || fail "crashed with signal $((rc - 128)): $*"
-  [ "$(wc -l < "$WORK/err")" -eq 1 ] || { cat "$WORK/err" >&2; fail "expected exactly one line on stderr: $*"; }
-  grep -q "^jarip: " "$WORK/err" || fail "error does not start with 'jarip: ': $(cat "$WORK/err")"
-  grep -qi -- "$want" "$WORK/err" || fail "error for '$*' should mention '$want': $(cat "$WORK/err")"
-  echo "ok: $(cat "$WORK/err")"
-}
-
 T=(train --data "$WORK/corpus.txt" --steps 2 --batch 2 --seq 16 --quiet)
 expect_error "unknown command" -- "$JARIP" frobnicate
 expect_error "unknown flag" -- "$JARIP" train --preset gpt2-tiny --bogus 1

@@ -8,19 +8,6 @@ source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 MODEL="${JARIP_SMOLLM2:-$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 
-expect_error() {
-  local want=$1; shift; shift
-  set +e
-  "$@" > "$WORK/out" 2> "$WORK/err"
-  local rc=$?
-  set -e
-  [ $rc -ne 0 ] || fail "expected failure: $*"
-  [ $rc -lt 128 ] || fail "crashed with signal $((rc - 128)): $*"
-  [ "$(wc -l < "$WORK/err")" -eq 1 ] || { cat "$WORK/err" >&2; fail "expected one line on stderr: $*"; }
-  grep -qi -- "$want" "$WORK/err" || fail "error for '$*' should mention '$want': $(cat "$WORK/err")"
-  echo "ok: $(cat "$WORK/err")"
-}
-
 for c in generate chat; do
   "$JARIP" $c --help | grep -q -- "--temperature" || fail "$c --help lacks the sampling flags"
 done
