@@ -84,6 +84,15 @@ QDot4Fn quant_dot4_fn_avx2(int wtype);
 typedef void (*QRows4Fn)(const void *w, const QAct *a, int64_t K, float *out);
 QRows4Fn quant_rows4_fn_avx2(int wtype);
 
+/* Four activation rows a[0..4) x two weight rows (w, w + rb):
+ * out[4*c + r] = row r against weight row c, each bit-identical to the
+ * single-row QDotFn of the type. d4[4*i + r] = a[r].d[i] and s4[4*i + r] =
+ * a[r].s[i]: the rows' block scales interleaved (16-byte aligned). NULL if
+ * there is no such kernel for the type. */
+typedef void (*QTile42Fn)(const uint8_t *w, size_t rb, const QAct *a, const float *d4, const float *s4, int64_t K,
+                          float *out);
+QTile42Fn quant_tile42_fn_avx2(int wtype);
+
 /* Convenience for tests: dot of a weight row with float activations x,
  * quantizing x the way matmul does. Returns 0 or ERR_UNSUPPORTED. */
 int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *out);

@@ -519,6 +519,97 @@ TGT static void rows4_q4_1(const void *w, const QAct *a, int64_t K, float *out) 
     out[0] = hsum_ps(c0) + s0, out[1] = hsum_ps(c1) + s1, out[2] = hsum_ps(c2) + s2, out[3] = hsum_ps(c3) + s3;
 }
 
+/* ---- four activation rows x two weight rows (prompt batches) ---------------
+ * The rows4 arithmetic with twice the reuse: each activation block loaded
+ * once for two weight rows, each weight block unpacked once for four
+ * activation rows. The eight block scales dw*da (and for Q4_1 the eight
+ * min terms m*s) are computed eight at a time, a chunk of blocks ahead, so
+ * the dot loop broadcasts them from L1 instead of a scalar multiply and a
+ * shuffle per output and block. Every output keeps one accumulator, blocks
+ * in order, the same products and the same horizontal sum: the same bits
+ * as the single-row kernels (and llama.cpp). Lane p = 4*c + r: weight row c,
+ * activation row r. */
+#define T42_CHUNK 64 /* blocks per scale pass: 2 KiB of scales on the stack */
+
+/* [d0 x4, d1 x4] from the first halves of two blocks (Q8_0: d; Q4_1: d, m). */
+TGT static inline __m256 halves2(const void *p0, const void *p1, int k) {
+    const __m256 v = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_unpacklo_epi32(ld32(p0), ld32(p1))));
+    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(k, k, k, k, k + 2, k + 2, k + 2, k + 2));
+}
+
+TGT static void tile42_q8_0(const uint8_t *w, size_t rb, const QAct *a, const float *d4, const float *s4, int64_t K,
+                            float *out) {
+    (void)s4;
+    const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
+    _Alignas(32) float sc[T42_CHUNK * 8];
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    const int64_t nb = K / QK;
+    for (int64_t i0 = 0; i0 < nb; i0 += T42_CHUNK) {
+        const int64_t n = nb - i0 < T42_CHUNK ? nb - i0 : T42_CHUNK;
+        for (int64_t j = 0; j < n; j++)
+            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(halves2(&b0[i0 + j], &b1[i0 + j], 0),
+                                                      _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t i = i0 + j;
+            const __m256i w0 = load_q8(b0[i].qs), w1 = load_q8(b1[i].qs);
+            const __m256i u0 = _mm256_sign_epi8(w0, w0), u1 = _mm256_sign_epi8(w1, w1);
+            const float *s = sc + 8 * j;
+#define ROW(r)                                                                                                     \
+    do {                                                                                                           \
+        const __m256i av = load_q8(a[r].qs + i * QK);                                                              \
+        c0##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + r), _mm256_cvtepi32_ps(dot_us(u0, _mm256_sign_epi8(av, w0))), c0##r); \
+        c1##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 4 + r), _mm256_cvtepi32_ps(dot_us(u1, _mm256_sign_epi8(av, w1))), c1##r); \
+    } while (0)
+            ROW(0); ROW(1); ROW(2); ROW(3);
+#undef ROW
+        }
+    }
+    out[0] = hsum_ps(c00), out[1] = hsum_ps(c01), out[2] = hsum_ps(c02), out[3] = hsum_ps(c03);
+    out[4] = hsum_ps(c10), out[5] = hsum_ps(c11), out[6] = hsum_ps(c12), out[7] = hsum_ps(c13);
+}
+
+TGT static void tile42_q4_1(const uint8_t *w, size_t rb, const QAct *a, const float *d4, const float *s4, int64_t K,
+                            float *out) {
+    const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
+    _Alignas(32) float sc[T42_CHUNK * 8];
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m256 mins = c00; /* lane p: fmaf chain of m * s over the blocks, as the single-row kernel's summ */
+    const int64_t nb = K / QK;
+    for (int64_t i0 = 0; i0 < nb; i0 += T42_CHUNK) {
+        const int64_t n = nb - i0 < T42_CHUNK ? nb - i0 : T42_CHUNK;
+        for (int64_t j = 0; j < n; j++) {
+            const __m128i h = _mm_unpacklo_epi32(ld32(&b0[i0 + j]), ld32(&b1[i0 + j])); /* d0 m0 d1 m1 */
+            const __m256 v = _mm256_castps128_ps256(_mm_cvtph_ps(h));
+            const __m256 dv = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2));
+            const __m256 mv = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
+            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(dv, _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
+            mins = _mm256_fmadd_ps(mv, _mm256_broadcast_ps((const __m128 *)(s4 + 4 * (i0 + j))), mins);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t i = i0 + j;
+            const __m256i u0 = nibbles(b0[i].qs), u1 = nibbles(b1[i].qs);
+            const float *s = sc + 8 * j;
+#define ROW(r)                                                                                                     \
+    do {                                                                                                           \
+        const __m256i av = load_q8(a[r].qs + i * QK);                                                              \
+        c0##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + r), _mm256_cvtepi32_ps(dot_us(u0, av)), c0##r);             \
+        c1##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 4 + r), _mm256_cvtepi32_ps(dot_us(u1, av)), c1##r);         \
+    } while (0)
+            ROW(0); ROW(1); ROW(2); ROW(3);
+#undef ROW
+        }
+    }
+    float m[8];
+    _mm256_storeu_ps(m, mins);
+    out[0] = hsum_ps(c00) + m[0], out[1] = hsum_ps(c01) + m[1], out[2] = hsum_ps(c02) + m[2], out[3] = hsum_ps(c03) + m[3];
+    out[4] = hsum_ps(c10) + m[4], out[5] = hsum_ps(c11) + m[5], out[6] = hsum_ps(c12) + m[6], out[7] = hsum_ps(c13) + m[7];
+}
+
+QTile42Fn quant_tile42_fn_avx2(int t) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) return NULL;
+    return t == DT_Q8_0 ? tile42_q8_0 : t == DT_Q4_1 ? tile42_q4_1 : NULL;
+}
+
 QRows4Fn quant_rows4_fn_avx2(int t) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
     return t == DT_Q8_0 ? rows4_q8_0 : t == DT_Q4_1 ? rows4_q4_1 : NULL;
@@ -698,6 +789,10 @@ QDot4Fn quant_dot4_fn_avx2(int t) {
     return NULL;
 }
 QRows4Fn quant_rows4_fn_avx2(int t) {
+    (void)t;
+    return NULL;
+}
+QTile42Fn quant_tile42_fn_avx2(int t) {
     (void)t;
     return NULL;
 }

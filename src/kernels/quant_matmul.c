@@ -73,22 +73,40 @@ typedef struct {
     QDotFn dot;
     QDot4Fn dot4;
     QRows4Fn rows4;
+    QTile42Fn tile42;
+    const float *ds; /* tile42: per group of 4 activation rows, d4 then s4 (nb * 4 floats each) */
     int M, N, K, tile;
 } DotJob;
 
 /* Output-row tiles [t0, t1): each weight row against every activation row
- * while it is in L1. */
+ * while it is in L1; four activation rows x two weight rows at a time where
+ * the type has the kernel (tile42), then four x one (rows4), then single
+ * rows. Which kernel computes an output does not change its bits. */
 static void run_tiles(const DotJob *j, int t0, int t1) {
+    const int64_t nb = j->K / QK;
     for (int t = t0; t < t1; t++) {
         const int n0 = t * j->tile, n1 = n0 + j->tile < j->N ? n0 + j->tile : j->N;
         int m = 0;
         if (j->rows4)
-            for (; m + 4 <= j->M; m += 4)
-                for (int n = n0; n < n1; n++) {
+            for (; m + 4 <= j->M; m += 4) {
+                int n = n0;
+                if (j->tile42) {
+                    const float *d4 = j->ds + (size_t)(m / 4) * nb * 8;
+                    for (; n + 2 <= n1; n += 2) {
+                        float r[8];
+                        j->tile42(j->W + (size_t)n * j->rb, j->rb, &j->acts[m], d4, d4 + nb * 4, j->K, r);
+                        for (int i = 0; i < 4; i++) {
+                            j->out[(size_t)(m + i) * j->N + n] = r[i];
+                            j->out[(size_t)(m + i) * j->N + n + 1] = r[4 + i];
+                        }
+                    }
+                }
+                for (; n < n1; n++) {
                     float r[4];
                     j->rows4(j->W + (size_t)n * j->rb, &j->acts[m], j->K, r);
                     for (int i = 0; i < 4; i++) j->out[(size_t)(m + i) * j->N + n] = r[i];
                 }
+            }
         for (; m < j->M; m++) {
             const float *x = j->inp + (size_t)m * j->K;
             float *o = j->out + (size_t)m * j->N;
@@ -97,6 +115,16 @@ static void run_tiles(const DotJob *j, int t0, int t1) {
                 for (; n + 4 <= n1; n += 4) j->dot4(j->W + (size_t)n * j->rb, j->rb, &j->acts[m], j->K, o + n);
             for (; n < n1; n++) o[n] = j->dot(j->W + (size_t)n * j->rb, &j->acts[m], x, j->K);
         }
+    }
+}
+
+/* The block scales of each group of 4 activation rows interleaved for the
+ * tile42 kernels: group g at ds + g*nb*8, d4[4*i + r] then s4[4*i + r]. */
+static void interleave_scales(const QAct *acts, int M, int64_t nb, float *ds) {
+    for (int g = 0; g < M / 4; g++) {
+        float *d4 = ds + (size_t)g * nb * 8, *s4 = d4 + nb * 4;
+        for (int64_t i = 0; i < nb; i++)
+            for (int r = 0; r < 4; r++) d4[4 * i + r] = acts[4 * g + r].d[i], s4[4 * i + r] = acts[4 * g + r].s[i];
     }
 }
 
@@ -149,6 +177,14 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     const int parallel = work > 32768.0 && omp_get_max_threads() > 1 && !omp_in_parallel();
     const int nth = parallel ? omp_get_max_threads() : 1;
     QRows4Fn rows4 = quant_rows4_fn_avx2(wtype);
+    QTile42Fn tile42 = rows4 && M >= 4 ? quant_tile42_fn_avx2(wtype) : NULL;
+    float *ds = NULL;
+    if (tile42) {
+        const int64_t nb = K / QK;
+        ds = xalloc((size_t)(M / 4) * nb * 8 * sizeof(float), NULL);
+        if (ds) interleave_scales(acts, M, nb, ds);
+        else tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
+    }
     DotJob jobs[QMM_MAX_PARTS];
     int first[QMM_MAX_PARTS + 1];
     first[0] = 0;
@@ -157,11 +193,15 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         int items = (int)(((size_t)N * rb + QMM_DOT_TILE_BYTES - 1) / QMM_DOT_TILE_BYTES);
         if (items < nth) items = nth;
         items = (items + nth - 1) / nth * nth;
-        const int tile = N ? (N + items - 1) / items : 1;
+        int tile = N ? (N + items - 1) / items : 1;
+        if (tile42 && tile < N) { /* whole pairs of weight rows for the 4x2 kernel, still a tile count per thread */
+            tile += tile % 2;
+            while (tile > 2 && ((N + tile - 1) / tile) % nth) tile -= 2;
+        }
         /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
-        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, M, N, K, tile};
+        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, ds, M, N, K, tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
     }
     const int ntiles = first[n_parts];
@@ -175,6 +215,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
             run_tiles(&jobs[p], t - first[p], t - first[p] + 1);
         }
     }
+    xfree(ds);
     if (!on_stack) {
         xfree(scratch);
         free(acts);

@@ -291,6 +291,65 @@ static void test_low_kquants(void) {
     free(X), free(Wd);
 }
 
+/* The prompt-batch kernels (4 activation rows x 1 or 2 weight rows) give the
+ * single-row dot's bits for every output; and the matmul with Q8
+ * activations, over ragged M and N (tails the 4x2 kernel does not cover),
+ * gives the single-row dot's bits everywhere. Outlier values and a -128
+ * weight (only reachable from a hand-made file) are included. */
+static void test_batch_kernels(void) {
+    const int types[] = {DT_Q8_0, DT_Q4_1};
+    const int K = 96 * 32 + 64; /* more blocks than one scale chunk of the 4x2 kernel */
+    const int Ms[] = {4, 5, 7, 8, 13}, Ns[] = {2, 3, 5, 9, 64};
+    float *W = malloc((size_t)64 * K * 4), *X = malloc((size_t)13 * K * 4), *out = malloc(13 * 64 * 4);
+    fill(W, (int64_t)64 * K, 31, 0.1f);
+    fill(X, (int64_t)13 * K, 32, 1.0f);
+    W[7] = 3.0f, X[K + 3] = -40.0f, X[2 * K + 100] = 0.0f;
+    for (int ti = 0; ti < 2; ti++) {
+        const int t = types[ti];
+        const size_t rb = dtype_row_bytes(t, K), ab = quant_act_bytes(DT_Q8_0, K);
+        uint8_t *Q = malloc(rb * 64), *scr = xalloc(ab * 13, NULL);
+        for (int n = 0; n < 64; n++) quantize_row(t, W + (size_t)n * K, Q + n * rb, K);
+        if (t == DT_Q8_0) ((int8_t *)Q)[rb + 2 + 5] = -128; /* row 1, block 0, element 5 */
+        QAct a[13];
+        for (int m = 0; m < 13; m++) quant_act_row(DT_Q8_0, X + (size_t)m * K, K, scr + m * ab, &a[m]);
+        QDotFn dot = quant_dot_fn(t);
+        float ref[13][64];
+        for (int m = 0; m < 13; m++)
+            for (int n = 0; n < 64; n++) ref[m][n] = dot(Q + n * rb, &a[m], X + (size_t)m * K, K);
+        QRows4Fn r4 = quant_rows4_fn_avx2(t);
+        QTile42Fn t42 = quant_tile42_fn_avx2(t);
+        if (r4) {
+            float o[4];
+            r4(Q + rb, a, K, o);
+            for (int r = 0; r < 4; r++) CHECK(memcmp(&o[r], &ref[r][1], 4) == 0, "%s rows4[%d] %.9g vs %.9g", dtype_name(t), r, o[r], ref[r][1]);
+        }
+        if (t42) {
+            float *d4 = xalloc((size_t)K / 32 * 4 * 4, NULL), *s4 = xalloc((size_t)K / 32 * 4 * 4, NULL), o[8];
+            for (int i = 0; i < K / 32; i++)
+                for (int r = 0; r < 4; r++) d4[4 * i + r] = a[4 + r].d[i], s4[4 * i + r] = a[4 + r].s[i];
+            for (int n = 0; n + 2 <= 64; n += 2) {
+                t42(Q + n * rb, rb, &a[4], d4, s4, K, o);
+                for (int c = 0; c < 2; c++)
+                    for (int r = 0; r < 4; r++)
+                        CHECK(memcmp(&o[4 * c + r], &ref[4 + r][n + c], 4) == 0, "%s tile42 row %d col %d: %.9g vs %.9g",
+                              dtype_name(t), 4 + r, n + c, o[4 * c + r], ref[4 + r][n + c]);
+            }
+            xfree(d4), xfree(s4);
+        }
+        for (int mi = 0; mi < 5; mi++)
+            for (int ni = 0; ni < 5; ni++) {
+                const int M = Ms[mi], N = Ns[ni];
+                CHECK(matmul_quant_forward_ex(out, X, Q, t, M, N, K, QMM_Q8_ACTIVATIONS) == 0, "%s matmul", dtype_name(t));
+                int bad = 0;
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) bad += memcmp(&out[m * N + n], &ref[m][n], 4) != 0;
+                CHECK(bad == 0, "%s matmul M=%d N=%d: %d outputs differ from the single-row dot", dtype_name(t), M, N, bad);
+            }
+        free(Q), xfree(scr);
+    }
+    free(W), free(X), free(out);
+}
+
 int main(void) {
     test_round_trip();
     test_known_blocks();
@@ -299,6 +358,7 @@ int main(void) {
     test_dots();
     test_matmul();
     test_low_kquants();
+    test_batch_kernels();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;

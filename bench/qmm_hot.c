@@ -1,0 +1,123 @@
+/* Hot paths of GGUF inference on SmolLM2-135M shapes, timed apart from the
+ * model. Build and run (after `make jarip_lib`):
+ *   gcc -O2 -march=native -fopenmp -Isrc bench/qmm_hot.c build/libjarip_lib.a -ldnnl -ljansson -lpcre2-8 -lz -lm \
+ *       -o /tmp/qmm_hot && for t in 1 2; do OMP_NUM_THREADS=$t /tmp/qmm_hot [pp|tg|all]; done
+ *  pp   prompt processing with llama.cpp's numerics: M=512 rows of Q8
+ *       activations through the 7 matmuls of a layer (integer dot path,
+ *       QMM_Q8_ACTIVATIONS), per weight type; thread CPU time of one thread
+ *       (robust to other load on the machine), scaled to 30 layers;
+ *  tg   one token's F16 matvecs (30 layers + the tied 49152x576 head),
+ *       best wall time, with the weights' bytes/s;
+ *  bw   a read-only stream over as many bytes, the bandwidth ceiling for tg. */
+#include "kernels/kernels.h"
+#include "kernels/quant.h"
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <immintrin.h>
+
+static double now(int cpu) {
+    struct timespec t;
+    clock_gettime(cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+typedef struct { int N, K; } Shape;
+static const Shape L[] = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
+
+static void *make(int ty, int N, int K, unsigned seed) {
+    const size_t rb = dtype_row_bytes(ty, K);
+    unsigned char *W = xalloc(rb * N, NULL);
+    float *row = malloc((size_t)K * 4);
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++) row[k] = 0.05f * rng_normal(seed, (uint64_t)n * K + k);
+        quantize_row(ty, row, W + n * rb, K);
+    }
+    free(row);
+    return W;
+}
+
+static void pp(int ty, int M, int reps) {
+    void *W[7];
+    double macs = 0;
+    for (int j = 0; j < 7; j++) W[j] = make(ty, L[j].N, L[j].K, 10 + j), macs += (double)L[j].N * L[j].K;
+    float *x = malloc((size_t)M * 1536 * 4), *out = malloc((size_t)M * 1536 * 4);
+    for (size_t i = 0; i < (size_t)M * 1536; i++) x[i] = rng_normal(1, i);
+    double best = 1e9;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now(omp_get_max_threads() == 1);
+        for (int j = 0; j < 7; j++) matmul_quant_forward_ex(out, x, W[j], ty, M, L[j].N, L[j].K, QMM_Q8_ACTIVATIONS);
+        double dt = now(omp_get_max_threads() == 1) - t0;
+        if (dt < best) best = dt;
+    }
+    printf("pp %-5s threads %d M=%d: %7.2f ms/layer  %6.1f GMAC/s  (=> %5.0f tok/s for 30 layers, matmuls only)\n",
+           dtype_name(ty), omp_get_max_threads(), M, best * 1e3, macs * M / best / 1e9, M / (30 * best));
+    for (int j = 0; j < 7; j++) xfree(W[j]);
+    free(x), free(out);
+}
+
+static void tg(int reps) {
+    const int layers = 30;
+    void *W[30][7];
+    size_t bytes = 0;
+    for (int l = 0; l < layers; l++)
+        for (int j = 0; j < 7; j++) W[l][j] = make(DT_F16, L[j].N, L[j].K, 100 + j + l), bytes += dtype_row_bytes(DT_F16, L[j].K) * L[j].N;
+    void *H = make(DT_F16, 49152, 576, 7);
+    bytes += dtype_row_bytes(DT_F16, 576) * 49152;
+    float *x = malloc(1536 * 4), *out = malloc(49152 * 4);
+    for (int i = 0; i < 1536; i++) x[i] = rng_normal(1, i);
+    double best = 1e9;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now(0);
+        for (int l = 0; l < layers; l++)
+            for (int j = 0; j < 7; j++) matmul_quant_forward_ex(out, x, W[l][j], DT_F16, 1, L[j].N, L[j].K, QMM_Q8_ACTIVATIONS);
+        matmul_quant_forward_ex(out, x, H, DT_F16, 1, 49152, 576, QMM_Q8_ACTIVATIONS);
+        double dt = now(0) - t0;
+        if (dt < best) best = dt;
+    }
+    printf("tg F16   threads %d: %7.3f ms/token  %6.2f GB/s of weights  (=> %5.1f tok/s matmuls only)\n",
+           omp_get_max_threads(), best * 1e3, bytes / best / 1e9, 1 / best);
+    /* bandwidth ceiling: the same bytes read once, 8 accumulators */
+    const size_t n = bytes / 32;
+    __attribute__((aligned(64))) float dummy[8] = {0};
+    float *buf = xalloc(n * 32, NULL);
+    memset(buf, 1, n * 32);
+    double bb = 1e9;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now(0);
+        float s = 0;
+#pragma omp parallel reduction(+ : s)
+        {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < n / 4; i++) {
+                const float *p = buf + i * 32;
+                a0 = _mm256_add_ps(a0, _mm256_load_ps(p)), a1 = _mm256_add_ps(a1, _mm256_load_ps(p + 8));
+                a2 = _mm256_add_ps(a2, _mm256_load_ps(p + 16)), a3 = _mm256_add_ps(a3, _mm256_load_ps(p + 24));
+            }
+            float t[8];
+            _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            s += t[0] + t[7];
+        }
+        dummy[0] += s;
+        double dt = now(0) - t0;
+        if (dt < bb) bb = dt;
+    }
+    printf("bw       threads %d: %7.3f ms per %.0f MB  %6.2f GB/s read  (%.0g)\n", omp_get_max_threads(), bb * 1e3,
+           bytes / 1e6, bytes / bb / 1e9, dummy[0]);
+    xfree(buf);
+    for (int l = 0; l < layers; l++)
+        for (int j = 0; j < 7; j++) xfree(W[l][j]);
+    xfree(H), free(x), free(out);
+}
+
+int main(int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "all";
+    if (!strcmp(what, "pp") || !strcmp(what, "all")) {
+        pp(DT_Q8_0, 512, 3);
+        pp(DT_Q4_1, 512, 3);
+    }
+    if (!strcmp(what, "tg") || !strcmp(what, "all")) tg(10);
+    return 0;
+}
