@@ -150,6 +150,8 @@ void parallel_free(Parallel *p) {
     comm_destroy(p->edp_comm);
     zero_layout_free(&p->zl);
     free(p->bucket_of);
+    free(p->bw_seen);
+    free(p->reduced);
     float *bufs[] = {p->stage, p->adam_m, p->adam_v, p->grad_shard, p->block_grad, p->edge_grad, p->rs_out,
                      p->param_shard, p->block_param, p->edge_param};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) xfree(bufs[i]);
@@ -167,7 +169,27 @@ size_t parallel_state_bytes(const Parallel *p, const Model *m) {
     return f * sizeof(float);
 }
 
+int parallel_reduce_in_backward(Parallel *p, Model *m, int passes, Err *err) {
+    /* pipeline stages sum tied embeddings before dp (kept at the step);
+     * ZeRO 0 with experts reduces per tensor over two groups (likewise) */
+    if (p->zero >= 2 || p->dp < 2 || p->pp > 1 || (p->zero == 0 && p->ep > 1) || passes < 1) return 0;
+    free(p->bw_seen);
+    free(p->reduced);
+    p->bw_seen = calloc((size_t)m->cfg.n_layer + 1, sizeof *p->bw_seen);
+    p->reduced = calloc((size_t)p->n_buckets + 1, 1);
+    if (!p->bw_seen || !p->reduced) return err_set(err, ERR_NOMEM, "out of memory");
+    p->bw_passes = passes;
+    m->weights_hook = parallel_weights_hook;
+    m->hook_ctx = p;
+    return 0;
+}
+
 void parallel_zero_grad(Parallel *p, Model *m) {
+    if (p->bw_passes) {
+        memset(p->bw_seen, 0, ((size_t)m->cfg.n_layer + 1) * sizeof *p->bw_seen);
+        memset(p->reduced, 0, (size_t)p->n_buckets);
+        p->reduce_grads = 1;
+    }
     if (p->zero >= 2) {
         /* the staging areas are clean: each is cleared after its reduce-scatter */
         memset(p->grad_shard, 0, p->opt_len * sizeof(float));
@@ -190,6 +212,43 @@ static int reduce_bucket(Parallel *p, const ZeroBucket *b, Err *err) {
     return 0;
 }
 
+/* ZeRO 0: bucket b's gradients summed over dp in place. ZeRO 1: summed
+ * over its group, only this rank's chunk kept (at its place in m->grads). */
+static int reduce_bucket_whole(Parallel *p, Model *m, const ZeroBucket *b, Err *err) {
+    const size_t len = b->b - b->a;
+    if (p->zero == 0) return comm_allreduce_sum(p->dp_comm, m->grads + b->a, len, err);
+    /* reduce-scatter, not all-reduce: each rank needs only the sums of its
+     * chunks (the same volume as the all-reduce's first half; the
+     * all-gather of the updated weights is its second) */
+    size_t c0, c1, padded = b->chunk * group_size(p, b);
+    const float *src = m->grads + b->a;
+    if (padded != len) { /* the last chunk is short: pad a copy */
+        memcpy(p->stage, src, len * sizeof(float));
+        memset(p->stage + len, 0, (padded - len) * sizeof(float));
+        src = p->stage;
+    }
+    int rc = comm_reduce_scatter_sum(group_of(p, b), src, p->rs_out, padded, err);
+    if (rc) return rc;
+    my_chunk(p, b, &c0, &c1);
+    memcpy(m->grads + c0, p->rs_out, (c1 - c0) * sizeof(float));
+    return 0;
+}
+
+/* ZeRO 0/1 in the backward: reduce the buckets of `layer` (-1: the edge)
+ * once the step's last backward pass has finished with them. */
+static int reduce_after_passes(Parallel *p, Model *m, int layer, Err *err) {
+    const int slot = layer < 0 ? m->cfg.n_layer : layer;
+    if (++p->bw_seen[slot] != p->bw_passes) return 0;
+    for (int i = 0; i < p->n_buckets; i++) {
+        const ZeroBucket *b = &p->buckets[i];
+        if (p->reduced[i] || (layer < 0 ? !b->edge : (b->edge || b->layer != layer))) continue;
+        int rc = reduce_bucket_whole(p, m, b, err);
+        if (rc) return rc;
+        p->reduced[i] = 1;
+    }
+    return 0;
+}
+
 /* Forward: hook(-1, 1), then each block (l, 1) (l, 0) upwards. Backward:
  * each block (l, 1) (l, 0) downwards, then (-1, 0). A block released
  * outside a forward is a backward block, done with its gradients. */
@@ -202,6 +261,7 @@ int parallel_weights_hook(void *ctx, Model *m, int layer, int acquire, Err *err)
             return parallel_gather_layer(p, m, -1, err);
         }
         p->in_forward = 0;
+        if (p->zero < 2) return p->reduce_grads && p->bw_passes ? reduce_after_passes(p, m, -1, err) : 0;
         for (int i = 0; i < p->n_buckets && p->reduce_grads && !rc; i++)
             if (p->buckets[i].edge) rc = reduce_bucket(p, &p->buckets[i], err);
         parallel_release_layer(p, m, -1);
@@ -210,6 +270,7 @@ int parallel_weights_hook(void *ctx, Model *m, int layer, int acquire, Err *err)
     if (acquire) return parallel_gather_layer(p, m, layer, err);
     int backward = !p->in_forward;
     if (p->in_forward && layer == m->shard.layer1 - 1) p->in_forward = 0;
+    if (p->zero < 2) return backward && p->reduce_grads && p->bw_passes ? reduce_after_passes(p, m, layer, err) : 0;
     for (int i = 0; i < p->n_buckets && backward && p->reduce_grads && !rc; i++)
         if (p->buckets[i].layer == layer && !p->buckets[i].edge) rc = reduce_bucket(p, &p->buckets[i], err);
     parallel_release_layer(p, m, layer);
@@ -362,21 +423,11 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
             for_pieces(m, c0, c1, norm_piece, &nc);
         }
     } else if (p->zero == 1) {
-        /* reduce-scatter, not all-reduce: each rank needs only the sums of
-         * its chunks (the same volume as the all-reduce's first half; the
-         * all-gather of the updated weights is its second) */
         for (int i = 0; i < p->n_buckets; i++) {
             const ZeroBucket *b = &p->buckets[i];
-            size_t c0, c1, len = b->b - b->a, padded = b->chunk * group_size(p, b);
-            const float *src = m->grads + b->a;
-            if (padded != len) { /* the last chunk is short: pad a copy */
-                memcpy(p->stage, src, len * sizeof(float));
-                memset(p->stage + len, 0, (padded - len) * sizeof(float));
-                src = p->stage;
-            }
-            if ((rc = comm_reduce_scatter_sum(group_of(p, b), src, p->rs_out, padded, err))) return rc;
+            size_t c0, c1;
+            if (!(p->reduced && p->reduced[i]) && (rc = reduce_bucket_whole(p, m, b, err))) return rc;
             my_chunk(p, b, &c0, &c1);
-            memcpy(m->grads + c0, p->rs_out, (c1 - c0) * sizeof(float));
             nc.v.b = b;
             nc.v.c0 = c0;
             for_pieces(m, c0, c1, norm_piece, &nc);
@@ -390,7 +441,10 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
         }
         for_pieces(m, 0, m->n_params, norm_piece, &nc);
     } else {
-        if (p->dp > 1 && (rc = comm_allreduce_sum(p->dp_comm, m->grads, m->n_params, err))) return rc;
+        if (p->dp > 1 && !p->bw_passes && (rc = comm_allreduce_sum(p->dp_comm, m->grads, m->n_params, err)))
+            return rc;
+        for (int i = 0; i < p->n_buckets && p->bw_passes; i++) /* any the backward did not reach */
+            if (!p->reduced[i] && (rc = reduce_bucket_whole(p, m, &p->buckets[i], err))) return rc;
         /* every replica holds the sums: each counts its chunks of the norm,
          * so the ranks share that work instead of the first doing it all */
         nc.replicas = 0;

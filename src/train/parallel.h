@@ -51,6 +51,9 @@ typedef struct Parallel_ {
     int edge_held;        /* ZeRO 3: edge_param holds the current weights */
     int in_forward;       /* weights hook: between a forward's start and its last block */
     int reduce_grads;     /* weights hook: reduce-scatter gradients after backward blocks */
+    int bw_passes;        /* ZeRO 0/1: backward passes per step (0: reduce at the optimizer step) */
+    int *bw_seen;         /* ZeRO 0/1: passes finished this step, per block; [n_layer]: the edge */
+    unsigned char *reduced; /* ZeRO 0/1: bucket already reduced by this step's backward */
 } Parallel;
 
 /* Split world into groups; checks tp*pp divides the world size and ep the
@@ -73,6 +76,13 @@ void parallel_free(Parallel *p);
  * the same figure from the layout alone). */
 size_t parallel_state_bytes(const Parallel *p, const Model *m);
 
+/* ZeRO 0/1 with dp > 1 and one pipeline stage: each block's gradients are
+ * reduced as soon as the step's last backward pass (of `passes`: micro-
+ * batches x accumulation) is done with it, while they are still in cache,
+ * instead of all at the optimizer step. Installs the weights hook. Other
+ * layouts keep the reduction at the optimizer step (no error). */
+int parallel_reduce_in_backward(Parallel *p, Model *m, int passes, Err *err);
+
 /* Zero the gradients before a step's first micro-batch (whatever holds them). */
 void parallel_zero_grad(Parallel *p, Model *m);
 
@@ -85,7 +95,8 @@ typedef struct {
 } AdamOptions;
 int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double *norm, Err *err);
 
-/* The model's weights hook under ZeRO >= 2 (installed by parallel_attach). */
+/* The model's weights hook under ZeRO >= 2 (installed by parallel_attach)
+ * and under ZeRO 0/1 with parallel_reduce_in_backward. */
 int parallel_weights_hook(void *ctx, Model *m, int layer, int acquire, Err *err);
 /* ZeRO-3: bring layer l's parameters in before use (layer -1: the tensors
  * outside the blocks); release: the buffer may be reused (the own chunk is

@@ -158,7 +158,8 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         return err_set(err, ERR_INVALID, "%s: validation split too small for sequences of %d tokens", o->data, T);
     }
     Pipeline pl;
-    if ((rc = pipeline_init(&pl, m, mb, T, Bl / mb, p->pp, err))) {
+    if ((rc = pipeline_init(&pl, m, mb, T, Bl / mb, p->pp, err)) ||
+        (rc = parallel_reduce_in_backward(p, m, o->accum * (Bl / mb), err))) {
         pipeline_free(&pl, m);
         loader_close(dl);
         return rc;
