@@ -9,9 +9,10 @@
 # F16 its exact dequantization; Q8_0/Q4_K requantized by `jarip quantize`).
 # Missing files are skipped.
 #
-# jarip: `jarip bench infer` (pp: one 512-token prompt from an empty cache in
-# one 512-token batch; tg: 128 single-token decode steps from an empty cache,
-# full-vocabulary logits each step).
+# jarip: `jarip bench infer --kv-type f16` (pp: one 512-token prompt from an
+# empty cache in one 512-token batch; tg: 128 single-token decode steps from
+# an empty cache, full-vocabulary logits each step), with an F16 KV cache
+# like llama.cpp's default (both sides store keys and values as IEEE half).
 # llama.cpp: llama-cpp-python's bundled libllama (no llama-bench binary ships
 # in the wheel), driven through its low-level C API in the same workload as
 # llama-bench: llama_decode of one 512-token batch, then 128 decode calls of
@@ -128,7 +129,7 @@ for ty in $TYPES; do
     for th in $THREADS; do
         : > "$TMP/j"; : > "$TMP/l"
         for r in $(seq "$ROUNDS"); do
-            if "$JARIP" bench infer --model "$M" --threads "$th" -p 512 -n 128 -r "$REPS" > "$TMP/jo" 2>&1; then
+            if "$JARIP" bench infer --model "$M" --threads "$th" -p 512 -n 128 -r "$REPS" --kv-type f16 > "$TMP/jo" 2>&1; then
                 echo "$(field pp512 "$TMP/jo") $(field tg128 "$TMP/jo") $(field peak_rss_mib "$TMP/jo")" >> "$TMP/j"
             else
                 echo "jarip failed on $ty: $(tail -1 "$TMP/jo")" >&2

@@ -8,14 +8,17 @@ computed, and saves them to an .npz keyed by ggml's tensor names
 kq_soft_max-L, kqv-L, kqv_out-L, ffn_inp-L, ffn_norm-L, ffn_gate-L,
 ffn_up-L, ffn_swiglu-L, l_out-L, result_norm, and __logits; a name seen
 again gets #1, #2...). Settings as scripts/make_llamacpp_fixtures.py: F32 KV
-cache, flash attention off, n_batch = n_ubatch = 512.
+cache (--kv-type f16: llama.cpp's default F16 cache, as
+scripts/make_llamacpp_f16kv_fixtures.py), flash attention off,
+n_batch = n_ubatch = 512. The K/V cache views (k-L, v-L, F16 with
+--kv-type f16) are dumped too when the graph names them.
 
 This is how jarip's inference kernels (src/kernels/quant_llamacpp.c) were
 matched to llama.cpp's bit for bit: compare each tensor with jarip's
 activation of the same step (model.h Activations: ln1, q, k, v, atty,
 res_att, ln2, ffn_g, ffn_h, ffn_a, res_ffn) and fix the first one that differs.
 
-Usage: /usr/bin/python3 scripts/llamacpp_intermediates.py MODEL.gguf '[ids...]' OUT.npz [threads] [next_id]
+Usage: /usr/bin/python3 scripts/llamacpp_intermediates.py [--kv-type f32|f16] MODEL.gguf '[ids...]' OUT.npz [threads] [next_id]
 With next_id, the dump is of one decoding step of that token after the prompt.
 """
 import ctypes as C
@@ -38,9 +41,19 @@ base.ggml_backend_tensor_get.argtypes = [C.c_void_p, C.c_void_p, C.c_size_t, C.c
 OFF_NE, OFF_NB = 16, 48
 
 
+KV_TYPES = {"f32": 0, "f16": 1}  # ggml type ids: GGML_TYPE_F32, GGML_TYPE_F16
+
+
 def main():
-    model_path, ids, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-    nth = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    args = sys.argv[1:]
+    kv = "f32"
+    if len(args) >= 2 and args[0] == "--kv-type":
+        kv = args[1]
+        args = args[2:]
+    if kv not in KV_TYPES or len(args) < 3:
+        raise SystemExit(__doc__)
+    model_path, ids, out = args[0], json.loads(args[1]), args[2]
+    nth = int(args[3]) if len(args) > 3 else 2
     store = {}
 
     @L.ggml_backend_sched_eval_callback
@@ -72,16 +85,16 @@ def main():
     cp = L.llama_context_default_params()
     cp.n_ctx, cp.n_batch, cp.n_ubatch = 2048, 512, 512
     cp.n_threads = cp.n_threads_batch = nth
-    cp.type_k = cp.type_v = 0  # F32
+    cp.type_k = cp.type_v = KV_TYPES[kv]
     cp.flash_attn_type = 0
     cp.cb_eval = cb
     ctx = L.llama_init_from_model(model, cp)
     arr = (L.llama_token * len(ids))(*ids)
     if L.llama_decode(ctx, L.llama_batch_get_one(arr, len(ids))) != 0:
         raise SystemExit("llama_decode failed")
-    if len(sys.argv) > 5:
+    if len(args) > 4:
         store.clear()
-        nxt = (L.llama_token * 1)(int(sys.argv[5]))
+        nxt = (L.llama_token * 1)(int(args[4]))
         if L.llama_decode(ctx, L.llama_batch_get_one(nxt, 1)) != 0:
             raise SystemExit("llama_decode failed")
     n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))

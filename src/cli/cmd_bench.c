@@ -10,7 +10,7 @@ int bench_infer_main(int argc, char **argv) __attribute__((weak));
 
 static void usage(FILE *f) {
     fprintf(f, "usage: jarip bench train (--preset NAME | --config FILE) [--batch B] [--seq T] [--steps N] [--threads N]\n"
-               "       jarip bench infer --model FILE.gguf [--threads N]\n\n"
+               "       jarip bench infer --model FILE.gguf [--threads N] [--kv-type f16|f32]\n\n"
                "bench train: forward + backward + AdamW on random tokens; prints tokens/s and MFU\n"
                "(model FLOPs 6N + 12 L d T per token, PaLM) against this CPU's measured fp32 FMA peak.\n"
                "  --batch B     sequences per step (default 8)\n"

@@ -17,6 +17,7 @@ int infer_flags_open(const InferOptions *f, InferModel *im, InferSession *s);
 static void infer_flags_default(InferOptions *f) {
     memset(f, 0, sizeof *f);
     f->n = 256;
+    f->kv_type = INFER_KV_DEFAULT;
     /* llama.cpp's sampling defaults, so the same flags give comparable text */
     sampler_options_default(&f->so);
     f->so.temperature = 0.8f;
@@ -35,6 +36,13 @@ static int parse_one(InferOptions *f, int argc, char **argv, int *i, int *handle
     if (!strcmp(a, "--threads") || !strcmp(a, "-t")) return cli_int(argc, argv, i, 1, 1024, &f->threads);
     if (!strcmp(a, "--ctx")) return cli_int(argc, argv, i, 1, 1 << 24, &f->ctx);
     if (!strcmp(a, "--batch")) return cli_int(argc, argv, i, 1, 1 << 16, &f->batch);
+    if (!strcmp(a, "--kv-type")) {
+        const char *t = NULL;
+        int rc = cli_str(argc, argv, i, &t);
+        if (rc) return rc;
+        if ((f->kv_type = infer_kv_type_from_name(t)) < 0) return cli_error(2, "--kv-type: '%s' is not f16 or f32", t);
+        return 0;
+    }
     if (!strcmp(a, "--temperature") || !strcmp(a, "--temp")) return cli_float(argc, argv, i, 0, 100, &f->so.temperature);
     if (!strcmp(a, "--top-k")) return cli_int(argc, argv, i, 0, 1 << 24, &f->so.top_k);
     if (!strcmp(a, "--top-p")) return cli_float(argc, argv, i, 1e-6, 1, &f->so.top_p);
@@ -102,6 +110,7 @@ void infer_flags_usage(FILE *out) {
                  "  --ignore-eos           keep generating past end-of-turn tokens\n"
                  "  --ctx N                context positions (default: the model's, at most 4096)\n"
                  "  --batch N              prompt tokens per forward pass (default 512)\n"
+                 "  --kv-type f16|f32      KV cache type (default f16, llama.cpp's default: half the memory)\n"
                  "  --threads N            OpenMP threads (default: all cores)\n"
                  "  --stats                timings on stderr at the end\n");
 }
@@ -111,7 +120,7 @@ int infer_flags_open(const InferOptions *f, InferModel *im, InferSession *s) {
     if (f->threads) omp_set_num_threads(f->threads);
     Err err = {0};
     if (infer_model_open(im, f->model, &err)) return cli_error(1, "%s", err.msg);
-    if (infer_session_create(s, im, f->ctx, f->batch, &f->so, &err)) {
+    if (infer_session_create(s, im, f->ctx, f->batch, f->kv_type, &f->so, &err)) {
         infer_model_close(im);
         return cli_error(1, "%s", err.msg);
     }

@@ -98,7 +98,7 @@ int cmd_sample(int argc, char **argv) {
     int32_t *toks = malloc((size_t)(total + 1) * sizeof *toks);
     float *logits = malloc((size_t)c.vocab_size * sizeof *logits);
     int rc = 0;
-    if (!toks || !logits || model_plan_activations(&m, 1, chunk, 0, &err) || kvcache_create(&kv, &c, total > 0 ? total : 1, &err) ||
+    if (!toks || !logits || model_plan_activations(&m, 1, chunk, 0, &err) || kvcache_create(&kv, &c, total > 0 ? total : 1, DT_F32, &err) ||
         sampler_create(&s, c.vocab_size, &err)) {
         rc = cli_error(1, "%s", err.msg[0] ? err.msg : "out of memory");
         goto done;

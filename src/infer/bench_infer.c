@@ -30,12 +30,14 @@ static int arg_int(int argc, char **argv, int *i, int lo, int hi, int *out) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: jarip bench infer --model FILE.gguf [--threads N] [-p 512] [-n 128] [-r 5] [--batch 512]\n\n"
+    fprintf(f, "usage: jarip bench infer --model FILE.gguf [--threads N] [-p 512] [-n 128] [-r 5] [--batch 512]\n"
+               "                         [--kv-type f16|f32]\n\n"
                "Prompt processing (pp) and generation (tg) speed, as llama-bench measures them:\n"
                "  -p N         prompt tokens for pp (default 512; 0 skips pp)\n"
                "  -n N         generated tokens for tg (default 128; 0 skips tg)\n"
                "  -r N         repetitions after one warm-up (default 5)\n"
                "  --batch N    prompt tokens per forward pass (default 512)\n"
+               "  --kv-type T  KV cache type: f16 (default, as llama.cpp) or f32\n"
                "  --threads N  OpenMP threads (default: all cores)\n"
                "Prints pp<N> and tg<N> in tokens/s (mean +- sd) and peak RSS.\n");
 }
@@ -50,7 +52,7 @@ static void stats(const double *x, int n, double *mean, double *sd) {
 
 int bench_infer_main(int argc, char **argv) {
     const char *model = NULL;
-    int threads = 0, P = 512, N = 128, R = 5, batch = 512;
+    int threads = 0, P = 512, N = 128, R = 5, batch = 512, kv_type = INFER_KV_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int rc = 0;
@@ -65,6 +67,11 @@ int bench_infer_main(int argc, char **argv) {
         else if (!strcmp(a, "-n")) rc = arg_int(argc, argv, &i, 0, 1 << 20, &N);
         else if (!strcmp(a, "-r")) rc = arg_int(argc, argv, &i, 1, 1000, &R);
         else if (!strcmp(a, "--batch")) rc = arg_int(argc, argv, &i, 1, 1 << 16, &batch);
+        else if (!strcmp(a, "--kv-type")) {
+            if (i + 1 >= argc) return fprintf(stderr, "jarip: --kv-type needs a value (f16 or f32)\n"), 2;
+            if ((kv_type = infer_kv_type_from_name(argv[++i])) < 0)
+                return fprintf(stderr, "jarip: --kv-type: '%s' is not f16 or f32\n", argv[i]), 2;
+        }
         else return fprintf(stderr, "jarip: bench infer: unknown flag '%s' (see jarip bench infer --help)\n", a), 2;
         if (rc) return rc;
     }
@@ -83,7 +90,7 @@ int bench_infer_main(int argc, char **argv) {
     InferSession s;
     int32_t *tok = malloc((size_t)(P + N + 1) * sizeof *tok);
     double *pp = malloc((size_t)R * sizeof *pp), *tg = malloc((size_t)R * sizeof *tg);
-    if (!tok || !pp || !tg || infer_session_create(&s, &im, ctx, batch, NULL, &err)) {
+    if (!tok || !pp || !tg || infer_session_create(&s, &im, ctx, batch, kv_type, NULL, &err)) {
         free(tok), free(pp), free(tg);
         infer_model_close(&im);
         return fprintf(stderr, "jarip: %s\n", err.msg[0] ? err.msg : "out of memory"), 1;
@@ -109,8 +116,8 @@ int bench_infer_main(int argc, char **argv) {
         fprintf(stderr, "jarip: %s\n", err.msg);
     } else {
         const Tensor *w = im.model.layers[0].w_up;
-        printf("model: %s, %zu parameters, weights %s, threads %d, batch %d\n", im.name, im.model.n_params,
-               dtype_name(w->dtype), omp_get_max_threads(), s.batch);
+        printf("model: %s, %zu parameters, weights %s, threads %d, batch %d, kv cache %s\n", im.name,
+               im.model.n_params, dtype_name(w->dtype), omp_get_max_threads(), s.batch, dtype_name(kv_type));
         double m, sd;
         if (P > 0) {
             stats(pp, R, &m, &sd);

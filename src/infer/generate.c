@@ -6,7 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-int infer_session_create(InferSession *s, const InferModel *im, int ctx, int batch, const SamplerOptions *so, Err *err) {
+int infer_kv_type_from_name(const char *name) {
+    if (!strcmp(name, "f16")) return DT_F16;
+    if (!strcmp(name, "f32")) return DT_F32;
+    return -1;
+}
+
+int infer_session_create(InferSession *s, const InferModel *im, int ctx, int batch, int kv_type, const SamplerOptions *so,
+                         Err *err) {
     memset(s, 0, sizeof *s);
     const Config *c = &im->model.cfg;
     if (ctx <= 0) ctx = c->context_length < 4096 ? c->context_length : 4096;
@@ -22,7 +29,7 @@ int infer_session_create(InferSession *s, const InferModel *im, int ctx, int bat
     else sampler_options_default(&s->so);
     /* the activation plan lives in the model: one session per model at a time */
     Model *m = (Model *)&im->model;
-    if ((rc = model_plan_activations(m, 1, batch, 0, err)) || (rc = kvcache_create(&s->kv, c, ctx, err)) ||
+    if ((rc = model_plan_activations(m, 1, batch, 0, err)) || (rc = kvcache_create(&s->kv, c, ctx, kv_type, err)) ||
         (rc = sampler_create(&s->sampler, c->vocab_size, err)))
         goto fail;
     s->hist = malloc((size_t)ctx * sizeof *s->hist);

@@ -91,9 +91,19 @@ typedef struct {
     uint64_t draws;     /* sampler draws so far (seeded runs are reproducible) */
 } InferSession;
 
+/* KV cache type of generate/chat/bench infer unless --kv-type says otherwise:
+ * f16, llama.cpp's default (half the memory; with the llama.cpp-numerics
+ * path of Llama-shaped models the same logits as llama.cpp with its default
+ * cache, bit for bit). */
+#define INFER_KV_DEFAULT DT_F16
+/* "f16"/"f32" -> DT_F16/DT_F32; -1 for anything else. */
+int infer_kv_type_from_name(const char *name);
+
 /* A session over ctx positions (0: the model's context length, capped at
- * 4096) that processes prompts in chunks of batch tokens (0: 512). */
-int infer_session_create(InferSession *s, const InferModel *im, int ctx, int batch, const SamplerOptions *so, Err *err);
+ * 4096) that processes prompts in chunks of batch tokens (0: 512), with a
+ * KV cache of kv_type (DT_F32 or DT_F16; see kvcache_create). */
+int infer_session_create(InferSession *s, const InferModel *im, int ctx, int batch, int kv_type, const SamplerOptions *so,
+                         Err *err);
 void infer_session_free(InferSession *s);
 /* Forget everything (new conversation). */
 void infer_session_reset(InferSession *s);
@@ -134,6 +144,7 @@ int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *
 typedef struct {
     const char *model, *system, *prompt;
     int n, threads, ctx, batch, ignore_eos, stats, chat;
+    int kv_type;         /* DT_F16 (default) or DT_F32 */
     SamplerOptions so;
     const char *stops[INFER_MAX_STOPS];
     int n_stops;

@@ -60,6 +60,25 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
     free(scratch);
 }
 
+int attention_forward_kv16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int T, int S, int pos0,
+                           int Hq, int Hkv, int D) {
+    (void)S;
+    /* Widen the positions in use once per call (Sv rows of every kv head, in
+     * the cache's layout), then the f32 code: each widened key is read by
+     * all T queries and Hq/Hkv heads, and the result is exactly the f32
+     * cache's on the rounded values. */
+    const int Sv = pos0 + T;
+    const size_t n = (size_t)Sv * Hkv * D;
+    float *kf = malloc(2 * n * sizeof(float));
+    if (!kf) return ERR_NOMEM;
+    float *vf = kf + n;
+    kv_load_f16(kf, k, n);
+    kv_load_f16(vf, v, n);
+    attention_forward(out, NULL, q, kf, vf, 1, T, Sv, pos0, Hq, Hkv, D);
+    free(kf);
+    return 0;
+}
+
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                         const float *k, const float *v, int B, int T, int Hq, int Hkv, int D, float *scratch) {
     const int group = Hq / Hkv, qs = Hq * D, ks = Hkv * D;

@@ -85,11 +85,35 @@ void rope_backward(float *dx, int B, int T, int H, int D, int pos0, float theta,
  * out (B,T,Hq*D)     query head h reads kv head h / (Hq/Hkv). */
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        int B, int T, int S, int pos0, int Hq, int Hkv, int D);
+/* attention_forward (B = 1, att = NULL) over a KV cache stored as IEEE
+ * half: k, v (S, Hkv*D) uint16_t. The result equals attention_forward on the
+ * same keys and values widened to float (the widening is exact; only the
+ * rounding to half when they were stored differs from an f32 cache).
+ * Returns 0, or ERR_NOMEM (scratch for the widened positions 0..pos0+T-1). */
+int attention_forward_kv16(float *out, const float *q, const uint16_t *k, const uint16_t *v, int T, int S, int pos0,
+                           int Hq, int Hkv, int D);
 /* Training only (pos0 = 0, S = T). dq, dk, dv are accumulated. scratch:
  * (omp_get_max_threads(), T, T) floats, planned by the caller. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att,
                         const float *q, const float *k, const float *v, int B, int T, int Hq, int Hkv,
                         int D, float *scratch);
+
+/* ---- half-precision KV cache (quant_llamacpp.c) ----------------------------
+ * dst[i] = src[i] rounded to IEEE half, to nearest even (F16C when the CPU
+ * has it, else the portable f32_to_fp16: same bits), as ggml stores keys
+ * and values in an F16 cache. */
+void kv_store_f16(uint16_t *dst, const float *src, size_t n);
+/* dst[i] = src[i] widened to float (exact). */
+void kv_load_f16(float *dst, const uint16_t *src, size_t n);
+/* lcpp_attention (quant.h) over an F16 cache kc/vc (rows of Hkv*D halves),
+ * with llama.cpp's arithmetic for type_k = type_v = F16, flash attention
+ * off: each query rounded to half (ggml converts mul_mat's f32 operand to
+ * the F16 weight's type), scores over half keys, the softmax probabilities
+ * rounded to half before the weighted sum of half values; T >= 2 in
+ * tinyBLAS's order (8 lanes for scores and sums), T == 1 in
+ * ggml_vec_dot_f16's (32 lanes). out (T,Hq*D). 0 or ERR_NOMEM. */
+int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int T, int pos0, int Hq,
+                       int Hkv, int D);
 
 /* ---- loss ---------------------------------------------------------------- */
 /* Softmax cross-entropy per row of logits (N,V). targets < 0 are ignored.

@@ -26,6 +26,17 @@
  *     for a single query through ggml_vec_dot_f32 (lane j%32). Zero padding
  *     of the cache does not change either sum.
  *   - SwiGLU: x/(1+exp(-x)) with the same vector exp, times the up value.
+ * With llama.cpp's default F16 KV cache (type_k = type_v = F16, flash
+ * attention off; lcpp_attention_f16), measured the same way:
+ *   - keys and values are rounded to half when stored (ggml's cpy to F16);
+ *   - scores: ggml's mul_mat of the F16 keys by the f32 queries converts the
+ *     queries to half first (F16 is the vec_dot type of F16); for a batch of
+ *     queries the product runs in tinyBLAS (one 8-lane accumulator over d,
+ *     then the 8-lane horizontal sum), for a single query in
+ *     ggml_vec_dot_f16 (lane d%32, the same reduction as ggml_vec_dot_f32);
+ *   - the softmax is unchanged (f32 scores); its probabilities are rounded
+ *     to half (the f32 operand of the values' F16 mul_mat), then summed
+ *     with the half values in the orders above (lane j%8 / j%32).
  * Training does not use these (it keeps its own kernels and numerics). */
 #include "kernels/quant_blocks.h"
 
@@ -86,7 +97,7 @@ static float dot_vecdot_scalar(const float *x, const float *y, int n) {
 /* ---- AVX2 versions ---------------------------------------------------------- */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#define TGT __attribute__((target("avx2,fma")))
+#define TGT __attribute__((target("avx2,fma,f16c")))
 #define HAVE_SIMD_PATH 1
 
 TGT static inline __m256 exp8(__m256 x) {
@@ -121,13 +132,21 @@ TGT static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-TGT static float dot_vecdot_avx2(const float *x, const float *y, int n) {
+/* Eight floats of x: floats (xf) or halves widened (xh, exact). */
+TGT static inline __m256 load_half8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+TGT static inline __m256 load8(const float *xf, const uint16_t *xh, int i) {
+    return xh ? load_half8(xh + i) : _mm256_loadu_ps(xf + i);
+}
+
+/* ggml_vec_dot_f32 (x floats) or ggml_vec_dot_f16 (x halves, y already
+ * rounded to half): the same 4 accumulators and reduction. */
+TGT static float dot_vecdot_avx2(const float *xf, const uint16_t *xh, const float *y, int n) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int i = 0; i < n; i += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+        a0 = _mm256_fmadd_ps(load8(xf, xh, i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(load8(xf, xh, i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load8(xf, xh, i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load8(xf, xh, i + 24), _mm256_loadu_ps(y + i + 24), a3);
     }
     const __m256 c = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
     const __m128 t = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
@@ -157,19 +176,51 @@ TGT static void softmax_avx2(float *w, int n, float mx) {
     for (int i = 0; i < n; i += 8) _mm256_storeu_ps(w + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), sc));
 }
 
+/* Score of one key row: ggml_vec_dot_f32 / _f16's 32-lane order, or
+ * tinyBLAS's 8-lane one (lanes8). Half keys (kh) or float keys (kf). */
+TGT static float dot_key_avx2(const float *kf, const uint16_t *kh, const float *q, int D, int lanes8) {
+    if (lanes8) { /* half keys only (the f32 cache's batched scores are vec_dot's) */
+        __m256 a = _mm256_setzero_ps();
+        for (int d = 0; d < D; d += 8) a = _mm256_fmadd_ps(load_half8(kh + d), _mm256_loadu_ps(q + d), a);
+        return hsum8(a);
+    }
+    return dot_vecdot_avx2(kf, kh, q, D);
+}
+
+/* x[0..n) rounded to half and back (n % 8 == 0), as ggml's f32 -> F16 conversion. */
+TGT static void round_half_avx2(float *x, int n) {
+    for (int i = 0; i < n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+}
+
+TGT static void load_half_avx2(float *dst, const uint16_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_half8(src + i));
+    for (; i < n; i++) dst[i] = fp16_to_f32(src[i]);
+}
+
+TGT static void store_half_avx2(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = f32_to_fp16(src[i]);
+}
+
 /* out[d] = sum_j p[j] v[j][d] over j < n (n a multiple of `lanes`, 8 or
  * 32), position j accumulating into lane j % lanes of output d, then
- * ggml's reduction of the lanes. acc: lanes * D floats of scratch. */
-TGT static void weighted_sum_avx2(float *out, const float *p, const float *v, size_t vstride, int n, int D, int lanes,
-                                  float *acc) {
+ * ggml's reduction of the lanes. Values as floats (vf) or halves (vh).
+ * acc: lanes * D floats of scratch. */
+TGT static void weighted_sum_avx2(float *out, const float *p, const float *vf, const uint16_t *vh, size_t vstride, int n,
+                                  int D, int lanes, float *acc) {
     memset(acc, 0, (size_t)lanes * D * sizeof(float));
     for (int j = 0; j < n; j++) {
         if (p[j] == 0.0f) continue; /* fma(v, 0, a) == a: masked / padded positions */
         const __m256 pj = _mm256_set1_ps(p[j]);
-        const float *vj = v + (size_t)j * vstride;
         float *a = acc + (size_t)(j % lanes) * D;
+        const float *vfj = vf ? vf + (size_t)j * vstride : NULL;
+        const uint16_t *vhj = vh ? vh + (size_t)j * vstride : NULL;
         for (int d = 0; d < D; d += 8)
-            _mm256_storeu_ps(a + d, _mm256_fmadd_ps(_mm256_loadu_ps(vj + d), pj, _mm256_loadu_ps(a + d)));
+            _mm256_storeu_ps(a + d, _mm256_fmadd_ps(load8(vfj, vhj, d), pj, _mm256_loadu_ps(a + d)));
     }
 #define L(l) _mm256_loadu_ps(acc + (size_t)(l) * D + d)
     for (int d = 0; d < D; d += 8) {
@@ -190,7 +241,9 @@ TGT static void weighted_sum_avx2(float *out, const float *p, const float *v, si
 #undef L
 }
 
-static int have_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+static int have_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
 #else
 #define HAVE_SIMD_PATH 0
 static int have_avx2(void) { return 0; }
@@ -207,13 +260,29 @@ static void softmax_scalar(float *w, int n, float mx) {
     for (int i = 0; i < n; i++) w[i] *= sc;
 }
 
-static void weighted_sum_scalar(float *out, const float *p, const float *v, size_t vstride, int n, int D, int lanes,
-                                float *acc) {
+static float elem(const float *vf, const uint16_t *vh, size_t i) { return vh ? fp16_to_f32(vh[i]) : vf[i]; }
+
+static float dot_key_scalar(const float *kf, const uint16_t *kh, const float *q, int D, int lanes8) {
+    float k[1024]; /* D <= 1024 (lcpp_attention_ok) */
+    for (int d = 0; d < D; d++) k[d] = elem(kf, kh, (size_t)d);
+    if (!lanes8) return dot_vecdot_scalar(k, q, D);
+    float acc[8] = {0};
+    for (int d = 0; d < D; d++) acc[d % 8] = fmaf(k[d], q[d], acc[d % 8]);
+    return hsum8_tree(acc);
+}
+
+static void round_half_scalar(float *x, int n) {
+    for (int i = 0; i < n; i++) x[i] = fp16_to_f32(f32_to_fp16(x[i]));
+}
+
+static void weighted_sum_scalar(float *out, const float *p, const float *vf, const uint16_t *vh, size_t vstride, int n,
+                                int D, int lanes, float *acc) {
     memset(acc, 0, (size_t)lanes * D * sizeof(float));
     for (int j = 0; j < n; j++)
         if (p[j] != 0.0f)
             for (int d = 0; d < D; d++)
-                acc[(size_t)(j % lanes) * D + d] = fmaf(v[(size_t)j * vstride + d], p[j], acc[(size_t)(j % lanes) * D + d]);
+                acc[(size_t)(j % lanes) * D + d] =
+                    fmaf(elem(vf, vh, (size_t)j * vstride + d), p[j], acc[(size_t)(j % lanes) * D + d]);
     for (int d = 0; d < D; d++) {
         float c[8];
         for (int l = 0; l < 8; l++)
@@ -290,20 +359,43 @@ static size_t head_scratch(int S, int D) { return (((size_t)S + 31) & ~(size_t)3
 /* Up to this many floats it lives on the stack (contexts up to 8192 at D=64). */
 #define HEAD_STACK_FLOATS (8192 + 32 * 64)
 
+/* The cache of one kv head: float (kf, vf) or half (kh, vh) rows of stride
+ * kvstride elements. */
+typedef struct {
+    const float *kf, *vf;
+    const uint16_t *kh, *vh;
+    size_t kvstride;
+} HeadKV;
+
 /* One (query, head): scores over n valid positions (padded with -inf to a
- * multiple of 32 for the softmax and the weighted sum). */
-static void one_head(float *out, const float *q, const float *kc, const float *vc, size_t kvstride, int n, int D,
-                     float scale, int batched, float *scr, int simd) {
-    const int lanes = batched ? 8 : 32;
+ * multiple of 32 for the softmax and the weighted sum). A half cache rounds
+ * the query and the probabilities to half, as ggml's F16 mul_mat does, and
+ * takes tinyBLAS's 8-lane scores for a batch. */
+static void one_head(float *out, const float *q_in, const HeadKV *c, int n, int D, float scale, int batched, float *scr,
+                     int simd) {
+    const int lanes = batched ? 8 : 32, half = c->kh != NULL, lanes8 = half && batched;
     const int np = (n + 31) & ~31;
     float *w = scr, *acc = scr + np;
+    _Alignas(32) float qr[1024]; /* D <= 1024 (lcpp_attention_ok) */
+    const float *q = q_in;
+    if (half) {
+        memcpy(qr, q_in, (size_t)D * sizeof(float));
+#if HAVE_SIMD_PATH
+        if (simd) round_half_avx2(qr, D);
+        else
+#endif
+            round_half_scalar(qr, D);
+        q = qr;
+    }
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
-        const float *k = kc + (size_t)j * kvstride;
+        const size_t o = (size_t)j * c->kvstride;
+        const float *kf = c->kf ? c->kf + o : NULL;
+        const uint16_t *kh = half ? c->kh + o : NULL;
 #if HAVE_SIMD_PATH
-        const float s = simd ? dot_vecdot_avx2(k, q, D) : dot_vecdot_scalar(k, q, D);
+        const float s = simd ? dot_key_avx2(kf, kh, q, D, lanes8) : dot_key_scalar(kf, kh, q, D, lanes8);
 #else
-        const float s = dot_vecdot_scalar(k, q, D);
+        const float s = dot_key_scalar(kf, kh, q, D, lanes8);
 #endif
         w[j] = s * scale;
         mx = w[j] > mx ? w[j] : mx;
@@ -312,20 +404,23 @@ static void one_head(float *out, const float *q, const float *kc, const float *v
 #if HAVE_SIMD_PATH
     if (simd) {
         softmax_avx2(w, np, mx);
-        weighted_sum_avx2(out, w, vc, kvstride, n, D, lanes, acc);
+        if (half) round_half_avx2(w, np);
+        weighted_sum_avx2(out, w, c->vf, c->vh, c->kvstride, n, D, lanes, acc);
         return;
     }
 #endif
     softmax_scalar(w, np, mx);
-    weighted_sum_scalar(out, w, vc, kvstride, n, D, lanes, acc);
+    if (half) round_half_scalar(w, np);
+    weighted_sum_scalar(out, w, c->vf, c->vh, c->kvstride, n, D, lanes, acc);
 }
 
 int quant_matches_llamacpp(int t) { return t == DT_Q4_1 || t == DT_Q8_0; }
 
 int lcpp_attention_ok(int D) { return D % 32 == 0 && D <= 1024; }
 
-int lcpp_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int Hq, int Hkv,
-                   int D) {
+/* lcpp_attention over a float (kf, vf) or half (khalf, vhalf) cache. */
+static int attention_any(float *out, const float *q, const float *kf, const float *vf, const uint16_t *khalf,
+                         const uint16_t *vhalf, int T, int pos0, int Hq, int Hkv, int D) {
     int failed = 0;
     const size_t kvstride = (size_t)Hkv * D;
     const int group = Hq / Hkv;
@@ -346,9 +441,42 @@ int lcpp_attention(float *out, const float *q, const float *kc, const float *vc,
             failed = 1;
             continue;
         }
-        one_head(out + ((size_t)t * Hq + h) * D, q + ((size_t)t * Hq + h) * D, kc + (size_t)kh * D, vc + (size_t)kh * D,
-                 kvstride, pos0 + t + 1, D, scale, batched, scr, simd);
+        const size_t o = (size_t)kh * D;
+        const HeadKV c = {kf ? kf + o : NULL, vf ? vf + o : NULL, khalf ? khalf + o : NULL, vhalf ? vhalf + o : NULL,
+                         kvstride};
+        one_head(out + ((size_t)t * Hq + h) * D, q + ((size_t)t * Hq + h) * D, &c, pos0 + t + 1, D, scale, batched, scr,
+                 simd);
         if (scr != stack) free(scr);
     }
     return failed ? ERR_NOMEM : 0;
+}
+
+int lcpp_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int Hq, int Hkv,
+                   int D) {
+    return attention_any(out, q, kc, vc, NULL, NULL, T, pos0, Hq, Hkv, D);
+}
+
+int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int T, int pos0, int Hq,
+                       int Hkv, int D) {
+    return attention_any(out, q, NULL, NULL, kc, vc, T, pos0, Hq, Hkv, D);
+}
+
+void kv_store_f16(uint16_t *dst, const float *src, size_t n) {
+#if HAVE_SIMD_PATH
+    if (have_avx2()) {
+        store_half_avx2(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_fp16(src[i]);
+}
+
+void kv_load_f16(float *dst, const uint16_t *src, size_t n) {
+#if HAVE_SIMD_PATH
+    if (have_avx2()) {
+        load_half_avx2(dst, src, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = fp16_to_f32(src[i]);
 }

@@ -100,8 +100,9 @@ typedef struct {
     /* out[i] = in W[i]^T + b[i] for i < n weights sharing the input */
     int (*linears)(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out, int n);
     void (*rope)(float *x, int B, int T, int H, int D, int pos0, float theta, int neox);
-    int (*attention)(float *out, float *att, const float *q, const float *k, const float *v, int B, int T, int S,
-                     int pos0, int Hq, int Hkv, int D);
+    /* k, v: float, or IEEE half when kv_dtype is DT_F16 (an F16 KV cache) */
+    int (*attention)(float *out, float *att, const float *q, const void *k, const void *v, int kv_dtype, int B, int T,
+                     int S, int pos0, int Hq, int Hkv, int D);
     int (*ffn)(Model *m, int l, const float *x, float *out, int N, Err *err);
     void (*add)(float *y, const float *x, size_t n);
 } BlockOps;
@@ -120,8 +121,9 @@ static int native_linears(const float *in, int M, const Tensor *const *w, const 
     return 0;
 }
 
-static int native_attention(float *out, float *att, const float *q, const float *k, const float *v, int B, int T, int S,
-                            int pos0, int Hq, int Hkv, int D) {
+static int native_attention(float *out, float *att, const float *q, const void *k, const void *v, int kv_dtype, int B,
+                            int T, int S, int pos0, int Hq, int Hkv, int D) {
+    if (kv_dtype == DT_F16) return attention_forward_kv16(out, q, k, v, T, S, pos0, Hq, Hkv, D); /* inference: B = 1 */
     attention_forward(out, att, q, k, v, B, T, S, pos0, Hq, Hkv, D);
     return 0;
 }
@@ -150,17 +152,25 @@ static int block_forward(Model *m, const BlockOps *ops, int l, const float *x, i
         ops->rope(a->q[l], B, T, Hq, D, pos0, c->rope_theta, c->rope_neox);
         ops->rope(a->k[l], B, T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
     }
-    const float *kbuf = a->k[l], *vbuf = a->v[l];
-    int S = T;
-    if (kv) {
-        float *kc = kv->k + (size_t)l * kv->ctx * KVD, *vc = kv->v + (size_t)l * kv->ctx * KVD;
-        memcpy(kc + (size_t)pos0 * KVD, a->k[l], (size_t)T * KVD * sizeof(float));
-        memcpy(vc + (size_t)pos0 * KVD, a->v[l], (size_t)T * KVD * sizeof(float));
-        kbuf = kc;
-        vbuf = vc;
+    const void *kbuf = a->k[l], *vbuf = a->v[l];
+    int S = T, kv_dtype = DT_F32;
+    if (kv) { /* append this chunk's keys and values to the cache, then attend over it */
+        const size_t layer = (size_t)l * kv->ctx * KVD, at = layer + (size_t)pos0 * KVD, n = (size_t)T * KVD;
+        kv_dtype = kv->dtype;
+        if (kv_dtype == DT_F16) {
+            kv_store_f16((uint16_t *)kv->k + at, a->k[l], n);
+            kv_store_f16((uint16_t *)kv->v + at, a->v[l], n);
+            kbuf = (const uint16_t *)kv->k + layer;
+            vbuf = (const uint16_t *)kv->v + layer;
+        } else {
+            memcpy((float *)kv->k + at, a->k[l], n * sizeof(float));
+            memcpy((float *)kv->v + at, a->v[l], n * sizeof(float));
+            kbuf = (const float *)kv->k + layer;
+            vbuf = (const float *)kv->v + layer;
+        }
         S = kv->ctx;
     }
-    if ((rc = ops->attention(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, B, T, S, pos0, Hq, Hkv, D)))
+    if ((rc = ops->attention(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, kv_dtype, B, T, S, pos0, Hq, Hkv, D)))
         return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + T);
     const Tensor *wo[1] = {w->wo}, *bo[1] = {row_bias(m, w->bo)};
     float *const res_att[1] = {a->res_att[l]};
@@ -378,26 +388,33 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
     model_backward_stage(m, tokens, targets, NULL, loss_scale, &m->comm_err);
 }
 
-int kvcache_create(KVCache *kv, const Config *c, int ctx, Err *err) {
+int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err) {
     memset(kv, 0, sizeof *kv);
     if (ctx <= 0 || ctx > c->context_length)
         return err_set(err, ERR_INVALID, "KV cache length %d must be in 1..%d", ctx, c->context_length);
+    if (dtype != DT_F32 && dtype != DT_F16)
+        return err_set(err, ERR_INVALID, "KV cache type %s: only f32 and f16 are supported",
+                       dtype_name(dtype) ? dtype_name(dtype) : "(unknown)");
     kv->ctx = ctx;
     kv->kv_dim = c->n_kv_head * c->head_dim;
     kv->n_layer = c->n_layer;
-    size_t n = (size_t)c->n_layer * ctx * kv->kv_dim;
-    kv->k = xalloc(n * sizeof(float), err);
-    kv->v = kv->k ? xalloc(n * sizeof(float), err) : NULL;
+    kv->dtype = dtype;
+    const size_t n = (size_t)c->n_layer * ctx * kv->kv_dim, esz = dtype == DT_F16 ? sizeof(uint16_t) : sizeof(float);
+    /* calloc, not xalloc: large blocks come zeroed from the kernel and are
+     * touched only as positions fill, so a cache sized for the whole context
+     * costs resident memory for the positions used (xalloc memsets all). */
+    kv->k = calloc(n, esz);
+    kv->v = kv->k ? calloc(n, esz) : NULL;
     if (!kv->v) {
         kvcache_free(kv);
-        return err_wrap(err, "KV cache of %d positions", ctx);
+        return err_set(err, ERR_NOMEM, "out of memory for a KV cache of %d positions (%zu bytes)", ctx, 2 * n * esz);
     }
     return 0;
 }
 
 void kvcache_free(KVCache *kv) {
-    xfree(kv->k);
-    xfree(kv->v);
+    free(kv->k);
+    free(kv->v);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -469,9 +486,10 @@ static void lcpp_rope_ops(float *x, int B, int T, int H, int D, int pos0, float 
     lcpp_rope(x, T, H, D, pos0, theta, neox);
 }
 
-static int lcpp_attention_ops(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                              int S, int pos0, int Hq, int Hkv, int D) {
+static int lcpp_attention_ops(float *out, float *att, const float *q, const void *k, const void *v, int kv_dtype, int B,
+                              int T, int S, int pos0, int Hq, int Hkv, int D) {
     (void)att, (void)B, (void)S; /* inference: one sequence over the cache */
+    if (kv_dtype == DT_F16) return lcpp_attention_f16(out, q, k, v, T, pos0, Hq, Hkv, D);
     return lcpp_attention(out, q, k, v, T, pos0, Hq, Hkv, D);
 }
 

@@ -177,11 +177,16 @@ typedef struct {
     float *d_router;                       /* (B,T,E) */
 } Activations;
 
-/* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1. */
+/* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1,
+ * stored as dtype: DT_F32, or DT_F16 (IEEE half, llama.cpp's default cache
+ * type: keys and values are rounded to half precision when stored, half the
+ * memory). The memory is zeroed lazily (calloc), so positions never used
+ * never become resident. */
 typedef struct {
     int ctx, kv_dim, n_layer;
     int len;             /* positions filled */
-    float *k, *v;
+    int dtype;           /* DT_F32 | DT_F16 */
+    void *k, *v;         /* float or uint16_t (n_layer, ctx, kv_dim) */
 } KVCache;
 
 /* ---- the model ------------------------------------------------------------ */
@@ -248,7 +253,9 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
  * planned with B=1, T>=n, training=0. */
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
-int kvcache_create(KVCache *kv, const Config *c, int ctx, Err *err);
+/* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
+ * is an error naming it). */
+int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);
 void kvcache_free(KVCache *kv);
 
 /* Per-rank dimensions of a sharded model (heads, d_ff, vocabulary, experts

@@ -73,3 +73,18 @@ int lcpp_attention(float *out, const float *q, const float *kc, const float *vc,
     (void)out; (void)q; (void)kc; (void)vc; (void)T; (void)pos0; (void)Hq; (void)Hkv; (void)D;
     return ERR_UNSUPPORTED;
 }
+/* The half-precision KV cache is inference only: never used here (the
+ * conversions are stubs; the cache's callers report the stub attention). */
+void kv_store_f16(uint16_t *dst, const float *src, size_t n) {
+    (void)src;
+    for (size_t i = 0; i < n; i++) dst[i] = 0;
+}
+void kv_load_f16(float *dst, const uint16_t *src, size_t n) {
+    (void)src;
+    for (size_t i = 0; i < n; i++) dst[i] = 0;
+}
+int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int T, int pos0, int Hq,
+                       int Hkv, int D) {
+    (void)out; (void)q; (void)kc; (void)vc; (void)T; (void)pos0; (void)Hq; (void)Hkv; (void)D;
+    return ERR_UNSUPPORTED;
+}

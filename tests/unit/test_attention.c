@@ -2,13 +2,25 @@
  * several causal row blocks (and a partial last one), with grouped-query
  * heads: the forward output and probabilities, and dq/dk/dv of the backward.
  * Also the KV-cache path: a prompt continued from pos0 > 0, and single-token
- * decoding, give the rows of the full-sequence forward. */
+ * decoding, give the rows of the full-sequence forward; the same over an F16
+ * (IEEE half) cache gives exactly the f32 cache's result on the rounded keys
+ * and values, and the unrounded reference within KV16_TOL. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
+
+/* F16 cache against the float64 reference on unrounded keys/values in
+ * [-2, 2] / [-1, 1]: the keys' and values' rounding to half (relative
+ * 2^-11) moves the outputs by at most 3.0e-4 here (measured). The
+ * llama.cpp-numerics kernel also rounds queries and probabilities: 7.0e-4,
+ * tolerance LCPP16_TOL; an error in
+ * the cache path (wrong row, head, position) moves them by ~0.1 or more. */
+#define KV16_TOL 1e-3
+#define LCPP16_TOL 2e-3
 
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -73,6 +85,48 @@ static double worst(const float *a, const double *b, size_t n) {
     return w;
 }
 
+/* The cached path over an F16 cache of k, v (T positions): prompt of h1,
+ * continuation, one decoding step, as the f32 check below. */
+static void check_kv16(const float *q, const float *k, const float *v, const double *rout, int T, int Hq, int Hkv,
+                       int D) {
+    const size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+    uint16_t *k16 = malloc(nk * 2), *v16 = malloc(nk * 2);
+    float *kr = malloc(nk * 4), *vr = malloc(nk * 4), *o16 = malloc(nq * 4), *o32 = malloc(nq * 4);
+    kv_store_f16(k16, k, nk);
+    kv_store_f16(v16, v, nk);
+    kv_load_f16(kr, k16, nk);
+    kv_load_f16(vr, v16, nk);
+    int rounded = 1;
+    for (size_t i = 0; i < nk; i++) rounded &= fabsf(kr[i] - k[i]) <= fabsf(k[i]) * 0x1p-11f;
+    CHECK(rounded, "T=%d: half conversion of keys is not to nearest", T);
+    const int h1 = T / 2, n2 = T - h1 - 1;
+    const int part[3][2] = {{0, h1}, {h1, n2}, {T - 1, 1}}; /* (pos0, n): prompt, continuation, decode */
+    for (int i = 0; i < 3; i++) {
+        const size_t o = (size_t)part[i][0] * Hq * D;
+        if (part[i][1] == 0) continue;
+        CHECK(attention_forward_kv16(o16 + o, q + o, k16, v16, part[i][1], T, part[i][0], Hq, Hkv, D) == 0,
+              "T=%d: kv16 attention failed", T);
+        attention_forward(o32 + o, NULL, q + o, kr, vr, 1, part[i][1], T, part[i][0], Hq, Hkv, D);
+    }
+    CHECK(memcmp(o16, o32, nq * 4) == 0, "T=%d: F16 cache differs from the f32 cache of the rounded values", T);
+    double w = worst(o16, rout, nq);
+    printf("T=%d Hq=%d Hkv=%d D=%d: F16 KV cache vs float64 reference: max |diff| %.3g (tolerance %g)\n", T, Hq, Hkv,
+           D, w, KV16_TOL);
+    CHECK(w < KV16_TOL, "T=%d: F16 cache off by %g", T, w);
+    if (lcpp_attention_ok(D)) { /* the llama.cpp-numerics kernel over the same cache (GGUF inference) */
+        for (int i = 0; i < 3; i++) {
+            const size_t o = (size_t)part[i][0] * Hq * D;
+            if (part[i][1] > 0)
+                CHECK(lcpp_attention_f16(o16 + o, q + o, k16, v16, part[i][1], part[i][0], Hq, Hkv, D) == 0,
+                      "T=%d: lcpp_attention_f16 failed", T);
+        }
+        w = worst(o16, rout, nq);
+        printf("  lcpp_attention_f16 vs float64 reference: max |diff| %.3g (tolerance %g)\n", w, LCPP16_TOL);
+        CHECK(w < LCPP16_TOL, "T=%d: lcpp_attention_f16 off by %g", T, w);
+    }
+    free(k16), free(v16), free(kr), free(vr), free(o16), free(o32);
+}
+
 static void check_case(int B, int T, int Hq, int Hkv, int D) {
     const size_t nq = (size_t)B * T * Hq * D, nk = (size_t)B * T * Hkv * D;
     unsigned seed = (unsigned)(T * 31 + Hq);
@@ -112,6 +166,7 @@ static void check_case(int B, int T, int Hq, int Hkv, int D) {
         double w2 = worst(out2, rout, nq);
         CHECK(w2 < 1e-5, "T=%d: cached prompt + continuation + decode off by %g", T, w2);
         free(out2);
+        check_kv16(q, k, v, rout, T, Hq, Hkv, D);
     }
     free(q), free(k), free(v), free(dout), free(out), free(att), free(dq), free(dk), free(dv), free(scratch);
     free(rout), free(rdq), free(rdk), free(rdv);

@@ -10,7 +10,13 @@
  *   - jarip's greedy tokens equal llama.cpp's for all 64 steps (the first
  *     64 generated tokens, token for token).
  * Skips (exit 0, with a message) when the model file is absent: run
- * scripts/fetch_smollm2.sh. JARIP_SMOLLM2 overrides the model path. */
+ * scripts/fetch_smollm2.sh. JARIP_SMOLLM2 overrides the model path.
+ *
+ * This file runs the F32 KV cache fixtures (llama.cpp with type_k = type_v =
+ * F32, jarip --kv-type f32). test_infer_llamacpp_f16kv.c includes it with
+ * FIXTURE/KV_TYPE set for llama.cpp's default F16 cache (fixtures of
+ * scripts/make_llamacpp_f16kv_fixtures.py, which hold no prompt text: the
+ * template and tokenizer checks run here only). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +38,12 @@
  * JARIP_STRICT_LLAMACPP=0 reports token disagreement without failing. */
 #define LOGIT_TOL 1e-3
 #define LOGIT_MEAN_TOL 1e-4
+
+#ifndef FIXTURE
+#define FIXTURE "tests/fixtures/llamacpp/smollm2_q4_1.json"
+#define KV_TYPE DT_F32
+#define TEST_NAME "test_infer_llamacpp"
+#endif
 
 static int failures = 0;
 
@@ -63,13 +75,13 @@ static void run_case(const InferModel *im, InferSession *s, json_t *c, const flo
     Err err = {0};
     int32_t *want_ids = NULL, *want_gen = NULL;
     size_t n_ids = 0, n_gen = 0;
-    if (!name || !prompt || int_array(json_object_get(c, "prompt_ids"), &want_ids, &n_ids) ||
+    if (!name || int_array(json_object_get(c, "prompt_ids"), &want_ids, &n_ids) ||
         int_array(json_object_get(c, "generated"), &want_gen, &n_gen)) {
         fprintf(stderr, "FAIL: malformed fixture case\n");
         failures++;
         return;
     }
-    if (json_is_array(msgs)) {
+    if (json_is_array(msgs) && prompt) {
         size_t nm = json_array_size(msgs);
         ChatMessage *m = calloc(nm, sizeof *m);
         for (size_t i = 0; i < nm; i++) {
@@ -88,10 +100,10 @@ static void run_case(const InferModel *im, InferSession *s, json_t *c, const flo
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    if (infer_tokenize(im, prompt, strlen(prompt), 0, &ids, &n, &err)) {
+    if (prompt && infer_tokenize(im, prompt, strlen(prompt), 0, &ids, &n, &err)) {
         fprintf(stderr, "FAIL %s: tokenize: %s\n", name, err.msg);
         failures++;
-    } else if (n != n_ids || memcmp(ids, want_ids, n * sizeof *ids) != 0) {
+    } else if (prompt && (n != n_ids || memcmp(ids, want_ids, n * sizeof *ids) != 0)) {
         size_t i = 0;
         while (i < n && i < n_ids && ids[i] == want_ids[i]) i++;
         fprintf(stderr, "FAIL %s: prompt ids differ from llama.cpp's at %zu (%zu vs %zu ids)\n", name, i, n, n_ids);
@@ -150,10 +162,10 @@ out:
 int main(void) {
     const char *env = getenv("JARIP_SMOLLM2");
     char *model = env ? strdup(env) : root_path("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    char *fix = root_path("tests/fixtures/llamacpp/smollm2_q4_1.json");
+    char *fix = root_path(FIXTURE);
     FILE *f = fopen(model, "rb");
     if (!f) {
-        printf("SKIP test_infer_llamacpp: %s is absent (run scripts/fetch_smollm2.sh)\n", model);
+        printf("SKIP " TEST_NAME ": %s is absent (run scripts/fetch_smollm2.sh)\n", model);
         free(model), free(fix);
         return 0;
     }
@@ -172,7 +184,7 @@ int main(void) {
     so.temperature = 0;
     const char *bs = getenv("JARIP_TEST_BATCH");
     int batch = bs ? atoi(bs) : 512;
-    if (infer_model_open(&im, model, &err) || infer_session_create(&s, &im, 2048, batch, &so, &err)) {
+    if (infer_model_open(&im, model, &err) || infer_session_create(&s, &im, 2048, batch, KV_TYPE, &so, &err)) {
         fprintf(stderr, "FAIL: %s\n", err.msg);
         return 1;
     }
@@ -189,7 +201,7 @@ int main(void) {
         return 1;
     }
     fclose(lf);
-    printf("llama.cpp fixtures: llama-cpp-python %s; %s\n", json_string_value(json_object_get(root, "llama_cpp_python")),
+    printf("jarip KV cache %s; llama.cpp fixtures: llama-cpp-python %s; %s\n", dtype_name(KV_TYPE), json_string_value(json_object_get(root, "llama_cpp_python")),
            json_string_value(json_object_get(root, "settings")));
     double worst = 0;
     int agree = 0;
@@ -205,9 +217,9 @@ int main(void) {
         failures++;
     }
     if (failures) {
-        fprintf(stderr, "test_infer_llamacpp: %d failure(s)\n", failures);
+        fprintf(stderr, TEST_NAME ": %d failure(s)\n", failures);
         return 1;
     }
-    printf("test_infer_llamacpp: ok\n");
+    printf(TEST_NAME ": ok\n");
     return 0;
 }
