@@ -26,6 +26,12 @@ int err_wrap(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* 64-byte aligned, zeroed allocation; NULL (and err set) on failure. */
 void *xalloc(size_t bytes, Err *err);
 void xfree(void *p);
+/* Ask the kernel to back [p, p+bytes) with 2 MiB pages where whole aligned
+ * 2 MiB ranges fit (transparent huge pages in `madvise` mode). Call before
+ * the first touch. For the multi-hundred-MB weight, gradient and activation
+ * buffers whose GEMM operands span many 4 KiB pages, fewer TLB misses; a
+ * hint only: no effect, and no error, where the kernel declines. */
+void mem_hint_hugepages(void *p, size_t bytes);
 
 /* ---- random numbers --------------------------------------------------
  * Counter-based: the value depends only on (key, counter), so any thread,

@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,11 +20,24 @@ void *xalloc(size_t bytes, Err *err) {
         err_set(err, ERR_NOMEM, "out of memory allocating %zu bytes", bytes);
         return NULL;
     }
+    /* every page is touched below anyway, so 2 MiB pages cost no memory */
+    if (rounded >= ((size_t)8 << 20)) mem_hint_hugepages(p, rounded);
     memset(p, 0, rounded);
     return p;
 }
 
 void xfree(void *p) { free(p); }
+
+void mem_hint_hugepages(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1), hi = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (p && hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 
 int fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
