@@ -8,7 +8,8 @@
  *       (robust to other load on the machine), scaled to 30 layers;
  *  tg   one token's F16 matvecs (30 layers + the tied 49152x576 head),
  *       best wall time, with the weights' bytes/s;
- *  bw   a read-only stream over as many bytes, the bandwidth ceiling for tg. */
+ *  bw   a read-only stream over as many bytes, the bandwidth ceiling for tg.
+ * Timings are the best of QMM_REPS repetitions (default 3) for pp, 10 for tg. */
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
 #include <omp.h>
@@ -115,8 +116,9 @@ static void tg(int reps) {
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     if (!strcmp(what, "pp") || !strcmp(what, "all")) {
-        pp(DT_Q8_0, 512, 3);
-        pp(DT_Q4_1, 512, 3);
+        const int reps = getenv("QMM_REPS") ? atoi(getenv("QMM_REPS")) : 3;
+        pp(DT_Q8_0, 512, reps);
+        pp(DT_Q4_1, 512, reps);
     }
     if (!strcmp(what, "tg") || !strcmp(what, "all")) tg(10);
     return 0;

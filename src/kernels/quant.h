@@ -86,12 +86,18 @@ QRows4Fn quant_rows4_fn_avx2(int wtype);
 
 /* Four activation rows a[0..4) x two weight rows (w, w + rb):
  * out[4*c + r] = row r against weight row c, each bit-identical to the
- * single-row QDotFn of the type. d4[4*i + r] = a[r].d[i] and s4[4*i + r] =
- * a[r].s[i]: the rows' block scales interleaved (16-byte aligned). NULL if
+ * single-row QDotFn of the type. wsc: the pair's scales from the type's
+ * QTile42ScalesFn (32-byte aligned). d4[4*i + r] = a[r].d[i] and s4[4*i + r]
+ * = a[r].s[i]: the rows' block scales interleaved (16-byte aligned). NULL if
  * there is no such kernel for the type. */
-typedef void (*QTile42Fn)(const uint8_t *w, size_t rb, const QAct *a, const float *d4, const float *s4, int64_t K,
-                          float *out);
+typedef void (*QTile42Fn)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                          const float *s4, int64_t K, float *out);
 QTile42Fn quant_tile42_fn_avx2(int wtype);
+/* wsc (at most QTILE42_WSC floats per 32-block of K) for the weight rows w
+ * and w + rb, as the tile42 kernel of the type reads them. */
+#define QTILE42_WSC 16
+typedef void (*QTile42ScalesFn)(const uint8_t *w, size_t rb, int64_t K, float *wsc);
+QTile42ScalesFn quant_tile42_scales_fn_avx2(int wtype);
 
 /* Convenience for tests: dot of a weight row with float activations x,
  * quantizing x the way matmul does. Returns 0 or ERR_UNSUPPORTED. */

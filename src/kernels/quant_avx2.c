@@ -545,8 +545,21 @@ TGT static inline __m256 halves2(const void *p0, const void *p1, int k) {
     return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(k, k, k, k, k + 2, k + 2, k + 2, k + 2));
 }
 
-TGT static void tile42_q8_0(const uint8_t *w, size_t rb, const QAct *a, const float *d4, const float *s4, int64_t K,
-                            float *out) {
+/* hsum_ps of eight vectors at once, lane p = hsum_ps(c[p]) with the same
+ * additions in the same order: lo+hi halves, then (0+2),(1+3), then their sum. */
+TGT static inline __m256 hsum8_ps(__m256 c0, __m256 c1, __m256 c2, __m256 c3, __m256 c4, __m256 c5, __m256 c6,
+                                  __m256 c7) {
+#define HALVES(x, y) _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31))
+    const __m256 r01 = HALVES(c0, c1), r23 = HALVES(c2, c3), r45 = HALVES(c4, c5), r67 = HALVES(c6, c7);
+#undef HALVES
+    const __m256 s0 = _mm256_add_ps(_mm256_shuffle_ps(r01, r23, 0x44), _mm256_shuffle_ps(r01, r23, 0xEE));
+    const __m256 s1 = _mm256_add_ps(_mm256_shuffle_ps(r45, r67, 0x44), _mm256_shuffle_ps(r45, r67, 0xEE));
+    const __m256 f = _mm256_add_ps(_mm256_shuffle_ps(s0, s1, 0x88), _mm256_shuffle_ps(s0, s1, 0xDD));
+    return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+TGT static void tile42_q8_0(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                            const float *s4, int64_t K, float *out) {
     (void)s4;
     const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
     _Alignas(32) float sc[T42_CHUNK * 8];
@@ -555,7 +568,7 @@ TGT static void tile42_q8_0(const uint8_t *w, size_t rb, const QAct *a, const fl
     for (int64_t i0 = 0; i0 < nb; i0 += T42_CHUNK) {
         const int64_t n = nb - i0 < T42_CHUNK ? nb - i0 : T42_CHUNK;
         for (int64_t j = 0; j < n; j++)
-            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(halves2(&b0[i0 + j], &b1[i0 + j], 0),
+            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(_mm256_load_ps(wsc + 8 * (i0 + j)),
                                                       _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
         for (int64_t j = 0; j < n; j++) {
             const int64_t i = i0 + j;
@@ -572,12 +585,11 @@ TGT static void tile42_q8_0(const uint8_t *w, size_t rb, const QAct *a, const fl
 #undef ROW
         }
     }
-    out[0] = hsum_ps(c00), out[1] = hsum_ps(c01), out[2] = hsum_ps(c02), out[3] = hsum_ps(c03);
-    out[4] = hsum_ps(c10), out[5] = hsum_ps(c11), out[6] = hsum_ps(c12), out[7] = hsum_ps(c13);
+    _mm256_storeu_ps(out, hsum8_ps(c00, c01, c02, c03, c10, c11, c12, c13));
 }
 
-TGT static void tile42_q4_1(const uint8_t *w, size_t rb, const QAct *a, const float *d4, const float *s4, int64_t K,
-                            float *out) {
+TGT static void tile42_q4_1(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                            const float *s4, int64_t K, float *out) {
     const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
     _Alignas(32) float sc[T42_CHUNK * 8];
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
@@ -586,12 +598,9 @@ TGT static void tile42_q4_1(const uint8_t *w, size_t rb, const QAct *a, const fl
     for (int64_t i0 = 0; i0 < nb; i0 += T42_CHUNK) {
         const int64_t n = nb - i0 < T42_CHUNK ? nb - i0 : T42_CHUNK;
         for (int64_t j = 0; j < n; j++) {
-            const __m128i h = _mm_unpacklo_epi32(ld32(&b0[i0 + j]), ld32(&b1[i0 + j])); /* d0 m0 d1 m1 */
-            const __m256 v = _mm256_castps128_ps256(_mm_cvtph_ps(h));
-            const __m256 dv = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2));
-            const __m256 mv = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
-            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(dv, _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
-            mins = _mm256_fmadd_ps(mv, _mm256_broadcast_ps((const __m128 *)(s4 + 4 * (i0 + j))), mins);
+            const float *ws = wsc + 16 * (i0 + j);
+            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(_mm256_load_ps(ws), _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
+            mins = _mm256_fmadd_ps(_mm256_load_ps(ws + 8), _mm256_broadcast_ps((const __m128 *)(s4 + 4 * (i0 + j))), mins);
         }
         for (int64_t j = 0; j < n; j++) {
             const int64_t i = i0 + j;
@@ -607,10 +616,28 @@ TGT static void tile42_q4_1(const uint8_t *w, size_t rb, const QAct *a, const fl
 #undef ROW
         }
     }
-    float m[8];
-    _mm256_storeu_ps(m, mins);
-    out[0] = hsum_ps(c00) + m[0], out[1] = hsum_ps(c01) + m[1], out[2] = hsum_ps(c02) + m[2], out[3] = hsum_ps(c03) + m[3];
-    out[4] = hsum_ps(c10) + m[4], out[5] = hsum_ps(c11) + m[5], out[6] = hsum_ps(c12) + m[6], out[7] = hsum_ps(c13) + m[7];
+    _mm256_storeu_ps(out, _mm256_add_ps(hsum8_ps(c00, c01, c02, c03, c10, c11, c12, c13), mins));
+}
+
+/* The pair's weight scales the kernels read: per block [d0 x4, d1 x4]
+ * (Q8_0), then [m0 x4, m1 x4] (Q4_1); built once per tile of weight rows
+ * and read by every group of four activation rows. */
+TGT static void tile42_scales_q8_0(const uint8_t *w, size_t rb, int64_t K, float *wsc) {
+    const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
+    for (int64_t i = 0; i < K / QK; i++) _mm256_store_ps(wsc + 8 * i, halves2(&b0[i], &b1[i], 0));
+}
+
+TGT static void tile42_scales_q4_1(const uint8_t *w, size_t rb, int64_t K, float *wsc) {
+    const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
+    for (int64_t i = 0; i < K / QK; i++) {
+        _mm256_store_ps(wsc + 16 * i, halves2(&b0[i], &b1[i], 0));
+        _mm256_store_ps(wsc + 16 * i + 8, halves2(&b0[i], &b1[i], 1));
+    }
+}
+
+QTile42ScalesFn quant_tile42_scales_fn_avx2(int t) {
+    if (!quant_tile42_fn_avx2(t)) return NULL;
+    return t == DT_Q8_0 ? tile42_scales_q8_0 : tile42_scales_q4_1;
 }
 
 QTile42Fn quant_tile42_fn_avx2(int t) {
@@ -801,6 +828,10 @@ QRows4Fn quant_rows4_fn_avx2(int t) {
     return NULL;
 }
 QTile42Fn quant_tile42_fn_avx2(int t) {
+    (void)t;
+    return NULL;
+}
+QTile42ScalesFn quant_tile42_scales_fn_avx2(int t) {
     (void)t;
     return NULL;
 }

@@ -74,7 +74,10 @@ typedef struct {
     QDot4Fn dot4;
     QRows4Fn rows4;
     QTile42Fn tile42;
+    QTile42ScalesFn tile42_scales;
     const float *ds; /* tile42: per group of 4 activation rows, d4 then s4 (nb * 4 floats each) */
+    float *wsc;      /* tile42: per thread wsc_floats floats for the weight-pair scales of a tile */
+    size_t wsc_floats;
     int M, N, K, tile;
 } DotJob;
 
@@ -86,6 +89,12 @@ static void run_tiles(const DotJob *j, int t0, int t1) {
     const int64_t nb = j->K / QK;
     for (int t = t0; t < t1; t++) {
         const int n0 = t * j->tile, n1 = n0 + j->tile < j->N ? n0 + j->tile : j->N;
+        float *wsc = NULL;
+        if (j->tile42 && j->M >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
+            wsc = j->wsc + (size_t)omp_get_thread_num() * j->wsc_floats;
+            for (int n = n0; n + 2 <= n1; n += 2)
+                j->tile42_scales(j->W + (size_t)n * j->rb, j->rb, j->K, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC);
+        }
         int m = 0;
         if (j->rows4)
             for (; m + 4 <= j->M; m += 4) {
@@ -94,7 +103,8 @@ static void run_tiles(const DotJob *j, int t0, int t1) {
                     const float *d4 = j->ds + (size_t)(m / 4) * nb * 8;
                     for (; n + 2 <= n1; n += 2) {
                         float r[8];
-                        j->tile42(j->W + (size_t)n * j->rb, j->rb, &j->acts[m], d4, d4 + nb * 4, j->K, r);
+                        j->tile42(j->W + (size_t)n * j->rb, j->rb, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC,
+                                  &j->acts[m], d4, d4 + nb * 4, j->K, r);
                         for (int i = 0; i < 4; i++) {
                             j->out[(size_t)(m + i) * j->N + n] = r[i];
                             j->out[(size_t)(m + i) * j->N + n + 1] = r[4 + i];
@@ -178,6 +188,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     const int nth = parallel ? omp_get_max_threads() : 1;
     QRows4Fn rows4 = quant_rows4_fn_avx2(wtype);
     QTile42Fn tile42 = rows4 && M >= 4 ? quant_tile42_fn_avx2(wtype) : NULL;
+    QTile42ScalesFn tile42_scales = quant_tile42_scales_fn_avx2(wtype);
     float *ds = NULL;
     if (tile42) {
         const int64_t nb = K / QK;
@@ -187,6 +198,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     }
     DotJob jobs[QMM_MAX_PARTS];
     int first[QMM_MAX_PARTS + 1];
+    size_t wsc_floats = 0;
     first[0] = 0;
     for (int p = 0; p < n_parts; p++) {
         const int N = parts[p].N > 0 ? parts[p].N : 0;
@@ -201,8 +213,18 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
-        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, ds, M, N, K, tile};
+        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales, ds, NULL, 0, M, N, K, tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
+        if (tile42 && (size_t)tile / 2 * (K / QK) * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * (K / QK) * QTILE42_WSC;
+    }
+    float *wsc = NULL;
+    if (tile42) {
+        wsc_floats = (wsc_floats + 15) & ~(size_t)15; /* each thread's part 64-byte aligned */
+        wsc = xalloc((size_t)nth * wsc_floats * sizeof(float), NULL);
+        for (int p = 0; p < n_parts; p++) {
+            jobs[p].wsc = wsc, jobs[p].wsc_floats = wsc_floats;
+            if (!wsc) jobs[p].tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
+        }
     }
     const int ntiles = first[n_parts];
     if (!parallel) {
@@ -216,6 +238,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         }
     }
     xfree(ds);
+    xfree(wsc);
     if (!on_stack) {
         xfree(scratch);
         free(acts);

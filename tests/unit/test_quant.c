@@ -327,14 +327,18 @@ static void test_batch_kernels(void) {
             float *d4 = xalloc((size_t)K / 32 * 4 * 4, NULL), *s4 = xalloc((size_t)K / 32 * 4 * 4, NULL), o[8];
             for (int i = 0; i < K / 32; i++)
                 for (int r = 0; r < 4; r++) d4[4 * i + r] = a[4 + r].d[i], s4[4 * i + r] = a[4 + r].s[i];
-            for (int n = 0; n + 2 <= 64; n += 2) {
-                t42(Q + n * rb, rb, &a[4], d4, s4, K, o);
+            float *wsc = xalloc((size_t)K / 32 * QTILE42_WSC * 4, NULL);
+            QTile42ScalesFn t42s = quant_tile42_scales_fn_avx2(t);
+            CHECK(t42s != NULL, "%s: a tile42 kernel without its scales function", dtype_name(t));
+            for (int n = 0; t42s && n + 2 <= 64; n += 2) {
+                t42s(Q + n * rb, rb, K, wsc);
+                t42(Q + n * rb, rb, wsc, &a[4], d4, s4, K, o);
                 for (int c = 0; c < 2; c++)
                     for (int r = 0; r < 4; r++)
                         CHECK(memcmp(&o[4 * c + r], &ref[4 + r][n + c], 4) == 0, "%s tile42 row %d col %d: %.9g vs %.9g",
                               dtype_name(t), 4 + r, n + c, o[4 * c + r], ref[4 + r][n + c]);
             }
-            xfree(d4), xfree(s4);
+            xfree(d4), xfree(s4), xfree(wsc);
         }
         for (int mi = 0; mi < 5; mi++)
             for (int ni = 0; ni < 5; ni++) {
