@@ -5,9 +5,10 @@
 #    `jarip train --dry-run` prints for that rank, and fall with each stage;
 # 2. peak resident memory falls from ZeRO 0 to ZeRO 3 by most of the saved
 #    state (gpt2-mini: 10.9M parameters, 44 MB per buffer);
-# 3. ZeRO 2/3 stay equal to one process with gradient accumulation,
-#    micro-batches, pipeline (tied embeddings), tensor and expert parallel,
-#    and a ZeRO-3 run resumes at one process (and one process at ZeRO 2).
+# 3. ZeRO 0-3 stay equal to one process with gradient accumulation and
+#    micro-batches; ZeRO 2/3 also with pipeline (tied embeddings), tensor
+#    and expert parallel; a ZeRO-3 run resumes at one process (and one
+#    process at ZeRO 2).
 source "$(dirname "$0")/dist_lib.sh"
 require_mpi
 make_corpus 3000 > "$WORK/corpus.txt"
@@ -44,7 +45,8 @@ PY
 # 3: equality in the harder schedules
 args=(--data "$WORK/corpus.txt" --steps 10 --seq 32 --lr 1e-3 --save-every 0 --eval-every 5 --eval-batches 2 --batch 8)
 run_np 1 "$WORK/gpt-ref-acc" --preset gpt2-tiny "${args[@]}" --accum 2
-for z in 2 3; do
+# (ZeRO 0/1 reduce each block after the step's last of its 4 backward passes)
+for z in 0 1 2 3; do
   run_np 2 "$WORK/gpt-z$z-acc" --preset gpt2-tiny "${args[@]}" --accum 2 --micro-batch 2 --zero "$z"
   compare_runs "$WORK/gpt-ref-acc" "$WORK/gpt-z$z-acc" "gpt2-tiny dp=2 zero=$z accum=2 micro-batch 2" 10
 done
