@@ -1,6 +1,7 @@
 /* The llama.cpp-numerics inference kernels (kernels/quant_llamacpp.c): their
  * portable scalar paths must give the same bits as the AVX2 ones, since
- * results are meant to equal llama.cpp's on any CPU. (Agreement with
+ * results are meant to equal llama.cpp's on any CPU; so must the F16 KV
+ * cache's (half keys and values, queries and probabilities rounded to half). (Agreement with
  * llama.cpp itself is checked end to end by test_infer_llamacpp.)
  * The file is included so its static helpers can be compared directly;
  * nothing here links the library's copy of it. */
@@ -35,19 +36,48 @@ int main(void) {
 
     float a[256], b[256];
     for (int i = 0; i < 256; i++) a[i] = sinf(i * 1.3f) * 3, b[i] = cosf(i * 0.7f);
-    const float d1 = dot_vecdot_scalar(a, b, 256), d2 = dot_vecdot_avx2(a, b, 256);
+    const float d1 = dot_vecdot_scalar(a, b, 256), d2 = dot_vecdot_avx2(a, NULL, b, 256);
     CHECK(memcmp(&d1, &d2, 4) == 0, "vec_dot order: scalar %.9g simd %.9g", d1, d2);
+    /* half keys: rounding (F16C vs the portable converter, subnormals and
+     * overflow included), then both score orders (32 and 8 lanes) */
+    static float big[4096], r1[4096], r2[4096];
+    static uint16_t h1[4096], h2[4096];
+    for (int i = 0; i < 4096; i++) big[i] = ldexpf(sinf(i * 0.77f), i % 48 - 30); /* 2^-30 .. 2^17 */
+    kv_store_f16(h1, big, 4096);
+    for (int i = 0; i < 4096; i++) h2[i] = f32_to_fp16(big[i]);
+    CHECK(memcmp(h1, h2, sizeof h1) == 0, "half stores: F16C and the portable rounding differ");
+    kv_load_f16(r1, h1, 4096);
+    for (int i = 0; i < 4096; i++) r2[i] = fp16_to_f32(h1[i]);
+    CHECK(memcmp(r1, r2, sizeof r1) == 0, "half loads: F16C and the portable widening differ");
+    memcpy(r1, big, sizeof r1);
+    memcpy(r2, big, sizeof r2);
+    round_half_avx2(r1, 4096);
+    round_half_scalar(r2, 4096);
+    CHECK(memcmp(r1, r2, sizeof r1) == 0, "rounding to half: scalar and simd differ");
+    uint16_t ah[256];
+    kv_store_f16(ah, a, 256);
+    for (int lanes8 = 0; lanes8 <= 1; lanes8++) {
+        const float e1 = dot_key_scalar(NULL, ah, b, 256, lanes8), e2 = dot_key_avx2(NULL, ah, b, 256, lanes8);
+        CHECK(memcmp(&e1, &e2, 4) == 0, "half key score (%s): scalar %.9g simd %.9g", lanes8 ? "8 lanes" : "32 lanes", e1,
+              e2);
+    }
 
     /* weighted value sums in both lane layouts, with zero (masked) weights */
     static float vv[40 * 64], acc[32 * 64];
     float p[40], o1[64], o2[64];
     for (int j = 0; j < 40; j++) p[j] = j % 7 ? 0.01f * j : 0;
     for (int i = 0; i < 40 * 64; i++) vv[i] = sinf(i * 0.37f);
-    for (int lanes = 8; lanes <= 32; lanes *= 4) {
-        weighted_sum_avx2(o1, p, vv, 64, 40, 64, lanes, acc);
-        weighted_sum_scalar(o2, p, vv, 64, 40, 64, lanes, acc);
-        CHECK(memcmp(o1, o2, sizeof o1) == 0, "weighted sum (%d lanes): scalar and simd differ", lanes);
-    }
+    static uint16_t vh[40 * 64];
+    kv_store_f16(vh, vv, 40 * 64);
+    for (int n = 37; n <= 40; n += 3) /* a partial last group of 8, and whole ones */
+        for (int lanes = 8; lanes <= 32; lanes *= 4) {
+            weighted_sum_avx2(o1, p, vv, NULL, 64, n, 64, lanes, acc);
+            weighted_sum_scalar(o2, p, vv, NULL, 64, n, 64, lanes, acc);
+            CHECK(memcmp(o1, o2, sizeof o1) == 0, "weighted sum (%d lanes, n %d): scalar and simd differ", lanes, n);
+            weighted_sum_avx2(o1, p, NULL, vh, 64, n, 64, lanes, acc);
+            weighted_sum_scalar(o2, p, NULL, vh, 64, n, 64, lanes, acc);
+            CHECK(memcmp(o1, o2, sizeof o1) == 0, "half weighted sum (%d lanes, n %d): scalar and simd differ", lanes, n);
+        }
     float w1[64], w2[64];
     for (int i = 0; i < 64; i++) w1[i] = w2[i] = i < 40 ? sinf((float)i) * 5 : -INFINITY;
     softmax_avx2(w1, 64, 5.0f);
@@ -56,6 +86,21 @@ int main(void) {
     double sum = 0;
     for (int i = 0; i < 64; i++) sum += w1[i];
     CHECK(fabs(sum - 1.0) < 1e-5 && w1[63] == 0.0f, "softmax sums to %g, masked %g", sum, w1[63]);
+
+    /* one (query, head) over a half cache: the whole scalar path gives the
+     * AVX2 path's bits, for a batch (8 lanes) and a single query (32) */
+    {
+        static float scr1[HEAD_STACK_FLOATS], scr2[HEAD_STACK_FLOATS], qq[64], x1[64], x2[64];
+        static uint16_t kh[40 * 64];
+        for (int i = 0; i < 64; i++) qq[i] = cosf(i * 0.41f) * 2;
+        for (int i = 0; i < 40 * 64; i++) kh[i] = f32_to_fp16(cosf(i * 0.29f) * 3);
+        const HeadKV c = {NULL, NULL, kh, vh, 64}; /* 40 positions of 64 halves */
+        for (int batched = 0; batched <= 1; batched++) {
+            one_head(x1, qq, &c, 40, 64, 0.125f, batched, scr1, 1);
+            one_head(x2, qq, &c, 40, 64, 0.125f, batched, scr2, 0);
+            CHECK(memcmp(x1, x2, sizeof x1) == 0, "half-cache attention head (batched %d): scalar and simd differ", batched);
+        }
+    }
 
     /* attention of a batch equals per-position single queries up to the
      * value-sum order only: a causal row sees exactly its prefix */
