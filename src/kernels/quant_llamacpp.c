@@ -206,12 +206,44 @@ TGT static void store_half_avx2(uint16_t *dst, const float *src, size_t n) {
     for (; i < n; i++) dst[i] = f32_to_fp16(src[i]);
 }
 
-/* out[d] = sum_j p[j] v[j][d] over j < n (n a multiple of `lanes`, 8 or
- * 32), position j accumulating into lane j % lanes of output d, then
- * ggml's reduction of the lanes. Values as floats (vf) or halves (vh).
- * acc: lanes * D floats of scratch. */
+/* tinyBLAS's reduction of 8 lane accumulators: ((c0+c4)+(c2+c6)) + ((c1+c5)+(c3+c7)). */
+TGT static inline __m256 tree8(const __m256 *c) {
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6])),
+                         _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7])));
+}
+
+/* The 8-lane weighted sum (a batch of queries) for outputs d..d+7: the 8
+ * lane accumulators stay in registers over all positions (the order of
+ * every sum is the one below; fma(v, 0, a) == a for p[j] == 0). */
+TGT static inline __m256 wsum8_chunk(const float *p, const float *vf, const uint16_t *vh, size_t vstride, int n, int d) {
+    __m256 c[8];
+    for (int l = 0; l < 8; l++) c[l] = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            const size_t o = (size_t)(j + l) * vstride + d;
+            c[l] = _mm256_fmadd_ps(vh ? load_half8(vh + o) : _mm256_loadu_ps(vf + o), _mm256_broadcast_ss(p + j + l), c[l]);
+        }
+    }
+    for (int l = 0; j + l < n; l++) {
+        const size_t o = (size_t)(j + l) * vstride + d;
+        c[l] = _mm256_fmadd_ps(vh ? load_half8(vh + o) : _mm256_loadu_ps(vf + o), _mm256_broadcast_ss(p + j + l), c[l]);
+    }
+    return tree8(c);
+}
+
+/* out[d] = sum_j p[j] v[j][d] over j < n, position j accumulating into
+ * lane j % lanes (8: tinyBLAS, 32: ggml_vec_dot) of output d, then ggml's
+ * reduction of the lanes. Values as floats (vf) or halves (vh).
+ * acc: lanes * D floats of scratch (32 lanes only). */
 TGT static void weighted_sum_avx2(float *out, const float *p, const float *vf, const uint16_t *vh, size_t vstride, int n,
                                   int D, int lanes, float *acc) {
+    if (lanes == 8) {
+        for (int d = 0; d < D; d += 8)
+            _mm256_storeu_ps(out + d, vh ? wsum8_chunk(p, NULL, vh, vstride, n, d) : wsum8_chunk(p, vf, NULL, vstride, n, d));
+        return;
+    }
     memset(acc, 0, (size_t)lanes * D * sizeof(float));
     for (int j = 0; j < n; j++) {
         if (p[j] == 0.0f) continue; /* fma(v, 0, a) == a: masked / padded positions */
@@ -224,18 +256,10 @@ TGT static void weighted_sum_avx2(float *out, const float *p, const float *vf, c
     }
 #define L(l) _mm256_loadu_ps(acc + (size_t)(l) * D + d)
     for (int d = 0; d < D; d += 8) {
-        __m256 c[8];
-        if (lanes == 32) /* vec_dot_f32: (l + l+16) + (l+8 + l+24), then the hadd tree */
-            for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
-        else
-            for (int l = 0; l < 8; l++) c[l] = L(l);
-        __m256 r;
-        if (lanes == 32)
-            r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
-                              _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
-        else
-            r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[2], c[6])),
-                              _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7])));
+        __m256 c[8]; /* vec_dot_f32 / _f16: (l + l+16) + (l+8 + l+24), then the hadd tree */
+        for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
+        const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
+                                       _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
         _mm256_storeu_ps(out + d, r);
     }
 #undef L
