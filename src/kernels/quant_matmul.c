@@ -81,17 +81,18 @@ typedef struct {
     int M, N, K, tile;
 } DotJob;
 
-/* Output-row tiles [t0, t1): each weight row against every activation row
+/* Output-row tiles [t0, t1) on thread tid (its part of the wsc scratch):
+ * each weight row against every activation row
  * while it is in L1; four activation rows x two weight rows at a time where
  * the type has the kernel (tile42), then four x one (rows4), then single
  * rows. Which kernel computes an output does not change its bits. */
-static void run_tiles(const DotJob *j, int t0, int t1) {
+static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
     const int64_t nb = j->K / QK;
     for (int t = t0; t < t1; t++) {
         const int n0 = t * j->tile, n1 = n0 + j->tile < j->N ? n0 + j->tile : j->N;
         float *wsc = NULL;
         if (j->tile42 && j->M >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
-            wsc = j->wsc + (size_t)omp_get_thread_num() * j->wsc_floats;
+            wsc = j->wsc + (size_t)tid * j->wsc_floats;
             for (int n = n0; n + 2 <= n1; n += 2)
                 j->tile42_scales(j->W + (size_t)n * j->rb, j->rb, j->K, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC);
         }
@@ -228,13 +229,13 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     }
     const int ntiles = first[n_parts];
     if (!parallel) {
-        for (int p = 0; p < n_parts; p++) run_tiles(&jobs[p], 0, first[p + 1] - first[p]);
+        for (int p = 0; p < n_parts; p++) run_tiles(&jobs[p], 0, first[p + 1] - first[p], 0);
     } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nth)
         for (int t = 0; t < ntiles; t++) {
             int p = 0;
             while (t >= first[p + 1]) p++;
-            run_tiles(&jobs[p], t - first[p], t - first[p] + 1);
+            run_tiles(&jobs[p], t - first[p], t - first[p] + 1, omp_get_thread_num());
         }
     }
     xfree(ds);

@@ -349,6 +349,19 @@ static void test_batch_kernels(void) {
                     for (int n = 0; n < N; n++) bad += memcmp(&out[m * N + n], &ref[m][n], 4) != 0;
                 CHECK(bad == 0, "%s matmul M=%d N=%d: %d outputs differ from the single-row dot", dtype_name(t), M, N, bad);
             }
+        /* called from inside a parallel region (no nested team): each caller
+         * thread gets the same bits in its own output */
+        int nested_bad = 0;
+#pragma omp parallel num_threads(2) reduction(+ : nested_bad)
+        {
+            float *o = malloc(13 * 64 * 4);
+            if (!o || matmul_quant_forward_ex(o, X, Q, t, 13, 64, K, QMM_Q8_ACTIVATIONS)) nested_bad++;
+            else
+                for (int m = 0; m < 13; m++)
+                    for (int n = 0; n < 64; n++) nested_bad += memcmp(&o[m * 64 + n], &ref[m][n], 4) != 0;
+            free(o);
+        }
+        CHECK(nested_bad == 0, "%s matmul inside a parallel region: %d outputs differ", dtype_name(t), nested_bad);
         free(Q), xfree(scr);
     }
     free(W), free(X), free(out);
