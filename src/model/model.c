@@ -175,11 +175,13 @@ static void plan_walk(Activations *a, const Config *c, int ep, int tp, int B, in
     const int swiglu = c->act == ACT_SWIGLU;
     const int L = c->n_layer;
     /* inference reuses one layer's buffers for every layer, and within a
-     * layer a buffer whose value is dead: ln2 takes ln1's place (ln1 is read
-     * only by the q/k/v projections), the activated FFN values overwrite the
-     * gate (SwiGLU) or up (GELU) values (both element-wise, in place); the
-     * embeddings are the residual stream's buffer (the first layer reads
-     * them before it writes its output); the final norm is of the last row */
+     * layer a buffer whose value is dead: ln1, the attention output and ln2
+     * share one (ln1 is read only by the q/k/v projections, the attention
+     * output only by the output projection, before ln2 is written); the
+     * activated FFN values overwrite the gate (SwiGLU) or up (GELU) values
+     * (both element-wise, in place); the embeddings are the residual
+     * stream's buffer (the first layer reads them before it writes its
+     * output); the final norm is of the last row */
     for (int l = 0; l < L; l++) {
         if (!training && l > 0) {
 #define SAME(f) a->f[l] = a->f[0]
@@ -190,14 +192,14 @@ static void plan_walk(Activations *a, const Config *c, int ep, int tp, int B, in
 #undef SAME
             continue;
         }
-        a->ln1[l] = bump(b, N * C);
+        a->ln1[l] = bump(b, N * (training || C >= QD ? C : QD));
         a->ln1_mean[l] = bump(b, N);
         a->ln1_rstd[l] = bump(b, N);
         a->q[l] = bump(b, N * QD);
         a->k[l] = bump(b, N * KVD);
         a->v[l] = bump(b, N * KVD);
         a->att[l] = training ? bump(b, (size_t)B * c->n_head * T * T) : NULL;
-        a->atty[l] = bump(b, N * QD);
+        a->atty[l] = training ? bump(b, N * QD) : a->ln1[l];
         a->res_att[l] = bump(b, N * C);
         a->ln2[l] = training ? bump(b, N * C) : a->ln1[l];
         a->ln2_mean[l] = training ? bump(b, N) : a->ln1_mean[l];
