@@ -3,7 +3,8 @@
 # (one-line errors, no crash), and, when the SmolLM2 model is present
 # (scripts/fetch_smollm2.sh), real answers: greedy generate is repeatable,
 # prints only the generated text, honours -n and --stop; chat answers
-# several turns, /reset, /exit; bench infer prints pp/tg/RSS.
+# several turns, /reset, /exit; bench infer prints pp/tg/RSS; --kv-type
+# f16 (the default) and f32 both run, anything else is refused.
 source "$(dirname "$0")/lib.sh"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 MODEL="${JARIP_SMOLLM2:-$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -24,6 +25,8 @@ head -c 4096 /dev/urandom > "$WORK/junk.gguf"
 expect_error "junk.gguf\|gguf" -- "$JARIP" generate --model "$WORK/junk.gguf" --prompt hi
 printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' > "$WORK/empty.gguf"
 expect_error "architecture" -- "$JARIP" generate --model "$WORK/empty.gguf" --prompt hi
+expect_error "kv-type" -- "$JARIP" generate --model x --prompt hi --kv-type q8_0
+expect_error "kv-type" -- "$JARIP" bench infer --model x --kv-type f8
 
 if [ ! -f "$MODEL" ]; then
   echo "SKIP: $MODEL is absent (scripts/fetch_smollm2.sh); real-model checks not run"
@@ -38,6 +41,10 @@ cmp -s "$WORK/a" "$WORK/b" || fail "greedy generation is not repeatable"
 [ ! -s "$WORK/ae" ] || fail "generate wrote to stderr: $(cat "$WORK/ae")"
 grep -q "4" "$WORK/a" || fail "2+2 answer lacks 4: $(cat "$WORK/a")"
 pass "generate --chat: $(cat "$WORK/a")"
+# the F32 KV cache (f16 is the default) answers too
+"${G[@]}" --chat --prompt "What is 2+2?" -n 24 --kv-type f32 > "$WORK/a32"
+grep -q "4" "$WORK/a32" || fail "2+2 answer with --kv-type f32 lacks 4: $(cat "$WORK/a32")"
+pass "generate --kv-type f32: $(cat "$WORK/a32")"
 
 # a raw continuation of exactly -n tokens, and --stop cuts before the stop string
 "${G[@]}" --prompt "The days of the week are Monday, Tuesday," -n 12 --ignore-eos --stats > "$WORK/c" 2> "$WORK/ce"
@@ -68,4 +75,5 @@ pass "chat: $(tr '\n' '|' < "$WORK/chat")"
 
 "$JARIP" bench infer --model "$MODEL" --threads 2 -p 32 -n 8 -r 1 > "$WORK/bench"
 grep -q "^pp32: " "$WORK/bench" && grep -q "^tg8: " "$WORK/bench" && grep -q "^peak_rss_mib: " "$WORK/bench" || fail "bench infer: $(cat "$WORK/bench")"
+grep -q "kv cache f16" "$WORK/bench" || fail "bench infer's default KV cache is not f16: $(head -1 "$WORK/bench")"
 pass "bench infer: $(tr '\n' ' ' < "$WORK/bench")"
