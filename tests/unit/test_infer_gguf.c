@@ -25,9 +25,9 @@
 static int failures = 0;
 
 /* F16 KV cache against the f32 training forward: measured max |logit
- * difference| ~1e-3 on these models (logits of magnitude ~1); a wiring
- * error (wrong position, head or layer) gives differences of order 1. */
-#define KV16_TOL 1e-2
+ * difference| 2.0e-4 (llama-tiny), 2.2e-5 (gpt2-tiny), 1.8e-4 (moe-tiny),
+ * against 4e-7 with the f32 cache; ten times that is the tolerance. */
+#define KV16_TOL 2e-3
 #define CHECK(cond, ...)                                   \
     do {                                                   \
         if (!(cond)) {                                     \
