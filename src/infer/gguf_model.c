@@ -306,6 +306,10 @@ int infer_model_open(InferModel *im, const char *path, Err *err) {
     memset(im, 0, sizeof *im);
     int rc = gguf_open(&im->gguf, path, err);
     if (rc) return rc;
+    if ((rc = gguf_load_tensor_data(im->gguf, err))) {
+        err_wrap(err, "%s", path);
+        goto fail;
+    }
     if ((rc = model_load_gguf(&im->model, im->gguf, err))) {
         err_wrap(err, "%s", path);
         goto fail;

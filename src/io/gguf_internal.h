@@ -28,6 +28,7 @@ struct GGUFFile {
     GGUFKV *kv;
     int64_t n_tensors;
     GGUFTensorInfo *tensors;
+    void *data_copy;         /* gguf_load_tensor_data: the data section in anonymous memory */
 };
 
 /* Size in bytes of one fixed-size value type; 0 for string/array/unknown. */

@@ -367,8 +367,31 @@ int gguf_open(GGUFFile **out, const char *path, Err *err) {
     return 0;
 }
 
+int gguf_load_tensor_data(GGUFFile *g, Err *err) {
+    if (!g || g->data_copy || g->data_off >= g->size) return 0;
+    const size_t len = g->size - g->data_off;
+    uint8_t *dst = xalloc(len, err);
+    if (!dst) return err_wrap(err, "copying %zu bytes of tensor data", len);
+    const uint8_t *src = g->base + g->data_off;
+    const size_t piece = (size_t)8 << 20, page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t o = 0; o < len; o += piece) {
+        const size_t n = len - o < piece ? len - o : piece;
+        memcpy(dst + o, src + o, n);
+        if (g->mapped) { /* whole pages inside this piece only */
+            uintptr_t lo = ((uintptr_t)(src + o) + page - 1) & ~(uintptr_t)(page - 1);
+            uintptr_t hi = (uintptr_t)(src + o + n) & ~(uintptr_t)(page - 1);
+            if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        }
+    }
+    for (int64_t i = 0; i < g->n_tensors; i++)
+        g->tensors[i].data = dst + ((const uint8_t *)g->tensors[i].data - src);
+    g->data_copy = dst;
+    return 0;
+}
+
 void gguf_close(GGUFFile *g) {
     if (!g) return;
+    xfree(g->data_copy);
     if (g->kv)
         for (int64_t i = 0; i < g->n_kv; i++) free(g->kv[i].str_off);
     free(g->kv);
