@@ -29,9 +29,15 @@ double sumsq(const float *x, size_t n) {
 #pragma omp parallel for
         for (size_t c = c0; c < c1; c++) {
             size_t a = c * CHUNK, b = a + CHUNK < n ? a + CHUNK : n;
-            double s = 0.0;
-            for (size_t i = a; i < b; i++) s += (double)x[i] * x[i];
-            part[c - c0] = s;
+            /* eight independent sums (one long dependency chain of adds
+             * ran at ~1 element per 4 cycles, 15 ms per step for 11M
+             * gradients); fixed lanes, so still the same value every run */
+            double s[8] = {0};
+            size_t i = a;
+            for (; i + 8 <= b; i += 8)
+                for (int j = 0; j < 8; j++) s[j] += (double)x[i + j] * x[i + j];
+            for (; i < b; i++) s[0] += (double)x[i] * x[i];
+            part[c - c0] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
         }
         for (size_t c = c0; c < c1; c++) total += part[c - c0];
     }
