@@ -25,6 +25,13 @@
 # Rows: dp=2 at ZeRO 0 (gradients all-reduced, the optimizer replicated),
 # ZeRO 1 (reduce-scatter, each rank updates its half, all-gather) and ZeRO 2
 # (each block's gradients reduce-scattered as the backward finishes it).
+# Two more rows keep each rank's batch at BATCH (global 2 x BATCH): "dp=2 w"
+# (ZeRO 0) and "dp=2 z1 w" (ZeRO 1). The rows above divide one fixed global
+# batch (strong scaling: each rank does half the work but still all of the
+# optimizer and the whole gradient exchange); these are the weak-scaling
+# figure PyTorch DDP and Horovod report, where a second process adds a
+# second batch of the same size. Their speedups are in tokens/s against the
+# one process at BATCH, as every row's.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 JARIP="${1:-$ROOT/build/jarip}"
@@ -44,8 +51,8 @@ awk 'BEGIN { srand(11); for (i = 0; i < 20000; i++) { s = "";
   > "$WORK/corpus.txt"
 params=$("$JARIP" info --preset "$PRESET" | sed -n 's/^parameters: //p')
 
-layouts=("1" "dp2")
-"$JARIP" train --help 2>&1 | grep -q -- --zero && layouts+=("dp2z1" "dp2z2")
+layouts=("1" "dp2" "dp2w")
+"$JARIP" train --help 2>&1 | grep -q -- --zero && layouts+=("dp2z1" "dp2z2" "dp2z1w")
 "$JARIP" train --help 2>&1 | grep -q -- --tp && layouts+=("tp2")
 "$JARIP" train --help 2>&1 | grep -q -- --pp && layouts+=("pp2")
 if [ -n "$BASE" ]; then
@@ -62,12 +69,14 @@ chmod +x "$WORK/cputime.sh"
 
 # run LAYOUT ROUND [STEPS]: one training run; leaves WORK/LAYOUT.ROUND[.STEPS]/
 run() {
-  local layout=$1 out="$WORK/$1.$2${3:+.$3}" np=2 extra=() steps=${3:-$STEPS} bin=$JARIP
+  local layout=$1 out="$WORK/$1.$2${3:+.$3}" np=2 extra=() steps=${3:-$STEPS} bin=$JARIP batch=$BATCH
   case $layout in
     1) np=1 ;;
     dp2) extra=(--zero 0) ;;
     dp2z1) extra=(--zero 1) ;;
     dp2z2) extra=(--zero 2) ;;
+    dp2w) extra=(--zero 0) batch=$((2 * BATCH)) ;;
+    dp2z1w) extra=(--zero 1) batch=$((2 * BATCH)) ;;
     tp2) extra=(--tp 2) ;;
     pp2) extra=(--pp 2 --micro-batch "$MICRO") ;;
     base1) np=1 bin=$BASE ;;
@@ -75,7 +84,7 @@ run() {
   esac
   # a build before --zero gets no flag for dp2
   "$bin" train --help 2>&1 | grep -q -- --zero || [ "$layout" != dp2 ] || extra=()
-  local cmd=("$bin" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$BATCH"
+  local cmd=("$bin" train --preset "$PRESET" --data "$WORK/corpus.txt" --out "$out" --steps "$steps" --batch "$batch"
     --seq "$SEQ" --eval-batches 0 --save-every 0 --threads 1 --quiet "${extra[@]}")
   mkdir -p "$out.stats"
   cmd=("$WORK/cputime.sh" "${cmd[@]}")
@@ -84,7 +93,7 @@ run() {
   CPU_OUT="$out.cpu" JARIP_COMM_STATS="$out.stats" "${cmd[@]}" > "$out.txt" 2>&1 || { cat "$out.txt" >&2; echo "run failed: ${cmd[*]}" >&2; exit 1; }
 }
 
-echo "model $PRESET ($params parameters), global batch $BATCH x $SEQ tokens, $STEPS steps (first one not counted), 1 thread per process, $ROUNDS rounds"
+echo "model $PRESET ($params parameters), global batch $BATCH x $SEQ tokens (rows ending in w: $BATCH per rank), $STEPS steps (first one not counted), 1 thread per process, $ROUNDS rounds"
 echo "machine: $(getconf _NPROCESSORS_ONLN) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
   for l in "${layouts[@]}"; do run "$l" "$r" && run "$l" "$r" 1; done
@@ -94,9 +103,9 @@ done
 import glob, json, os, statistics, sys
 work, params, rounds, batch, seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 layouts = sys.argv[6:]
-tokens_per_step = batch * seq
 rows = {}
 for lay in layouts:
+    tokens_per_step = batch * seq * (2 if lay.endswith("w") else 1)
     tps, share, sent, cpu = [], [], [], []
     for r in range(1, rounds + 1):
         out = f"{work}/{lay}.{r}"
@@ -104,7 +113,8 @@ for lay in layouts:
         dts = [tokens_per_step / e["tokens_per_s"] for e in log]
         tps.append(tokens_per_step * (len(dts) - 1) / sum(dts[1:]))
         busiest = lambda run: max(sum(map(float, open(p).read().split()[:2])) for p in glob.glob(f"{run}.cpu.*"))
-        cpu.append((busiest(out) - busiest(f"{out}.1")) / (len(dts) - 1))
+        # CPU seconds per BATCH x SEQ tokens, so weak-scaling rows compare too
+        cpu.append((busiest(out) - busiest(f"{out}.1")) / (len(dts) - 1) * batch * seq / tokens_per_step)
         def comm(run, key):
             # busiest rank; barrier and split are set-up and the wait for rank
             # 0's checkpoint, not training traffic
@@ -114,19 +124,22 @@ for lay in layouts:
         sent.append((comm(out, "bytes") - comm(f"{out}.1", "bytes")) / (len(dts) - 1))
     rows[lay] = (statistics.median(tps), statistics.median(share), statistics.median(sent), statistics.median(cpu))
 ring = 2 * (2 - 1) / 2 * 4 * params
-names = {"1": "1 proc", "dp2": "dp=2", "dp2z1": "dp=2 z1", "dp2z2": "dp=2 z2", "tp2": "tp=2", "pp2": "pp=2", "base1": "base 1",
+names = {"1": "1 proc", "dp2": "dp=2", "dp2z1": "dp=2 z1", "dp2z2": "dp=2 z2", "dp2w": "dp=2 w", "dp2z1w": "dp=2 z1 w", "tp2": "tp=2", "pp2": "pp=2", "base1": "base 1",
          "basedp2": "base dp=2"}
-print(f"{'layout':9s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}"
-      f" {'CPU s/step':>11s} {'CPU speedup':>12s}")
+print(f"{'layout':10s} {'tokens/s':>9s} {'speedup':>8s} {'comm share':>11s} {'MB sent/step/rank':>18s} {'ring all-reduce MB':>19s}"
+      f" {'CPU s/batch':>11s} {'CPU speedup':>12s}")
 for lay in layouts:
     t, sh, b, c = rows[lay]
     base, cbase = rows["base1" if lay.startswith("base") else "1"][0], rows["base1" if lay.startswith("base") else "1"][3]
     theo = f"{ring / 1e6:19.1f}" if "dp2" in lay else f"{'-':>19s}"
-    print(f"{names[lay]:9s} {t:9.1f} {t / base:7.2f}x {100 * sh:10.1f}% {b / 1e6:18.1f} {theo} {c:11.2f} {cbase / c:11.2f}x")
+    print(f"{names[lay]:10s} {t:9.1f} {t / base:7.2f}x {100 * sh:10.1f}% {b / 1e6:18.1f} {theo} {c:11.2f} {cbase / c:11.2f}x")
 base, cbase = rows["1"][0], rows["1"][3]
 print(f"dp2_speedup {rows['dp2'][0] / base:.2f} (ZeRO 0, wall clock; target >= 1.8), by CPU time {cbase / rows['dp2'][3]:.2f}")
 if "dp2z1" in rows:
     print(f"dp2_zero1_speedup {rows['dp2z1'][0] / base:.2f} (wall clock), by CPU time {cbase / rows['dp2z1'][3]:.2f}")
+print(f"dp2_weak_speedup {rows['dp2w'][0] / base:.2f} (ZeRO 0, {batch} rows per rank; target >= 1.8), by CPU time {cbase / rows['dp2w'][3]:.2f}")
+if "dp2z1w" in rows:
+    print(f"dp2_zero1_weak_speedup {rows['dp2z1w'][0] / base:.2f} (wall clock), by CPU time {cbase / rows['dp2z1w'][3]:.2f}")
 if "basedp2" in rows:
     print(f"base_dp2_speedup {rows['basedp2'][0] / rows['base1'][0]:.2f} (wall clock), by CPU time {rows['base1'][3] / rows['basedp2'][3]:.2f}")
 EOF
