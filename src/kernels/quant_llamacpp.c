@@ -438,6 +438,118 @@ static void one_head(float *out, const float *q_in, const HeadKV *c, int n, int 
     weighted_sum_scalar(out, w, c->vf, c->vh, c->kvstride, n, D, lanes, acc);
 }
 
+#if HAVE_SIMD_PATH
+/* A batch of queries over the half cache, several queries per pass over the
+ * keys: one work item is kv head `kvh` with every query head of its group
+ * at positions [t0, t1). Its keys and values are widened to float once
+ * (exact) into scratch, then scores run four queries x two keys at a time
+ * (eight independent 8-lane chains instead of one dependent chain per score)
+ * and the weighted sums read the widened values. Every output keeps the
+ * order of one_head's batched half path (tinyBLAS: lane d%8 over d, then
+ * hsum8; lane j%8 over positions, then tree8), so the bits do not change.
+ * scr: attend_block_floats(...) floats. */
+enum { ATT_TB = 8 }; /* positions per work item */
+
+static size_t attend_block_floats(int nmax, int Q, int D) {
+    const size_t np = ((size_t)nmax + 31) & ~(size_t)31, Qp = ((size_t)Q + 3) & ~(size_t)3;
+    return 2 * (size_t)nmax * D + Qp * np + Qp * D;
+}
+
+TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int t0, int t1,
+                                  int pos0, int Hq, int Hkv, int kvh, int D, float scale, float *scr) {
+    const int group = Hq / Hkv, Q = (t1 - t0) * group, Qp = (Q + 3) & ~3;
+    const int nmax = pos0 + t1, npmax = (nmax + 31) & ~31;
+    const size_t kvstride = (size_t)Hkv * D;
+    float *kf = scr, *vf = kf + (size_t)nmax * D, *w = vf + (size_t)nmax * D, *qr = w + (size_t)Qp * npmax;
+    for (int j = 0; j < nmax; j++) {
+        load_half_avx2(kf + (size_t)j * D, kc + j * kvstride + (size_t)kvh * D, (size_t)D);
+        load_half_avx2(vf + (size_t)j * D, vc + j * kvstride + (size_t)kvh * D, (size_t)D);
+    }
+    /* query i: position t0 + i / group, head kvh * group + i % group; the
+     * padding rows (Q..Qp) are zero and their scores unused */
+    for (int i = 0; i < Qp; i++) {
+        float *r = qr + (size_t)i * D;
+        if (i < Q) {
+            const int t = t0 + i / group, h = kvh * group + i % group;
+            memcpy(r, q + ((size_t)t * Hq + h) * D, (size_t)D * sizeof(float));
+            round_half_avx2(r, D);
+        } else {
+            memset(r, 0, (size_t)D * sizeof(float));
+        }
+    }
+    for (int g0 = 0; g0 < Qp; g0 += 4) {
+        const float *q0 = qr + (size_t)g0 * D;
+        float *w0 = w + (size_t)g0 * npmax;
+        int j = 0;
+        for (; j < nmax; j += 2) {
+            const int j1 = j + 1 < nmax ? j + 1 : j; /* odd tail: the last key twice */
+            __m256 a[8];
+            for (int l = 0; l < 8; l++) a[l] = _mm256_setzero_ps();
+            for (int d = 0; d < D; d += 8) {
+                const __m256 k0 = _mm256_loadu_ps(kf + (size_t)j * D + d), k1 = _mm256_loadu_ps(kf + (size_t)j1 * D + d);
+#pragma GCC unroll 4
+                for (int g = 0; g < 4; g++) {
+                    const __m256 qv = _mm256_loadu_ps(q0 + (size_t)g * D + d);
+                    a[g] = _mm256_fmadd_ps(k0, qv, a[g]);
+                    a[4 + g] = _mm256_fmadd_ps(k1, qv, a[4 + g]);
+                }
+            }
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++) {
+                w0[(size_t)g * npmax + j] = hsum8(a[g]) * scale;
+                w0[(size_t)g * npmax + j1] = hsum8(a[4 + g]) * scale;
+            }
+        }
+    }
+    for (int i = 0; i < Q; i++) {
+        const int t = t0 + i / group, h = kvh * group + i % group, n = pos0 + t + 1, np = (n + 31) & ~31;
+        float *wi = w + (size_t)i * npmax;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) mx = wi[j] > mx ? wi[j] : mx;
+        for (int j = n; j < np; j++) wi[j] = -INFINITY;
+        softmax_avx2(wi, np, mx);
+        round_half_avx2(wi, np);
+        float *o = out + ((size_t)t * Hq + h) * D;
+        for (int d = 0; d < D; d += 8) {
+            __m256 c[8];
+            for (int l = 0; l < 8; l++) c[l] = _mm256_setzero_ps();
+            int j = 0;
+            for (; j + 8 <= n; j += 8) {
+#pragma GCC unroll 8
+                for (int l = 0; l < 8; l++)
+                    c[l] = _mm256_fmadd_ps(_mm256_loadu_ps(vf + (size_t)(j + l) * D + d), _mm256_broadcast_ss(wi + j + l), c[l]);
+            }
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++)
+                if (j + l < n)
+                    c[l] = _mm256_fmadd_ps(_mm256_loadu_ps(vf + (size_t)(j + l) * D + d), _mm256_broadcast_ss(wi + j + l), c[l]);
+            _mm256_storeu_ps(o + d, tree8(c));
+        }
+    }
+}
+
+/* lcpp_attention_f16 for T >= 2 on AVX2: work items of ATT_TB positions x
+ * one kv head, the longest (latest positions) first so dynamic scheduling
+ * ends evenly; per-thread scratch sized for the longest item. */
+static int attention_half_batched(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int T, int pos0,
+                                  int Hq, int Hkv, int D) {
+    const int nblk = (T + ATT_TB - 1) / ATT_TB, items = nblk * Hkv, group = Hq / Hkv;
+    const float scale = 1.0f / sqrtf((float)D);
+    const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const size_t per = (attend_block_floats(pos0 + T, ATT_TB * group, D) + 15) & ~(size_t)15;
+    float *scr = malloc((size_t)nth * per * sizeof(float));
+    if (!scr) return ERR_NOMEM;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+    for (int it = 0; it < items; it++) {
+        const int b = nblk - 1 - it / Hkv, kvh = it % Hkv;
+        const int t0 = b * ATT_TB, t1 = t0 + ATT_TB < T ? t0 + ATT_TB : T;
+        attend_block_half(out, q, kc, vc, t0, t1, pos0, Hq, Hkv, kvh, D, scale, scr + (size_t)omp_get_thread_num() * per);
+    }
+    free(scr);
+    return 0;
+}
+#endif
+
 int quant_matches_llamacpp(int t) { return t == DT_Q4_1 || t == DT_Q8_0; }
 
 int lcpp_attention_ok(int D) { return D % 32 == 0 && D <= 1024; }
@@ -482,6 +594,10 @@ int lcpp_attention(float *out, const float *q, const float *kc, const float *vc,
 
 int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int T, int pos0, int Hq,
                        int Hkv, int D) {
+#if HAVE_SIMD_PATH
+    if (T >= 2 && have_avx2() && Hkv > 0 && Hq % Hkv == 0)
+        return attention_half_batched(out, q, kc, vc, T, pos0, Hq, Hkv, D);
+#endif
     return attention_any(out, q, NULL, NULL, kc, vc, T, pos0, Hq, Hkv, D);
 }
 

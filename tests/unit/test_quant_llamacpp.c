@@ -102,6 +102,31 @@ int main(void) {
         }
     }
 
+    /* the batched half-cache attention (several queries per pass over the
+     * keys) against one_head's batched path, query by query: same bits for
+     * ragged blocks of positions, a cache already holding pos0 positions,
+     * GQA groups that do and do not fill the 4-query kernel, and an odd
+     * number of keys */
+    {
+        static const int shapes[][4] = {{2, 0, 2, 2}, {5, 3, 3, 1}, {13, 0, 9, 3}, {17, 37, 4, 2}, {9, 2, 1, 1}, {3, 30, 6, 3}};
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (int Dh = 32; Dh <= 64; Dh += 32) {
+                const int Tn = shapes[s][0], p0 = shapes[s][1], Hq = shapes[s][2], Hk = shapes[s][3], S = p0 + Tn;
+                float *qb = malloc((size_t)Tn * Hq * Dh * sizeof(float)), *o1 = malloc((size_t)Tn * Hq * Dh * sizeof(float)),
+                      *o2 = malloc((size_t)Tn * Hq * Dh * sizeof(float));
+                uint16_t *kb = malloc((size_t)S * Hk * Dh * 2), *vb = malloc((size_t)S * Hk * Dh * 2);
+                CHECK(qb && o1 && o2 && kb && vb, "out of memory");
+                if (!(qb && o1 && o2 && kb && vb)) break;
+                for (int i = 0; i < Tn * Hq * Dh; i++) qb[i] = sinf(i * 0.37f + s) * 2;
+                for (int i = 0; i < S * Hk * Dh; i++) kb[i] = f32_to_fp16(cosf(i * 0.29f) * 3), vb[i] = f32_to_fp16(sinf(i * 0.13f + 1));
+                CHECK(attention_half_batched(o1, qb, kb, vb, Tn, p0, Hq, Hk, Dh) == 0, "batched half attention failed");
+                CHECK(attention_any(o2, qb, NULL, NULL, kb, vb, Tn, p0, Hq, Hk, Dh) == 0, "attention failed");
+                CHECK(memcmp(o1, o2, (size_t)Tn * Hq * Dh * sizeof(float)) == 0,
+                      "batched half attention (T %d, pos0 %d, Hq %d, Hkv %d, D %d): bits differ from one query at a time", Tn, p0, Hq, Hk, Dh);
+                free(qb), free(o1), free(o2), free(kb), free(vb);
+            }
+    }
+
     /* attention of a batch equals per-position single queries up to the
      * value-sum order only: a causal row sees exactly its prefix */
     enum { T = 5, H = 2, D = 32 };
