@@ -455,6 +455,47 @@ static size_t attend_block_floats(int nmax, int Q, int D) {
     return 2 * (size_t)nmax * D + Qp * np + Qp * D;
 }
 
+/* Weighted value sums of two queries (probabilities pa over na positions,
+ * pb over nb >= na) against float values vf (rows of D, D % 32 == 0):
+ * tinyBLAS's order for each, lane j % 8 of each output accumulating its
+ * positions in increasing j, then tree8. One lane at a time over a 32-wide
+ * slice of D: eight independent accumulators (2 queries x 4 vectors), and
+ * each value vector loaded once for both queries. */
+TGT static void wsum_pair(float *oa, float *ob, const float *pa, const float *pb, int na, int nb, const float *vf, int D) {
+    _Alignas(32) float la[8][32], lb[8][32];
+    for (int d0 = 0; d0 < D; d0 += 32) {
+        for (int l = 0; l < 8; l++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            int j = l;
+            for (; j < na; j += 8) {
+                const float *v = vf + (size_t)j * D + d0;
+                const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16),
+                             v3 = _mm256_loadu_ps(v + 24);
+                const __m256 x = _mm256_broadcast_ss(pa + j), y = _mm256_broadcast_ss(pb + j);
+                a0 = _mm256_fmadd_ps(v0, x, a0), a1 = _mm256_fmadd_ps(v1, x, a1);
+                a2 = _mm256_fmadd_ps(v2, x, a2), a3 = _mm256_fmadd_ps(v3, x, a3);
+                b0 = _mm256_fmadd_ps(v0, y, b0), b1 = _mm256_fmadd_ps(v1, y, b1);
+                b2 = _mm256_fmadd_ps(v2, y, b2), b3 = _mm256_fmadd_ps(v3, y, b3);
+            }
+            for (; j < nb; j += 8) { /* the later positions only the second query sees: last in their lanes */
+                const float *v = vf + (size_t)j * D + d0;
+                const __m256 y = _mm256_broadcast_ss(pb + j);
+                b0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), y, b0), b1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), y, b1);
+                b2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), y, b2), b3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), y, b3);
+            }
+            _mm256_store_ps(la[l], a0), _mm256_store_ps(la[l] + 8, a1), _mm256_store_ps(la[l] + 16, a2), _mm256_store_ps(la[l] + 24, a3);
+            _mm256_store_ps(lb[l], b0), _mm256_store_ps(lb[l] + 8, b1), _mm256_store_ps(lb[l] + 16, b2), _mm256_store_ps(lb[l] + 24, b3);
+        }
+        for (int k = 0; k < 32; k += 8) {
+            __m256 c[8];
+            for (int l = 0; l < 8; l++) c[l] = _mm256_load_ps(la[l] + k);
+            _mm256_storeu_ps(oa + d0 + k, tree8(c));
+            for (int l = 0; l < 8; l++) c[l] = _mm256_load_ps(lb[l] + k);
+            _mm256_storeu_ps(ob + d0 + k, tree8(c));
+        }
+    }
+}
+
 TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int t0, int t1,
                                   int pos0, int Hq, int Hkv, int kvh, int D, float scale, float *scr) {
     const int group = Hq / Hkv, Q = (t1 - t0) * group, Qp = (Q + 3) & ~3;
@@ -502,29 +543,19 @@ TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc
         }
     }
     for (int i = 0; i < Q; i++) {
-        const int t = t0 + i / group, h = kvh * group + i % group, n = pos0 + t + 1, np = (n + 31) & ~31;
+        const int n = pos0 + t0 + i / group + 1, np = (n + 31) & ~31;
         float *wi = w + (size_t)i * npmax;
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) mx = wi[j] > mx ? wi[j] : mx;
         for (int j = n; j < np; j++) wi[j] = -INFINITY;
         softmax_avx2(wi, np, mx);
         round_half_avx2(wi, np);
-        float *o = out + ((size_t)t * Hq + h) * D;
-        for (int d = 0; d < D; d += 8) {
-            __m256 c[8];
-            for (int l = 0; l < 8; l++) c[l] = _mm256_setzero_ps();
-            int j = 0;
-            for (; j + 8 <= n; j += 8) {
-#pragma GCC unroll 8
-                for (int l = 0; l < 8; l++)
-                    c[l] = _mm256_fmadd_ps(_mm256_loadu_ps(vf + (size_t)(j + l) * D + d), _mm256_broadcast_ss(wi + j + l), c[l]);
-            }
-#pragma GCC unroll 8
-            for (int l = 0; l < 8; l++)
-                if (j + l < n)
-                    c[l] = _mm256_fmadd_ps(_mm256_loadu_ps(vf + (size_t)(j + l) * D + d), _mm256_broadcast_ss(wi + j + l), c[l]);
-            _mm256_storeu_ps(o + d, tree8(c));
-        }
+    }
+    for (int i = 0; i < Q; i += 2) { /* pairs of queries share the value loads; an odd last one pairs with itself */
+        const int i1 = i + 1 < Q ? i + 1 : i;
+        const int ta = t0 + i / group, tb = t0 + i1 / group;
+        wsum_pair(out + ((size_t)ta * Hq + kvh * group + i % group) * D, out + ((size_t)tb * Hq + kvh * group + i1 % group) * D,
+                  w + (size_t)i * npmax, w + (size_t)i1 * npmax, pos0 + ta + 1, pos0 + tb + 1, vf, D);
     }
 }
 
