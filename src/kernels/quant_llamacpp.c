@@ -448,7 +448,7 @@ static void one_head(float *out, const float *q_in, const HeadKV *c, int n, int 
  * order of one_head's batched half path (tinyBLAS: lane d%8 over d, then
  * hsum8; lane j%8 over positions, then tree8), so the bits do not change.
  * scr: attend_block_floats(...) floats. */
-enum { ATT_TB = 8 }; /* positions per work item */
+enum { ATT_TB = 16 }; /* positions per work item */
 
 static size_t attend_block_floats(int nmax, int Q, int D) {
     const size_t np = ((size_t)nmax + 31) & ~(size_t)31, Qp = ((size_t)Q + 3) & ~(size_t)3;
