@@ -581,6 +581,141 @@ static int attention_half_batched(float *out, const float *q, const uint16_t *kc
 }
 #endif
 
+#if HAVE_SIMD_PATH
+/* One token (T == 1) over the half cache, ggml_vec_dot_f16's order (lane
+ * d % 32 for a score, lane j % 32 for a value sum), but the query heads of
+ * a kv head share each key and value load: up to DEC_G queries at a time.
+ * Three phases, each split over threads: scores by blocks of keys, the
+ * softmax per query, value sums by 32-wide slices of D. Same bits as
+ * one_head with a single query. */
+enum { DEC_G = 3, DEC_KEYS = 128 };
+
+/* Scores of keys [j0, j1) of kv head row kh (stride kvs) for G rounded
+ * queries q (rows of D): four keys, then ggml's reduction of each dot's
+ * four accumulators, the last two hadd steps shared by the four keys. */
+TGT static inline __attribute__((always_inline)) void dec_scores(float *w, size_t wstride, const float *q, int G, const uint16_t *kh, size_t kvs,
+                                  int j0, int j1, int D, float scale) {
+    for (int j = j0; j < j1; j += 4) {
+        __m128 t[DEC_G][4];
+        for (int u = 0; u < 4; u++) {
+            const uint16_t *k = kh + (size_t)(j + u < j1 ? j + u : j1 - 1) * kvs; /* a short last group repeats a key */
+            __m256 a[DEC_G][4];
+            for (int g = 0; g < DEC_G; g++)
+                for (int m = 0; m < 4; m++) a[g][m] = _mm256_setzero_ps();
+            for (int i = 0; i < D; i += 32)
+#pragma GCC unroll 4
+                for (int m = 0; m < 4; m++) {
+                    const __m256 kv = load_half8(k + i + 8 * m);
+#pragma GCC unroll 3
+                    for (int g = 0; g < DEC_G; g++)
+                        if (g < G) a[g][m] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + (size_t)g * D + i + 8 * m), a[g][m]);
+                }
+#pragma GCC unroll 3
+            for (int g = 0; g < DEC_G; g++) {
+                const __m256 c = _mm256_add_ps(_mm256_add_ps(a[g][0], a[g][2]), _mm256_add_ps(a[g][1], a[g][3]));
+                t[g][u] = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            /* hadd(hadd(A,B), hadd(C,D)) = [(A0+A1)+(A2+A3), ...]: vec_dot's last two steps per key */
+            const __m128 s = _mm_hadd_ps(_mm_hadd_ps(t[g][0], t[g][1]), _mm_hadd_ps(t[g][2], t[g][3]));
+            _Alignas(16) float r[4];
+            _mm_store_ps(r, s);
+            for (int u = 0; u < 4 && j + u < j1; u++) w[(size_t)g * wstride + j + u] = r[u] * scale;
+        }
+    }
+}
+
+/* Value sums over n positions for G queries (probabilities p, rows of
+ * pstride) on the 32-wide slice d0 of D: lane l holds positions j = l mod
+ * 32 in increasing j, then vec_dot's reduction of the 32 lanes. */
+TGT static inline __attribute__((always_inline)) void dec_values(float *out, size_t ostride, const float *p, size_t pstride, int G, const uint16_t *vh,
+                                  size_t kvs, int n, int d0) {
+    _Alignas(32) float lanes[DEC_G][32][32];
+    for (int l = 0; l < 32; l++) {
+        __m256 a[DEC_G][4];
+        for (int g = 0; g < DEC_G; g++)
+            for (int m = 0; m < 4; m++) a[g][m] = _mm256_setzero_ps();
+        for (int j = l; j < n; j += 32) {
+            __m256 pj[DEC_G];
+#pragma GCC unroll 3
+            for (int g = 0; g < DEC_G; g++) pj[g] = _mm256_broadcast_ss(p + (size_t)(g < G ? g : 0) * pstride + j);
+#pragma GCC unroll 4
+            for (int m = 0; m < 4; m++) {
+                const __m256 v = load_half8(vh + (size_t)j * kvs + d0 + 8 * m);
+#pragma GCC unroll 3
+                for (int g = 0; g < DEC_G; g++)
+                    if (g < G) a[g][m] = _mm256_fmadd_ps(v, pj[g], a[g][m]);
+            }
+        }
+        for (int g = 0; g < G; g++)
+            for (int m = 0; m < 4; m++) _mm256_store_ps(lanes[g][l] + 8 * m, a[g][m]);
+    }
+    for (int g = 0; g < G; g++)
+        for (int m = 0; m < 4; m++) {
+#define L(l) _mm256_load_ps(lanes[g][l] + 8 * m)
+            __m256 c[8];
+            for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
+#undef L
+            const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
+                                           _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
+            _mm256_storeu_ps(out + (size_t)g * ostride + d0 + 8 * m, r);
+        }
+}
+
+static int attention_half_decode(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int pos0, int Hq,
+                                 int Hkv, int D) {
+    const int n = pos0 + 1, np = (n + 31) & ~31, group = Hq / Hkv;
+    const int sets = (group + DEC_G - 1) / DEC_G; /* query sets per kv head */
+    const size_t kvs = (size_t)Hkv * D;
+    const float scale = 1.0f / sqrtf((float)D);
+    float *w = malloc(((size_t)Hq * np + (size_t)Hq * D) * sizeof(float)), *qr = w ? w + (size_t)Hq * np : NULL;
+    if (!w) return ERR_NOMEM;
+    memcpy(qr, q, (size_t)Hq * D * sizeof(float));
+    round_half_avx2(qr, Hq * D);
+    const int kblocks = (n + DEC_KEYS - 1) / DEC_KEYS, score_items = Hkv * sets * kblocks;
+    const int value_items = Hkv * sets * (D / 32);
+    const int par = omp_get_max_threads() > 1 && !omp_in_parallel() && (size_t)Hq * n >= 4096;
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < score_items; it++) {
+            const int kb = it % kblocks, s = it / kblocks % sets, kvh = it / kblocks / sets, h0 = kvh * group + s * DEC_G;
+            const int G = group - s * DEC_G < DEC_G ? group - s * DEC_G : DEC_G;
+            const int j0 = kb * DEC_KEYS, j1 = j0 + DEC_KEYS < n ? j0 + DEC_KEYS : n;
+            float *wh = w + (size_t)h0 * np;
+            const float *qh = qr + (size_t)h0 * D;
+            const uint16_t *kh = kc + (size_t)kvh * D;
+            /* G a constant in each call, so the accumulators stay in registers */
+            if (G == 3) dec_scores(wh, (size_t)np, qh, 3, kh, kvs, j0, j1, D, scale);
+            else if (G == 2) dec_scores(wh, (size_t)np, qh, 2, kh, kvs, j0, j1, D, scale);
+            else dec_scores(wh, (size_t)np, qh, 1, kh, kvs, j0, j1, D, scale);
+        }
+#pragma omp for schedule(static)
+        for (int h = 0; h < Hq; h++) {
+            float *wh = w + (size_t)h * np, mx = -INFINITY;
+            for (int j = 0; j < n; j++) mx = wh[j] > mx ? wh[j] : mx;
+            for (int j = n; j < np; j++) wh[j] = -INFINITY;
+            softmax_avx2(wh, np, mx);
+            round_half_avx2(wh, np);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < value_items; it++) {
+            const int ds = it % (D / 32), s = it / (D / 32) % sets, kvh = it / (D / 32) / sets, h0 = kvh * group + s * DEC_G;
+            const int G = group - s * DEC_G < DEC_G ? group - s * DEC_G : DEC_G;
+            float *oh = out + (size_t)h0 * D;
+            const float *ph = w + (size_t)h0 * np;
+            const uint16_t *vh = vc + (size_t)kvh * D;
+            if (G == 3) dec_values(oh, (size_t)D, ph, (size_t)np, 3, vh, kvs, n, 32 * ds);
+            else if (G == 2) dec_values(oh, (size_t)D, ph, (size_t)np, 2, vh, kvs, n, 32 * ds);
+            else dec_values(oh, (size_t)D, ph, (size_t)np, 1, vh, kvs, n, 32 * ds);
+        }
+    }
+    free(w);
+    return 0;
+}
+#endif
+
 int quant_matches_llamacpp(int t) { return t == DT_Q4_1 || t == DT_Q8_0; }
 
 int lcpp_attention_ok(int D) { return D % 32 == 0 && D <= 1024; }
@@ -628,6 +763,8 @@ int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uin
 #if HAVE_SIMD_PATH
     if (T >= 2 && have_avx2() && Hkv > 0 && Hq % Hkv == 0)
         return attention_half_batched(out, q, kc, vc, T, pos0, Hq, Hkv, D);
+    if (T == 1 && have_avx2() && Hkv > 0 && Hq % Hkv == 0)
+        return attention_half_decode(out, q, kc, vc, pos0, Hq, Hkv, D);
 #endif
     return attention_any(out, q, NULL, NULL, kc, vc, T, pos0, Hq, Hkv, D);
 }

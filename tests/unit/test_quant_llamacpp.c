@@ -127,6 +127,31 @@ int main(void) {
             }
     }
 
+    /* the decoding attention (the query heads of a kv head sharing each
+     * key and value load, split over keys and over slices of D) against
+     * one_head's single-query path: same bits for groups of 1, 3 and 4
+     * (3 + 1) heads, contexts of 1 to 300 positions (several key blocks, in parallel with 2 threads,
+     * a short last group of four keys) and D of 32 to 128 */
+    {
+        static const int shapes[][3] = {{0, 2, 2}, {5, 3, 1}, {130, 9, 3}, {300, 8, 2}, {37, 1, 1}, {200, 4, 1}, {600, 9, 3}}; /* the last one runs in parallel */
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (int Dh = 32; Dh <= 128; Dh *= 2) {
+                const int p0 = shapes[s][0], Hq = shapes[s][1], Hk = shapes[s][2], S = p0 + 1;
+                float *qb = malloc((size_t)Hq * Dh * sizeof(float)), *o1 = malloc((size_t)Hq * Dh * sizeof(float)),
+                      *o2 = malloc((size_t)Hq * Dh * sizeof(float));
+                uint16_t *kb = malloc((size_t)S * Hk * Dh * 2), *vb = malloc((size_t)S * Hk * Dh * 2);
+                CHECK(qb && o1 && o2 && kb && vb, "out of memory");
+                if (!(qb && o1 && o2 && kb && vb)) break;
+                for (int i = 0; i < Hq * Dh; i++) qb[i] = sinf(i * 0.31f + s) * 2;
+                for (int i = 0; i < S * Hk * Dh; i++) kb[i] = f32_to_fp16(cosf(i * 0.17f) * 3), vb[i] = f32_to_fp16(sinf(i * 0.07f + 2));
+                CHECK(attention_half_decode(o1, qb, kb, vb, p0, Hq, Hk, Dh) == 0, "decoding attention failed");
+                CHECK(attention_any(o2, qb, NULL, NULL, kb, vb, 1, p0, Hq, Hk, Dh) == 0, "attention failed");
+                CHECK(memcmp(o1, o2, (size_t)Hq * Dh * sizeof(float)) == 0,
+                      "decoding attention (pos0 %d, Hq %d, Hkv %d, D %d): bits differ from one head at a time", p0, Hq, Hk, Dh);
+                free(qb), free(o1), free(o2), free(kb), free(vb);
+            }
+    }
+
     /* attention of a batch equals per-position single queries up to the
      * value-sum order only: a causal row sees exactly its prefix */
     enum { T = 5, H = 2, D = 32 };
