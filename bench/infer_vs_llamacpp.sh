@@ -23,6 +23,10 @@
 # process's ru_maxrss minus its RSS just before the model is loaded (the
 # interpreter, numpy and the library's import), both printed.
 #
+# DEPTH=N (default 0) starts both figures from a cache already holding N
+# tokens (llama-bench's -d; filled untimed, in 512-token batches on both
+# sides): long-context prompt and generation speed.
+#
 # Runs alternate (jarip, llama.cpp, jarip, ...) for ROUNDS rounds (default 3)
 # of REPS repetitions (default 3) each; the table gives the median over rounds.
 # The machine is shared, so read ratios, not absolute figures.
@@ -34,6 +38,7 @@ ROUNDS="${ROUNDS:-3}"
 REPS="${REPS:-3}"
 TYPES="${TYPES:-F16 Q8_0 Q4_1 Q4_K}"
 THREADS="${THREADS:-1 2}"
+DEPTH="${DEPTH:-0}"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
@@ -55,14 +60,15 @@ def rss_kib():
     return 0
 
 path, threads, P, N, R = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+D = int(sys.argv[6]) if len(sys.argv) > 6 else 0  # depth: tokens in the cache before each timed run
 L.llama_backend_init()
 base = rss_kib()
 mp = L.llama_model_default_params()
 model = L.llama_model_load_from_file(path.encode(), mp)
 cp = L.llama_context_default_params()
-cp.n_ctx = P + N + 128
-cp.n_batch = max(P, 1)
-cp.n_ubatch = max(P, 1)
+cp.n_ctx = D + P + N + 128
+cp.n_batch = max(P, 512)
+cp.n_ubatch = max(P, 512)
 cp.n_threads = threads
 cp.n_threads_batch = threads
 if hasattr(cp, "flash_attn_type"):
@@ -74,7 +80,8 @@ vocab = L.llama_model_get_vocab(model)
 V = L.llama_vocab_n_tokens(vocab)
 rng = random.Random(1234)
 toks = [rng.randrange(V) for _ in range(P + N)]
-batch = L.llama_batch_init(max(P, 1), 0, 1)
+fill = [rng.randrange(V) for _ in range(D)]
+batch = L.llama_batch_init(max(P, 512), 0, 1)
 
 def decode(ids, pos0):
     batch.n_tokens = len(ids)
@@ -91,18 +98,21 @@ def decode(ids, pos0):
 def clear():
     mem = L.llama_get_memory(ctx)
     L.llama_memory_clear(mem, True)
+    for i in range(0, D, 512):  # the depth, untimed
+        decode(fill[i:i + 512], i)
+    L.llama_synchronize(ctx)
 
 pp, tg = [], []
 for r in range(-1, R):
     if P:
         clear()
-        t0 = time.perf_counter(); decode(toks[:P], 0); L.llama_synchronize(ctx); dt = time.perf_counter() - t0
+        t0 = time.perf_counter(); decode(toks[:P], D); L.llama_synchronize(ctx); dt = time.perf_counter() - t0
         if r >= 0: pp.append(P / dt)
     if N:
         clear()
         el = 0.0
         for i in range(N):
-            t0 = time.perf_counter(); decode([toks[P + i]], i); L.llama_synchronize(ctx); el += time.perf_counter() - t0
+            t0 = time.perf_counter(); decode([toks[P + i]], D + i); L.llama_synchronize(ctx); el += time.perf_counter() - t0
         if r >= 0: tg.append(N / el)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 mean = lambda x: sum(x) / len(x) if x else 0.0
@@ -116,7 +126,7 @@ LLAMA_VER="$("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)')"
 echo "jarip: $JARIP ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null))"
 echo "llama.cpp: llama-cpp-python $LLAMA_VER (bundled libllama, built from source by pip on this machine)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "rounds $ROUNDS x reps $REPS, alternating; medians over rounds"
+echo "rounds $ROUNDS x reps $REPS, alternating; medians over rounds; depth $DEPTH tokens"
 echo
 
 field() { grep -m1 "^$1" "$2" | sed -E 's/^[^:]*: *([0-9.]+).*/\1/'; }
@@ -129,12 +139,12 @@ for ty in $TYPES; do
     for th in $THREADS; do
         : > "$TMP/j"; : > "$TMP/l"
         for r in $(seq "$ROUNDS"); do
-            if "$JARIP" bench infer --model "$M" --threads "$th" -p 512 -n 128 -r "$REPS" --kv-type f16 > "$TMP/jo" 2>&1; then
+            if "$JARIP" bench infer --model "$M" --threads "$th" -p 512 -n 128 -d "$DEPTH" -r "$REPS" --kv-type f16 > "$TMP/jo" 2>&1; then
                 echo "$(field pp512 "$TMP/jo") $(field tg128 "$TMP/jo") $(field peak_rss_mib "$TMP/jo")" >> "$TMP/j"
             else
                 echo "jarip failed on $ty: $(tail -1 "$TMP/jo")" >&2
             fi
-            if OMP_NUM_THREADS="$th" "$PY" "$TMP/peer.py" "$M" "$th" 512 128 "$REPS" > "$TMP/lo" 2>"$TMP/le"; then
+            if OMP_NUM_THREADS="$th" "$PY" "$TMP/peer.py" "$M" "$th" 512 128 "$REPS" "$DEPTH" > "$TMP/lo" 2>"$TMP/le"; then
                 echo "$(field pp512 "$TMP/lo") $(field tg128 "$TMP/lo") $(field peak_rss_mib "$TMP/lo") $(field process_peak "$TMP/lo")" >> "$TMP/l"
             else
                 echo "llama.cpp failed on $ty: $(tail -1 "$TMP/le")" >&2

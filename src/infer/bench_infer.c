@@ -3,6 +3,8 @@
  *          (processed in --batch chunks), tokens/s;
  *   tg128: 128 tokens decoded one at a time from an empty cache, tokens/s
  *          (each step computes the full-vocabulary logits, as llama.cpp).
+ * With -d N (llama-bench's depth) both start from a cache already holding N
+ * tokens, filled untimed before each run: long-context speed.
  * Each figure is the mean (and standard deviation) over -r repetitions after
  * one warm-up run; token ids are fixed pseudo-random ones. Peak resident
  * memory of the whole process is reported last.
@@ -30,16 +32,17 @@ static int arg_int(int argc, char **argv, int *i, int lo, int hi, int *out) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: jarip bench infer --model FILE.gguf [--threads N] [-p 512] [-n 128] [-r 5] [--batch 512]\n"
+    fprintf(f, "usage: jarip bench infer --model FILE.gguf [--threads N] [-p 512] [-n 128] [-d 0] [-r 5] [--batch 512]\n"
                "                         [--kv-type f16|f32]\n\n"
                "Prompt processing (pp) and generation (tg) speed, as llama-bench measures them:\n"
                "  -p N         prompt tokens for pp (default 512; 0 skips pp)\n"
                "  -n N         generated tokens for tg (default 128; 0 skips tg)\n"
+               "  -d N         depth: tokens already in the cache when pp and tg start (default 0)\n"
                "  -r N         repetitions after one warm-up (default 5)\n"
                "  --batch N    prompt tokens per forward pass (default 512)\n"
                "  --kv-type T  KV cache type: f16 (default, as llama.cpp) or f32\n"
                "  --threads N  OpenMP threads (default: all cores)\n"
-               "Prints pp<N> and tg<N> in tokens/s (mean +- sd) and peak RSS.\n");
+               "Prints pp<N> and tg<N> (with -d: pp<N> @ d<D>) in tokens/s (mean +- sd) and peak RSS.\n");
 }
 
 static void stats(const double *x, int n, double *mean, double *sd) {
@@ -52,7 +55,7 @@ static void stats(const double *x, int n, double *mean, double *sd) {
 
 int bench_infer_main(int argc, char **argv) {
     const char *model = NULL;
-    int threads = 0, P = 512, N = 128, R = 5, batch = 512, kv_type = INFER_KV_DEFAULT;
+    int threads = 0, P = 512, N = 128, R = 5, batch = 512, depth = 0, kv_type = INFER_KV_DEFAULT;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int rc = 0;
@@ -65,6 +68,7 @@ int bench_infer_main(int argc, char **argv) {
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) rc = arg_int(argc, argv, &i, 1, 1024, &threads);
         else if (!strcmp(a, "-p")) rc = arg_int(argc, argv, &i, 0, 1 << 20, &P);
         else if (!strcmp(a, "-n")) rc = arg_int(argc, argv, &i, 0, 1 << 20, &N);
+        else if (!strcmp(a, "-d")) rc = arg_int(argc, argv, &i, 0, 1 << 20, &depth);
         else if (!strcmp(a, "-r")) rc = arg_int(argc, argv, &i, 1, 1000, &R);
         else if (!strcmp(a, "--batch")) rc = arg_int(argc, argv, &i, 1, 1 << 16, &batch);
         else if (!strcmp(a, "--kv-type")) {
@@ -82,13 +86,14 @@ int bench_infer_main(int argc, char **argv) {
     InferModel im;
     if (infer_model_open(&im, model, &err)) return fprintf(stderr, "jarip: %s\n", err.msg), 1;
     const Config *c = &im.model.cfg;
-    int ctx = (P > N ? P : N) + 1;
+    int ctx = depth + (P > N ? P : N) + 1;
     if (ctx > c->context_length) {
+        const int limit = c->context_length; /* read before the model (and its config) is closed */
         infer_model_close(&im);
-        return fprintf(stderr, "jarip: bench infer: %d tokens exceed the model's context of %d\n", ctx - 1, c->context_length), 2;
+        return fprintf(stderr, "jarip: bench infer: %d tokens exceed the model's context of %d\n", ctx - 1, limit), 2;
     }
     InferSession s;
-    int32_t *tok = malloc((size_t)(P + N + 1) * sizeof *tok);
+    int32_t *tok = malloc((size_t)(depth + P + N + 1) * sizeof *tok);
     double *pp = malloc((size_t)R * sizeof *pp), *tg = malloc((size_t)R * sizeof *tg);
     if (!tok || !pp || !tg || infer_session_create(&s, &im, ctx, batch, kv_type, NULL, &err)) {
         free(tok), free(pp), free(tg);
@@ -96,19 +101,22 @@ int bench_infer_main(int argc, char **argv) {
         return fprintf(stderr, "jarip: %s\n", err.msg[0] ? err.msg : "out of memory"), 1;
     }
     uint64_t key = rng_key(1234, 0x62656e63ULL, 0);
-    for (int i = 0; i < P + N + 1; i++) tok[i] = (int32_t)(rng_u64(key, (uint64_t)i) % (uint64_t)c->vocab_size);
+    for (int i = 0; i < depth + P + N + 1; i++) tok[i] = (int32_t)(rng_u64(key, (uint64_t)i) % (uint64_t)c->vocab_size);
+    const int32_t *run = tok + depth; /* the timed tokens follow the depth's */
     int rc = 0;
     for (int r = -1; r < R && !rc; r++) { /* r = -1: warm-up (page faults, oneDNN JIT) */
         if (P > 0) {
             infer_session_reset(&s);
+            if (depth) rc = infer_session_prompt(&s, tok, depth, &err);
             double t0 = time_now();
-            rc = infer_session_prompt(&s, tok, P, &err);
+            if (!rc) rc = infer_session_prompt(&s, run, P, &err);
             if (r >= 0) pp[r] = P / (time_now() - t0);
         }
         if (N > 0 && !rc) {
             infer_session_reset(&s);
+            if (depth) rc = infer_session_prompt(&s, tok, depth, &err);
             double t0 = time_now();
-            for (int i = 0; i < N && !rc; i++) rc = infer_session_push(&s, tok[P + i], &err);
+            for (int i = 0; i < N && !rc; i++) rc = infer_session_push(&s, run[P + i], &err);
             if (r >= 0) tg[r] = N / (time_now() - t0);
         }
     }
@@ -119,13 +127,15 @@ int bench_infer_main(int argc, char **argv) {
         printf("model: %s, %zu parameters, weights %s, threads %d, batch %d, kv cache %s\n", im.name,
                im.model.n_params, dtype_name(w->dtype), omp_get_max_threads(), s.batch, dtype_name(kv_type));
         double m, sd;
+        char at[32] = "";
+        if (depth) snprintf(at, sizeof at, " @ d%d", depth);
         if (P > 0) {
             stats(pp, R, &m, &sd);
-            printf("pp%d: %.2f +- %.2f tokens/s\n", P, m, sd);
+            printf("pp%d%s: %.2f +- %.2f tokens/s\n", P, at, m, sd);
         }
         if (N > 0) {
             stats(tg, R, &m, &sd);
-            printf("tg%d: %.2f +- %.2f tokens/s\n", N, m, sd);
+            printf("tg%d%s: %.2f +- %.2f tokens/s\n", N, at, m, sd);
         }
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);

@@ -27,6 +27,7 @@ printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000
 expect_error "architecture" -- "$JARIP" generate --model "$WORK/empty.gguf" --prompt hi
 expect_error "kv-type" -- "$JARIP" generate --model x --prompt hi --kv-type q8_0
 expect_error "kv-type" -- "$JARIP" bench infer --model x --kv-type f8
+expect_error "integer" -- "$JARIP" bench infer --model x -d -5
 
 if [ ! -f "$MODEL" ]; then
   echo "SKIP: $MODEL is absent (scripts/fetch_smollm2.sh); real-model checks not run"
@@ -77,3 +78,8 @@ pass "chat: $(tr '\n' '|' < "$WORK/chat")"
 grep -q "^pp32: " "$WORK/bench" && grep -q "^tg8: " "$WORK/bench" && grep -q "^peak_rss_mib: " "$WORK/bench" || fail "bench infer: $(cat "$WORK/bench")"
 grep -q "kv cache f16" "$WORK/bench" || fail "bench infer's default KV cache is not f16: $(head -1 "$WORK/bench")"
 pass "bench infer: $(tr '\n' ' ' < "$WORK/bench")"
+# -d: both figures start from a cache of that many tokens; past the context, an error
+"$JARIP" bench infer --model "$MODEL" --threads 2 -p 16 -n 4 -d 40 -r 1 > "$WORK/benchd"
+grep -q "^pp16 @ d40: " "$WORK/benchd" && grep -q "^tg4 @ d40: " "$WORK/benchd" || fail "bench infer -d: $(cat "$WORK/benchd")"
+expect_error "context of [1-9]" -- "$JARIP" bench infer --model "$MODEL" -p 16 -n 4 -d 1000000 -r 1
+pass "bench infer -d: $(tr '\n' ' ' < "$WORK/benchd")"
