@@ -109,7 +109,9 @@ int bench_infer_main(int argc, char **argv) {
             infer_session_reset(&s);
             if (depth) rc = infer_session_prompt(&s, tok, depth, &err);
             double t0 = time_now();
-            if (!rc) rc = infer_session_prompt(&s, run, P, &err);
+            /* the whole sequence: the session keeps the cached depth (its
+             * common prefix) and runs only the P new tokens */
+            if (!rc) rc = infer_session_prompt(&s, tok, depth + P, &err);
             if (r >= 0) pp[r] = P / (time_now() - t0);
         }
         if (N > 0 && !rc) {
