@@ -212,6 +212,30 @@ TGT static inline __m256 tree8(const __m256 *c) {
                          _mm256_add_ps(_mm256_add_ps(c[1], c[5]), _mm256_add_ps(c[3], c[7])));
 }
 
+/* ggml_vec_dot_f32 / _f16's reduction of 32 lane accumulators of 8 outputs
+ * (lane l's at lanes + l * lstride): (l + l+16) + (l+8 + l+24), then the
+ * hadd tree ((c0+c4)+(c1+c5)) + ((c2+c6)+(c3+c7)). */
+TGT static inline __m256 tree32(const float *lanes, size_t lstride) {
+#define L(l) _mm256_loadu_ps(lanes + (size_t)(l) * lstride)
+    __m256 c[8];
+    for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
+#undef L
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
+                         _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
+}
+
+/* Scores w[0..n) of one query -> probabilities rounded to half, as the
+ * half-cache paths feed them to the values: padded with -inf to a multiple
+ * of 32, softmax, rounding. */
+TGT static void probs_half(float *w, int n) {
+    const int np = (n + 31) & ~31;
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) mx = w[j] > mx ? w[j] : mx;
+    for (int j = n; j < np; j++) w[j] = -INFINITY;
+    softmax_avx2(w, np, mx);
+    round_half_avx2(w, np);
+}
+
 /* The 8-lane weighted sum (a batch of queries) for outputs d..d+7: the 8
  * lane accumulators stay in registers over all positions (the order of
  * every sum is the one below; fma(v, 0, a) == a for p[j] == 0). */
@@ -254,15 +278,7 @@ TGT static void weighted_sum_avx2(float *out, const float *p, const float *vf, c
         for (int d = 0; d < D; d += 8)
             _mm256_storeu_ps(a + d, _mm256_fmadd_ps(load8(vfj, vhj, d), pj, _mm256_loadu_ps(a + d)));
     }
-#define L(l) _mm256_loadu_ps(acc + (size_t)(l) * D + d)
-    for (int d = 0; d < D; d += 8) {
-        __m256 c[8]; /* vec_dot_f32 / _f16: (l + l+16) + (l+8 + l+24), then the hadd tree */
-        for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
-        const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
-                                       _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
-        _mm256_storeu_ps(out + d, r);
-    }
-#undef L
+    for (int d = 0; d < D; d += 8) _mm256_storeu_ps(out + d, tree32(acc + d, (size_t)D));
 }
 
 static int have_avx2(void) {
@@ -542,15 +558,7 @@ TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc
             }
         }
     }
-    for (int i = 0; i < Q; i++) {
-        const int n = pos0 + t0 + i / group + 1, np = (n + 31) & ~31;
-        float *wi = w + (size_t)i * npmax;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) mx = wi[j] > mx ? wi[j] : mx;
-        for (int j = n; j < np; j++) wi[j] = -INFINITY;
-        softmax_avx2(wi, np, mx);
-        round_half_avx2(wi, np);
-    }
+    for (int i = 0; i < Q; i++) probs_half(w + (size_t)i * npmax, pos0 + t0 + i / group + 1);
     for (int i = 0; i < Q; i += 2) { /* pairs of queries share the value loads; an odd last one pairs with itself */
         const int i1 = i + 1 < Q ? i + 1 : i;
         const int ta = t0 + i / group, tb = t0 + i1 / group;
@@ -652,15 +660,7 @@ TGT static inline __attribute__((always_inline)) void dec_values(float *out, siz
             for (int m = 0; m < 4; m++) _mm256_store_ps(lanes[g][l] + 8 * m, a[g][m]);
     }
     for (int g = 0; g < G; g++)
-        for (int m = 0; m < 4; m++) {
-#define L(l) _mm256_load_ps(lanes[g][l] + 8 * m)
-            __m256 c[8];
-            for (int l = 0; l < 8; l++) c[l] = _mm256_add_ps(_mm256_add_ps(L(l), L(l + 16)), _mm256_add_ps(L(l + 8), L(l + 24)));
-#undef L
-            const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[4]), _mm256_add_ps(c[1], c[5])),
-                                           _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
-            _mm256_storeu_ps(out + (size_t)g * ostride + d0 + 8 * m, r);
-        }
+        for (int m = 0; m < 4; m++) _mm256_storeu_ps(out + (size_t)g * ostride + d0 + 8 * m, tree32(lanes[g][0] + 8 * m, 32));
 }
 
 static int attention_half_decode(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int pos0, int Hq,
@@ -692,13 +692,7 @@ static int attention_half_decode(float *out, const float *q, const uint16_t *kc,
             else dec_scores(wh, (size_t)np, qh, 1, kh, kvs, j0, j1, D, scale);
         }
 #pragma omp for schedule(static)
-        for (int h = 0; h < Hq; h++) {
-            float *wh = w + (size_t)h * np, mx = -INFINITY;
-            for (int j = 0; j < n; j++) mx = wh[j] > mx ? wh[j] : mx;
-            for (int j = n; j < np; j++) wh[j] = -INFINITY;
-            softmax_avx2(wh, np, mx);
-            round_half_avx2(wh, np);
-        }
+        for (int h = 0; h < Hq; h++) probs_half(w + (size_t)h * np, n);
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < value_items; it++) {
             const int ds = it % (D / 32), s = it / (D / 32) % sets, kvh = it / (D / 32) / sets, h0 = kvh * group + s * DEC_G;
