@@ -221,15 +221,16 @@ static int reduce_bucket_whole(Parallel *p, Model *m, const ZeroBucket *b, Err *
      * chunks (the same volume as the all-reduce's first half; the
      * all-gather of the updated weights is its second) */
     size_t c0, c1, padded = b->chunk * group_size(p, b);
-    const float *src = m->grads + b->a;
-    if (padded != len) { /* the last chunk is short: pad a copy */
-        memcpy(p->stage, src, len * sizeof(float));
-        memset(p->stage + len, 0, (padded - len) * sizeof(float));
-        src = p->stage;
-    }
-    int rc = comm_reduce_scatter_sum(group_of(p, b), src, p->rs_out, padded, err);
-    if (rc) return rc;
     my_chunk(p, b, &c0, &c1);
+    /* no padding: the sums land in place, on this rank's own slice of the
+     * bucket (one 4-bytes-per-parameter copy less a step) */
+    if (padded == len) return comm_reduce_scatter_sum(group_of(p, b), m->grads + b->a, m->grads + c0, padded, err);
+    /* the last chunk is short: pad a copy, and keep only the real part of
+     * this rank's sums */
+    memcpy(p->stage, m->grads + b->a, len * sizeof(float));
+    memset(p->stage + len, 0, (padded - len) * sizeof(float));
+    int rc = comm_reduce_scatter_sum(group_of(p, b), p->stage, p->rs_out, padded, err);
+    if (rc) return rc;
     memcpy(m->grads + c0, p->rs_out, (c1 - c0) * sizeof(float));
     return 0;
 }
