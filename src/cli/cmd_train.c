@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dist/launch.h"
 #include "model_arg.h"
@@ -37,7 +38,8 @@ static void usage(FILE *f) {
             "  --eval-batches N    validation batches per evaluation (default 8)\n"
             "  --save-every N      checkpoint every N steps; 0 = only at the end (default 500)\n"
             "  --keep N            checkpoints kept in DIR (default 2)\n"
-            "  --threads N         OpenMP threads (default: all cores)\n"
+            "  --threads N         OpenMP threads (default: all cores; under mpirun, the host's cores\n"
+            "                      split between its ranks)\n"
             "  --quiet             no progress line\n"
             "  --tokenizer FILE    the tokenizer of shard data: saved as DIR/tokenizer.json for\n"
             "                      `jarip sample` and `jarip export`\n\n"
@@ -53,6 +55,30 @@ static void usage(FILE *f) {
             "  --micro-batch b     rows per forward pass on a rank (default: all its rows)\n"
             "  --dry-run           print every rank's tensors, shapes and bytes; allocate nothing\n\n");
     model_arg_list_presets(f);
+}
+
+/* Several ranks on one host, each with OpenMP threads on every core, leave
+ * threads spinning at barriers for cores their neighbours hold: several times
+ * slower than one thread per core. Without --threads or OMP_NUM_THREADS the
+ * ranks split the host's cores; with them, the lead rank says so once. The
+ * launcher tells how many ranks share this host (OpenMPI, MPICH). */
+static void fit_threads_to_host(int threads_given, int lead, int quiet) {
+    const char *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!ls) ls = getenv("MPI_LOCALNRANKS");
+    const int local = ls ? atoi(ls) : 1, threads = omp_get_max_threads();
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (local < 2 || cores < 1 || threads < 2 || (long)threads * local <= cores) return;
+    if (threads_given || getenv("OMP_NUM_THREADS")) {
+        if (lead)
+            fprintf(stderr, "jarip: warning: %d ranks x %d threads on this host's %ld cores; OpenMP threads will wait "
+                            "for cores (--threads %ld fits)\n", local, threads, cores, cores / local > 0 ? cores / local : 1);
+        return;
+    }
+    const int fit = cores / local > 0 ? (int)(cores / local) : 1;
+    omp_set_num_threads(fit);
+    if (lead && !quiet)
+        fprintf(stderr, "jarip: %d ranks share this host's %ld cores: %d thread%s each (--threads to choose)\n", local,
+                cores, fit, fit == 1 ? "" : "s");
 }
 
 int cmd_train(int argc, char **argv) {
@@ -121,6 +147,7 @@ int cmd_train(int argc, char **argv) {
     Comm *world = comm_world_create(&argc, &argv, &err);
     if (!world) return cli_error(1, "%s", err.msg);
     int lead = world->rank == 0, rc = 0, start = 0;
+    if (world->size > 1) fit_threads_to_host(threads, lead, o.quiet);
     if (!lead) o.quiet = 1;
     Parallel par;
     Model m;
