@@ -68,13 +68,13 @@ static void fit_threads_to_host(int threads_given, int lead, int quiet) {
     const int local = ls ? atoi(ls) : 1, threads = omp_get_max_threads();
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (local < 2 || cores < 1 || threads < 2 || (long)threads * local <= cores) return;
+    const int fit = cores / local > 0 ? (int)(cores / local) : 1;
     if (threads_given || getenv("OMP_NUM_THREADS")) {
         if (lead)
             fprintf(stderr, "jarip: warning: %d ranks x %d threads on this host's %ld cores; OpenMP threads will wait "
-                            "for cores (--threads %ld fits)\n", local, threads, cores, cores / local > 0 ? cores / local : 1);
+                            "for cores (--threads %d fits)\n", local, threads, cores, fit);
         return;
     }
-    const int fit = cores / local > 0 ? (int)(cores / local) : 1;
     omp_set_num_threads(fit);
     if (lead && !quiet)
         fprintf(stderr, "jarip: %d ranks share this host's %ld cores: %d thread%s each (--threads to choose)\n", local,
