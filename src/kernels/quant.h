@@ -16,6 +16,17 @@
 
 #include "kernels/kernels.h"
 
+/* Whether this CPU has F16C. clang 14 does not know "f16c" in
+ * __builtin_cpu_supports; where the compiler already targets F16C
+ * (-march=native on such a CPU) the answer is known at compile time. */
+#if defined(__F16C__)
+#define JARIP_CPU_F16C() 1
+#elif defined(__clang__)
+#define JARIP_CPU_F16C() 0
+#else
+#define JARIP_CPU_F16C() __builtin_cpu_supports("f16c")
+#endif
+
 /* dst (n floats) = src (n elements of dtype). n must be a multiple of the
  * block. Returns 0, ERR_INVALID (bad n) or ERR_UNSUPPORTED (type). */
 int dequantize_row(int dtype, const void *src, float *dst, int64_t n);

@@ -153,7 +153,7 @@ QTile42ScalesFn quant_tile42_scales_fn_avx2(int t) {
 }
 
 QTile42Fn quant_tile42_fn_avx2(int t) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) return NULL;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !JARIP_CPU_F16C()) return NULL;
     return t == DT_Q8_0 ? tile42_q8_0 : t == DT_Q4_1 ? tile42_q4_1 : NULL;
 }
 
