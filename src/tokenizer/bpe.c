@@ -282,7 +282,9 @@ static void encode_piece(TokEncoder *e, const uint8_t *p, size_t len, uint64_t h
             const CacheEnt *c = &e->ce[j];
             if (!c->hash) break;
             if (c->hash == h && c->key_len == len && memcmp(e->ckey + c->key_off, p, len) == 0) {
-                emit(e, e->cid + c->ids_off, c->n_ids);
+                /* a piece none of whose bytes has a token caches zero ids,
+                 * and then cid may still be NULL (NULL + 0 is UB) */
+                if (c->n_ids) emit(e, e->cid + c->ids_off, c->n_ids);
                 return;
             }
         }
