@@ -377,9 +377,9 @@ int tokenizer_from_tiktoken(Tokenizer **out, const char *text, size_t len, const
             size_t d = sp + 1, de = e > i && text[e - 1] == '\r' ? e - 1 : e;
             long rank = sp < e && d < de ? 0 : -1;
             for (; rank >= 0 && d < de; d++)
-                rank = text[d] >= '0' && text[d] <= '9' && rank < (1 << 30) ? rank * 10 + (text[d] - '0') : -1;
+                rank = text[d] >= '0' && text[d] <= '9' && rank < TOK_MAX_VOCAB ? rank * 10 + (text[d] - '0') : -1;
             long k = sp - i <= 4 * sizeof buf / 3 ? b64_decode(text + i, sp - i, buf) : -1;
-            if (sp >= e || rank < 0 || rank >= (1 << 30) || k <= 0)
+            if (sp >= e || rank < 0 || rank >= TOK_MAX_VOCAB || k <= 0)
                 rc = err_set(err, ERR_FORMAT, "tiktoken line %d is not '<base64> <rank>'", line);
             else
                 rc = tok_set_token(t, (int32_t)rank, buf, (size_t)k, err);
