@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/core.h"
+
 /* Parts of a multi-file input are separated by this line (it is in every
  * such target's dictionary, so mutations keep and move it). */
 #define FUZZ_SEP "\n--8<--\n"
@@ -46,14 +48,18 @@ static inline char *fuzz_strndup(const uint8_t *p, size_t n) {
     return s;
 }
 
-/* This process's scratch directory (created once, under $TMPDIR or /tmp;
- * /dev/shm is faster where it exists). */
+static char fuzz_dir_path[256];
+static inline void fuzz_dir_remove(void) { rm_rf(fuzz_dir_path); }
+
+/* This process's scratch directory (created once, under /dev/shm where it
+ * exists, else $TMPDIR or /tmp; removed at exit). */
 static inline const char *fuzz_dir(void) {
-    static char dir[256];
+    char *dir = fuzz_dir_path;
     if (!dir[0]) {
         const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        snprintf(dir, sizeof dir, "%s/jarip-fuzz.XXXXXX", base);
+        snprintf(dir, sizeof fuzz_dir_path, "%s/jarip-fuzz.XXXXXX", base);
         if (!mkdtemp(dir)) abort();
+        atexit(fuzz_dir_remove);
     }
     return dir;
 }
