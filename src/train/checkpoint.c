@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -138,6 +139,13 @@ static void prune(const char *dir, int keep) {
     }
 }
 
+/* Index of the first NaN/Inf of x[0..n), or n. */
+static size_t first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; x && i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return n;
+}
+
 int checkpoint_write(const Config *c, const float *params, const float *adam_m, const float *adam_v,
                      const TrainOptions *o, int step, Err *err) {
     Tensor *tensors;
@@ -145,6 +153,20 @@ int checkpoint_write(const Config *c, const float *params, const float *adam_m, 
     size_t n_params;
     int rc = registry_build(c, &tensors, &n_tensors, &n_params, err);
     if (rc) return rc;
+    /* a poisoned checkpoint would replace the last good one after --keep
+     * saves: refuse it, naming the tensor */
+    const float *kinds[3] = {params, adam_m, adam_v};
+    for (int k = 0; k < 3; k++) {
+        size_t i = first_nonfinite(kinds[k], n_params);
+        if (i == n_params) continue;
+        const char *name = "?";
+        for (int t = 0; t < n_tensors; t++)
+            if (i >= tensors[t].offset && i - tensors[t].offset < (size_t)tensors[t].numel) name = tensors[t].name;
+        rc = err_set(err, ERR_INVALID, "step %d: %s of %s hold %g at element %zu; no checkpoint written (the last is kept)",
+                     step, k == 0 ? "the weights" : "the Adam state", name, (double)kinds[k][i], i);
+        free(tensors);
+        return rc;
+    }
     char final[4096], tmp[4200], p[4400];
     snprintf(final, sizeof final, "%s/ckpt_%08d", o->out, step);
     snprintf(tmp, sizeof tmp, "%s.tmp", final);

@@ -30,6 +30,10 @@ typedef struct {
     int keep;             /* checkpoints kept */
     int threads;
     int quiet;            /* no progress line */
+    int max_bad_steps;    /* stop after this many steps in a row with a non-finite loss or gradient */
+    /* Test hook (JARIP_INJECT_NAN): comma-separated 1-based steps whose loss
+     * is made NaN ("7") or whose gradient gets an Inf ("g7"); NULL = none. */
+    const char *inject_nan;
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);
@@ -38,7 +42,11 @@ void train_options_default(TrainOptions *o);
 float lr_schedule(const TrainOptions *o, int s);
 
 /* Run (or continue, when start_step > 0 and m holds the resumed state) a
- * training run. Writes log.jsonl, loss.svg and checkpoints under o->out. */
+ * training run. Writes log.jsonl, loss.svg and checkpoints under o->out.
+ * A step whose loss or gradient norm is not finite changes nothing (no
+ * update: weights and Adam moments stay those of the last good step), is
+ * logged as skipped, and the run goes on; o->max_bad_steps such steps in a
+ * row end the run with an error naming the last good checkpoint. */
 struct Parallel_;
 int train_run(Model *m, const TrainOptions *o, int start_step, struct Parallel_ *p, Err *err);
 
