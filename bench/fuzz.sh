@@ -17,7 +17,11 @@ SECONDS_PER=${1:-60}
 B=${FUZZ_BUILD:-build-fuzz}
 command -v clang >/dev/null || { echo "fuzz: clang is not installed (apt-get install clang)" >&2; exit 1; }
 CC=clang cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJARIP_FUZZ=ON >/dev/null
-cmake --build "$B" -j "$(nproc)" 2>&1 | grep -E "error" && exit 1
+if ! cmake --build "$B" -j "$(nproc)" > "$B/build.log" 2>&1; then
+  grep -E "error" "$B/build.log" >&2 || tail -20 "$B/build.log" >&2
+  echo "fuzz: the build failed" >&2
+  exit 1
+fi
 targets=${FUZZ_TARGETS:-$(cd tests/fuzz && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')}
 # ASan's leak check stays on (libFuzzer reports a leak as a finding); UBSan
 # stops at the first report (the build also uses -fno-sanitize-recover).
