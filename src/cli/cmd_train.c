@@ -226,7 +226,8 @@ int cmd_train(int argc, char **argv) {
         if (par.zero == 3)
             for (int b = 0; b < par.n_buckets; b++) parallel_release_layer(&par, &m, par.buckets[b].layer);
     }
-    o.inject_nan = getenv("JARIP_INJECT_NAN"); /* test hook: see TrainOptions */
+    o.inject_nan = getenv("JARIP_INJECT_NAN"); /* test hooks: see TrainOptions */
+    if (getenv("JARIP_TEST_CKPT_SLEEP_MS")) o.test_ckpt_sleep_ms = atoi(getenv("JARIP_TEST_CKPT_SLEEP_MS"));
     if (train_run(&m, &o, start, &par, &err)) goto fail;
     goto out;
 fail:

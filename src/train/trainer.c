@@ -195,6 +195,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
     size_t n_whole = config_param_count(c);
     float *full[3] = {NULL, NULL, NULL};
     if (lead) {
+        checkpoint_clean_stale(o->out);
         if (start_step > 0) {
             if ((rc = log_restore(log_path, start_step, &hist, err))) goto done;
         } else {
