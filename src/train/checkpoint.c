@@ -203,6 +203,9 @@ int checkpoint_write(const Config *c, const float *params, const float *adam_m, 
     if ((rc = text_file(p, latest, err))) goto done;
     prune(o->out, o->keep > 0 ? o->keep : 2);
 done:
+    /* a failed write (a full disk) leaves no half checkpoint behind; the
+     * previous one and `latest` are untouched */
+    if (rc) rm_rf(tmp);
     free(tensors);
     return rc;
 }
