@@ -26,9 +26,7 @@ fi
 D="$WORK/disk"
 trap 'umount "$D" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 make_corpus 3000 > "$WORK/corpus.txt"
-cat > "$WORK/cfg.json" <<'JSON'
-{"arch": "llama", "vocab_size": 256, "context_length": 32, "n_layer": 2, "d_model": 64, "n_head": 2, "n_kv_head": 1, "d_ff": 128}
-JSON
+tiny_config "$WORK/cfg.json" 64
 common=(--config "$WORK/cfg.json" --data "$WORK/corpus.txt" --batch 4 --seq 16 --eval-every 0 --eval-batches 1
   --threads 2 --quiet)
 # sizes measured on the real disk first

@@ -12,9 +12,7 @@ KILLS=${JARIP_KILLS:-10}
 SAVE=5
 STEPS=$((KILLS * 12))
 make_corpus 2000 > "$WORK/corpus.txt"
-cat > "$WORK/cfg.json" <<'JSON'
-{"arch": "llama", "vocab_size": 256, "context_length": 32, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1, "d_ff": 64}
-JSON
+tiny_config "$WORK/cfg.json"
 common=(--data "$WORK/corpus.txt" --steps $STEPS --batch 4 --seq 16 --eval-every 25 --eval-batches 1 --save-every $SAVE
   --keep 2 --threads 1 --quiet)
 "$JARIP" train --config "$WORK/cfg.json" --out "$WORK/ref" "${common[@]}"

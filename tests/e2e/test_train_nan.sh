@@ -5,9 +5,7 @@
 # run with one error line naming the last good checkpoint, never a poisoned one.
 source "$(dirname "$0")/lib.sh"
 make_corpus 2000 > "$WORK/corpus.txt"
-cat > "$WORK/cfg.json" <<'JSON'
-{"arch": "llama", "vocab_size": 256, "context_length": 32, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1, "d_ff": 64}
-JSON
+tiny_config "$WORK/cfg.json"
 common=(--config "$WORK/cfg.json" --data "$WORK/corpus.txt" --batch 4 --seq 16 --eval-every 0 --eval-batches 1
   --threads 2 --quiet)
 
