@@ -26,6 +26,17 @@ size_t dtype_block_bytes(int dtype);         /* bytes per block; 0 if unknown */
 /* Bytes of a row of n elements; 0 when n is not a multiple of the block. */
 size_t dtype_row_bytes(int dtype, int64_t n);
 
+/* ---- instruction sets ----------------------------------------------------
+ * Kernels are chosen at run time: the widest set this CPU has (ISA_AVX512:
+ * AVX-512 F/BW/VL + VNNI, with AVX2/FMA/F16C; ISA_AVX2: AVX2/FMA/F16C),
+ * capped by the environment variable JARIP_ISA=scalar|avx2|avx512, so one
+ * machine can run and measure the narrower paths too. Every path gives the
+ * same bits where the code says so (the llama.cpp-exact quantized dots). */
+enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+int kernel_isa(void);                 /* the set in use */
+int kernel_isa_cap(void);             /* JARIP_ISA's cap (ISA_AVX512 when unset), -1 when unrecognised */
+const char *kernel_isa_name(int isa); /* "scalar" | "avx2" | "avx512" */
+
 /* ---- matmul: the one interface every linear layer goes through ---------- */
 /* out (M,N) = inp (M,K) · W(N,K)^T + bias(N). W has dtype wtype (f32 through
  * oneDNN; other types through the quantized kernels). bias may be NULL.
