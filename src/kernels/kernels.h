@@ -36,6 +36,9 @@ enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 int kernel_isa(void);                 /* the set in use */
 int kernel_isa_cap(void);             /* JARIP_ISA's cap (ISA_AVX512 when unset), -1 when unrecognised */
 const char *kernel_isa_name(int isa); /* "scalar" | "avx2" | "avx512" */
+/* The instruction set oneDNN's GEMMs run ("avx512_core_bf16", ...; its
+ * ONEDNN_MAX_CPU_ISA environment variable caps it as JARIP_ISA caps ours). */
+const char *gemm_isa_name(void);
 
 /* ---- matmul: the one interface every linear layer goes through ---------- */
 /* out (M,N) = inp (M,K) · W(N,K)^T + bias(N). W has dtype wtype (f32 through
