@@ -54,6 +54,27 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
+/* ---- bfloat16 GEMM (mixed precision) -------------------------------------
+ * C (M,N) float32 = op(A) (M,K) . op(B) (K,N) [+ C], A and B bfloat16 with
+ * row strides lda/ldb (op = transpose when trans*), float32 accumulation,
+ * through oneDNN's matmul (AVX512-BF16 or AMX-BF16 kernels). Planned once per
+ * shape (the JIT costs milliseconds), run many times. */
+typedef struct {
+    void *engine, *stream, *prim; /* oneDNN handles */
+    int M, N, K;
+} GemmBf16;
+/* accumulate: C += product (else C = product). ERR_UNSUPPORTED when oneDNN
+ * has no implementation on this CPU. */
+int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc,
+                   int accumulate, Err *err);
+int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C);
+void gemm_bf16_free(GemmBf16 *g);
+/* Whether oneDNN runs bf16 GEMMs on native bf16 units here (AVX512-BF16 or
+ * AMX); elsewhere it emulates them, slower than float32. */
+int gemm_bf16_available(void);
+/* dst (n) = src rounded to bfloat16, nearest-even (NaN kept a NaN). */
+void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
+
 /* ---- embeddings ------------------------------------------------------- */
 /* out (N,C) = tok_emb[tokens[i]] (+ pos_emb[pos0 + i % T] when pos_emb). N = B*T. */
 void embedding_forward(float *out, const int32_t *tokens, const float *tok_emb, const float *pos_emb,
