@@ -5,13 +5,24 @@
 
 #include "kernels/kernels.h"
 
+/* Whether this CPU has F16C. clang 14 does not know "f16c" in
+ * __builtin_cpu_supports; where the compiler already targets F16C
+ * (-march=native on such a CPU) the answer is known at compile time. */
+#if defined(__F16C__)
+#define JARIP_CPU_F16C() 1
+#elif defined(__clang__)
+#define JARIP_CPU_F16C() 0
+#else
+#define JARIP_CPU_F16C() JARIP_CPU_F16C()
+#endif
+
 static int cpu_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+        JARIP_CPU_F16C())
         return ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return ISA_AVX2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && JARIP_CPU_F16C()) return ISA_AVX2;
 #endif
     return ISA_SCALAR;
 }
