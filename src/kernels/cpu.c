@@ -13,7 +13,7 @@
 #elif defined(__clang__)
 #define JARIP_CPU_F16C() 0
 #else
-#define JARIP_CPU_F16C() JARIP_CPU_F16C()
+#define JARIP_CPU_F16C() __builtin_cpu_supports("f16c")
 #endif
 
 static int cpu_isa(void) {
