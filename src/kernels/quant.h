@@ -16,17 +16,6 @@
 
 #include "kernels/kernels.h"
 
-/* Whether this CPU has F16C. clang 14 does not know "f16c" in
- * __builtin_cpu_supports; where the compiler already targets F16C
- * (-march=native on such a CPU) the answer is known at compile time. */
-#if defined(__F16C__)
-#define JARIP_CPU_F16C() 1
-#elif defined(__clang__)
-#define JARIP_CPU_F16C() 0
-#else
-#define JARIP_CPU_F16C() __builtin_cpu_supports("f16c")
-#endif
-
 /* dst (n floats) = src (n elements of dtype). n must be a multiple of the
  * block. Returns 0, ERR_INVALID (bad n) or ERR_UNSUPPORTED (type). */
 int dequantize_row(int dtype, const void *src, float *dst, int64_t n);
@@ -104,6 +93,8 @@ QRows4Fn quant_rows4_fn_avx2(int wtype);
 typedef void (*QTile42Fn)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
                           const float *s4, int64_t K, float *out);
 QTile42Fn quant_tile42_fn_avx2(int wtype);
+/* The AVX-512 VNNI version (quant_avx512.c; same bits, same scales) or NULL. */
+QTile42Fn quant_tile42_fn_avx512(int wtype);
 /* wsc (at most QTILE42_WSC floats per 32-block of K) for the weight rows w
  * and w + rb, as the tile42 kernel of the type reads them. */
 #define QTILE42_WSC 16

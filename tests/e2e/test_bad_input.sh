@@ -6,6 +6,7 @@ make_corpus 2000 > "$WORK/corpus.txt"
 
 T=(train --data "$WORK/corpus.txt" --steps 2 --batch 2 --seq 16 --quiet)
 expect_error "unknown command" -- "$JARIP" frobnicate
+expect_error "JARIP_ISA" -- env JARIP_ISA=sse4 "$JARIP" info --preset gpt2-tiny
 expect_error "unknown flag" -- "$JARIP" train --preset gpt2-tiny --bogus 1
 expect_error "unknown preset" -- "$JARIP" "${T[@]}" --preset gpt9 --out "$WORK/r"
 expect_error "cannot open" -- "$JARIP" "${T[@]}" --config "$WORK/missing.json" --out "$WORK/r"
