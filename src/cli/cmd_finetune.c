@@ -55,7 +55,7 @@ int cmd_finetune(int argc, char **argv) {
     o.eval_batches = 4;
     o.save_every = 50;
     const char *model = NULL, *ckpt_base = NULL, *resume = NULL, *format = "chat", *targets = "q,k,v,o,gate,up,down";
-    int rank = 0, full = 0, threads = 0, steps_set = 0;
+    int rank = 0, rank_set = 0, full = 0, threads = 0, steps_set = 0;
     float alpha = 0.0f, dropout = 0.0f;
     double val = 0.1;
     for (int i = 1; i < argc; i++) {
@@ -69,7 +69,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (!strcmp(a, "--resume")) rc = cli_str(argc, argv, &i, &resume);
         else if (!strcmp(a, "--format")) rc = cli_str(argc, argv, &i, &format);
         else if (!strcmp(a, "--val-fraction")) rc = cli_double(argc, argv, &i, 0, 0.9, &val);
-        else if (!strcmp(a, "--lora-rank")) rc = cli_int(argc, argv, &i, -1000000, 1000000, &rank);
+        else if (!strcmp(a, "--lora-rank")) rc = cli_int(argc, argv, &i, -1000000, 1000000, &rank), rank_set = 1;
         else if (!strcmp(a, "--lora-alpha")) rc = cli_float(argc, argv, &i, 1e-6, 1e6, &alpha);
         else if (!strcmp(a, "--lora-targets")) rc = cli_str(argc, argv, &i, &targets);
         else if (!strcmp(a, "--lora-dropout")) rc = cli_float(argc, argv, &i, 0, 0.999, &dropout);
@@ -88,7 +88,7 @@ int cmd_finetune(int argc, char **argv) {
     char ckpt[4096], data_path[4200];
     int start = 0, rc = 0;
     if (resume) {
-        if (model || ckpt_base || full || rank)
+        if (model || ckpt_base || full || rank_set)
             return cli_error(2, "finetune: --resume takes the base and the mode from the run; drop --model/--ckpt/--full/--lora-rank");
         if (tune_run_read(resume, &run, NULL, &err) || checkpoint_resolve(resume, ckpt, sizeof ckpt, &err) ||
             checkpoint_load_config(ckpt, &c, &err))
@@ -96,11 +96,11 @@ int cmd_finetune(int argc, char **argv) {
     } else {
         if (!!model == !!ckpt_base) return cli_error(2, "finetune: give the base as --model FILE.gguf or --ckpt DIR");
         if (!o.data || !o.out) return cli_error(2, "finetune: --data FILE and --out DIR are required");
-        if (full && rank) return cli_error(2, "finetune: --full trains every weight; drop --lora-rank");
+        if (full && rank_set) return cli_error(2, "finetune: --full trains every weight; drop --lora-rank");
+        if (rank_set && rank <= 0) return cli_error(2, "finetune: --lora-rank must be > 0 (got %d)", rank);
         if (strcmp(format, "chat") && strcmp(format, "text"))
             return cli_error(2, "finetune: --format must be chat or text (got '%s')", format);
         if (!full && rank == 0) rank = 16;
-        if (!full && rank < 0) return cli_error(2, "finetune: --lora-rank must be > 0 (got %d)", rank);
         const char *b = model ? model : ckpt_base;
         char *abs = realpath(b, NULL); /* the run finds its base from any directory */
         snprintf(run.base, sizeof run.base, "%s", abs ? abs : b);
