@@ -23,6 +23,10 @@
 # process's ru_maxrss minus its RSS just before the model is loaded (the
 # interpreter, numpy and the library's import), both printed.
 #
+# LLAMA_BENCH=path runs llama.cpp's own llama-bench as the peer instead (a
+# native build: scripts/build_llamacpp.sh prints its folder); the table
+# header prints its CMake flags and jarip's kernel instruction sets.
+#
 # DEPTH=N (default 0) starts both figures from a cache already holding N
 # tokens (llama-bench's -d; filled untimed, in 512-token batches on both
 # sides): long-context prompt and generation speed.
@@ -43,7 +47,12 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
 [ -x "$JARIP" ] || { echo "infer_vs_llamacpp: $JARIP is not built" >&2; exit 1; }
-if ! "$PY" -c 'import llama_cpp' 2>/dev/null; then
+LLAMA_BENCH="${LLAMA_BENCH:-}"
+if [ -n "$LLAMA_BENCH" ] && [ ! -x "$LLAMA_BENCH" ]; then
+    echo "infer_vs_llamacpp: LLAMA_BENCH=$LLAMA_BENCH is not an executable (scripts/build_llamacpp.sh builds one)" >&2
+    exit 1
+fi
+if [ -z "$LLAMA_BENCH" ] && ! "$PY" -c 'import llama_cpp' 2>/dev/null; then
     echo "infer_vs_llamacpp: llama-cpp-python is not installed ($PY -m pip install --break-system-packages llama-cpp-python)" >&2
     exit 1
 fi
@@ -122,9 +131,30 @@ print(f"peak_rss_mib: {(peak - base) / 1024:.1f}")
 print(f"process_peak_rss_mib: {peak / 1024:.1f}")
 PYEOF
 
-LLAMA_VER="$("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)')"
-echo "jarip: $JARIP ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null))"
-echo "llama.cpp: llama-cpp-python $LLAMA_VER (bundled libllama, built from source by pip on this machine)"
+# The native peer: llama.cpp's own llama-bench (same tests: pp512, tg128, -d
+# depth, f16 KV cache, its default flash-attention and weight repacking),
+# its JSON read here; peak RSS is the child's ru_maxrss.
+cat > "$TMP/peer_bench.py" <<'PYEOF'
+import json, resource, subprocess, sys
+exe, path, threads, P, N, R, D = sys.argv[1:8]
+out = subprocess.run([exe, "-m", path, "-t", threads, "-p", P, "-n", N, "-r", R, "-d", D, "-o", "json"],
+                     check=True, capture_output=True, text=True).stdout
+res = {("pp" if t["n_prompt"] else "tg"): t["avg_ts"] for t in json.loads(out)}
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"pp{P}: {res.get('pp', 0):.2f}")
+print(f"tg{N}: {res.get('tg', 0):.2f}")
+print(f"peak_rss_mib: {peak / 1024:.1f}")
+print(f"process_peak_rss_mib: {peak / 1024:.1f}")
+PYEOF
+echo "jarip: $JARIP ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)), $("$JARIP" bench infer --help >/dev/null 2>&1; JARIP_ISA="${JARIP_ISA:-}" "$JARIP" bench infer --model "$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf" -p 0 -n 1 -r 1 2>/dev/null | grep '^kernels:' || echo 'kernels: ?')"
+if [ -n "$LLAMA_BENCH" ]; then
+    cache="$(dirname "$LLAMA_BENCH")/../CMakeCache.txt"
+    flags="$(grep -E '^GGML_(NATIVE|AVX[A-Z0-9_]*|AMX[A-Z0-9_]*|CPU_REPACK):' "$cache" 2>/dev/null | sed 's/:BOOL//' | tr '\n' ' ')"
+    echo "llama.cpp: $LLAMA_BENCH ($("$LLAMA_BENCH" --version 2>&1 | grep -m1 version)); build flags: ${flags:-unknown}"
+else
+    LLAMA_VER="$("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)')"
+    echo "llama.cpp: llama-cpp-python $LLAMA_VER (bundled libllama, built from source by pip on this machine)"
+fi
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "rounds $ROUNDS x reps $REPS, alternating; medians over rounds; depth $DEPTH tokens"
 echo
@@ -144,7 +174,8 @@ for ty in $TYPES; do
             else
                 echo "jarip failed on $ty: $(tail -1 "$TMP/jo")" >&2
             fi
-            if OMP_NUM_THREADS="$th" "$PY" "$TMP/peer.py" "$M" "$th" 512 128 "$REPS" "$DEPTH" > "$TMP/lo" 2>"$TMP/le"; then
+            if [ -n "$LLAMA_BENCH" ]; then peer=("$PY" "$TMP/peer_bench.py" "$LLAMA_BENCH"); else peer=("$PY" "$TMP/peer.py"); fi
+            if OMP_NUM_THREADS="$th" "${peer[@]}" "$M" "$th" 512 128 "$REPS" "$DEPTH" > "$TMP/lo" 2>"$TMP/le"; then
                 echo "$(field pp512 "$TMP/lo") $(field tg128 "$TMP/lo") $(field peak_rss_mib "$TMP/lo") $(field process_peak "$TMP/lo")" >> "$TMP/l"
             else
                 echo "llama.cpp failed on $ty: $(tail -1 "$TMP/le")" >&2

@@ -6,8 +6,9 @@
  *       activations through the 7 matmuls of a layer (integer dot path,
  *       QMM_Q8_ACTIVATIONS), per weight type; thread CPU time of one thread
  *       (robust to other load on the machine), scaled to 30 layers;
- *  tg   one token's F16 matvecs (30 layers + the tied 49152x576 head),
- *       best wall time, with the weights' bytes/s;
+ *  tg   one token's matvecs (30 layers + the tied 49152x576 head) of each
+ *       type in QMM_TG_TYPES (default "f16"; e.g. "q8_0 q4_1"), best wall
+ *       time (thread CPU time at one thread), with the weights' bytes/s;
  *  bw   a read-only stream over as many bytes, the bandwidth ceiling for tg.
  * Timings are the best of QMM_REPS repetitions (default 3) for pp, 10 for tg. */
 #include "kernels/kernels.h"
@@ -58,27 +59,27 @@ static void pp(int ty, int M, int reps) {
     free(x), free(out);
 }
 
-static void tg(int reps) {
+static void tg(int ty, int reps) {
     const int layers = 30;
     void *W[30][7];
     size_t bytes = 0;
     for (int l = 0; l < layers; l++)
-        for (int j = 0; j < 7; j++) W[l][j] = make(DT_F16, L[j].N, L[j].K, 100 + j + l), bytes += dtype_row_bytes(DT_F16, L[j].K) * L[j].N;
-    void *H = make(DT_F16, 49152, 576, 7);
-    bytes += dtype_row_bytes(DT_F16, 576) * 49152;
+        for (int j = 0; j < 7; j++) W[l][j] = make(ty, L[j].N, L[j].K, 100 + j + l), bytes += dtype_row_bytes(ty, L[j].K) * L[j].N;
+    void *H = make(ty, 49152, 576, 7);
+    bytes += dtype_row_bytes(ty, 576) * 49152;
     float *x = malloc(1536 * 4), *out = malloc(49152 * 4);
     for (int i = 0; i < 1536; i++) x[i] = rng_normal(1, i);
     double best = 1e9;
     for (int r = 0; r < reps; r++) {
-        double t0 = now(0);
+        double t0 = now(omp_get_max_threads() == 1);
         for (int l = 0; l < layers; l++)
-            for (int j = 0; j < 7; j++) matmul_quant_forward_ex(out, x, W[l][j], DT_F16, 1, L[j].N, L[j].K, QMM_Q8_ACTIVATIONS);
-        matmul_quant_forward_ex(out, x, H, DT_F16, 1, 49152, 576, QMM_Q8_ACTIVATIONS);
-        double dt = now(0) - t0;
+            for (int j = 0; j < 7; j++) matmul_quant_forward_ex(out, x, W[l][j], ty, 1, L[j].N, L[j].K, QMM_Q8_ACTIVATIONS);
+        matmul_quant_forward_ex(out, x, H, ty, 1, 49152, 576, QMM_Q8_ACTIVATIONS);
+        double dt = now(omp_get_max_threads() == 1) - t0;
         if (dt < best) best = dt;
     }
-    printf("tg F16   threads %d: %7.3f ms/token  %6.2f GB/s of weights  (=> %5.1f tok/s matmuls only)\n",
-           omp_get_max_threads(), best * 1e3, bytes / best / 1e9, 1 / best);
+    printf("tg %-5s threads %d: %7.3f ms/token  %6.2f GB/s of weights  (=> %5.1f tok/s matmuls only)\n",
+           dtype_name(ty), omp_get_max_threads(), best * 1e3, bytes / best / 1e9, 1 / best);
     /* bandwidth ceiling: the same bytes read once, 8 accumulators */
     const size_t n = bytes / 32;
     __attribute__((aligned(64))) float dummy[8] = {0};
@@ -120,6 +121,11 @@ int main(int argc, char **argv) {
         pp(DT_Q8_0, 512, reps);
         pp(DT_Q4_1, 512, reps);
     }
-    if (!strcmp(what, "tg") || !strcmp(what, "all")) tg(10);
+    if (!strcmp(what, "tg") || !strcmp(what, "all")) {
+        const char *types = getenv("QMM_TG_TYPES") ? getenv("QMM_TG_TYPES") : "f16";
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", types);
+        for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) tg(dtype_from_name(t), 10);
+    }
     return 0;
 }

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libdnnl-dev libopenblas-dev libpcre2-dev libjansson-dev
   zlib1g-dev libomp-dev openmpi-bin libopenmpi-dev python3 python3-pip python3-numpy python3-torch
-  fortunes fortunes-min iproute2 unzip time bc)
+  fortunes fortunes-min iproute2 unzip time bc clang libclang-rt-14-dev)
 # PyPI packages used only by tests (reference values) and benchmarks (peers).
 PIP_PACKAGES=(tokenizers tiktoken gguf)
 

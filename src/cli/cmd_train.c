@@ -38,6 +38,8 @@ static void usage(FILE *f) {
             "  --eval-batches N    validation batches per evaluation (default 8)\n"
             "  --save-every N      checkpoint every N steps; 0 = only at the end (default 500)\n"
             "  --keep N            checkpoints kept in DIR (default 2)\n"
+            "  --max-bad-steps K   a step with a NaN/Inf loss or gradient is skipped (weights unchanged);\n"
+            "                      K such steps in a row stop the run (default 5)\n"
             "  --threads N         OpenMP threads (default: all cores; under mpirun, the host's cores\n"
             "                      split between its ranks)\n"
             "  --quiet             no progress line\n"
@@ -105,6 +107,7 @@ int train_flag(int argc, char **argv, int *i, TrainOptions *o, int *threads, int
     else if (!strcmp(a, "--eval-batches")) rc = cli_int(argc, argv, i, 0, 100000, &o->eval_batches);
     else if (!strcmp(a, "--save-every")) rc = cli_int(argc, argv, i, 0, 100000000, &o->save_every);
     else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, i, 1, 1000, &o->keep);
+    else if (!strcmp(a, "--max-bad-steps")) rc = cli_int(argc, argv, i, 1, 1000000, &o->max_bad_steps);
     else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, i, 1, 1024, threads);
     else if (!strcmp(a, "--quiet")) o->quiet = 1;
     else *handled = 0;
@@ -213,7 +216,7 @@ int cmd_train(int argc, char **argv) {
         }
         parallel_scatter_full(&par, &m, full[0], full[1], full[2]);
         for (int k = 0; k < 3; k++) xfree(full[k]);
-        int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, mbatch = o.micro_batch;
+        int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, mbatch = o.micro_batch, bad = o.max_bad_steps;
         const char *data = o.data;
         o = saved;
         if (saved.data == saved.data_saved) o.data = o.data_saved; /* the copy owns its path */
@@ -221,6 +224,7 @@ int cmd_train(int argc, char **argv) {
         o.quiet = quiet;
         o.stop_after = stop_after;
         o.micro_batch = mbatch;
+        o.max_bad_steps = bad;
         if (steps_set) o.steps = steps;
         if (data) o.data = data;
         if (!o.data) {
@@ -232,6 +236,8 @@ int cmd_train(int argc, char **argv) {
         if (par.zero == 3)
             for (int b = 0; b < par.n_buckets; b++) parallel_release_layer(&par, &m, par.buckets[b].layer);
     }
+    o.inject_nan = getenv("JARIP_INJECT_NAN"); /* test hooks: see TrainOptions */
+    if (getenv("JARIP_TEST_CKPT_SLEEP_MS")) o.test_ckpt_sleep_ms = atoi(getenv("JARIP_TEST_CKPT_SLEEP_MS"));
     if (train_run(&m, &o, start, &par, &err)) goto fail;
     goto out;
 fail:

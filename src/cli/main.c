@@ -1,8 +1,10 @@
 /* jarip: the command line. Dispatches to one file per command. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "kernels/kernels.h"
 
 typedef struct {
     const char *name;
@@ -41,6 +43,8 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    if (kernel_isa_cap() < 0)
+        return cli_error(2, "JARIP_ISA='%s' is not scalar, avx2 or avx512", getenv("JARIP_ISA"));
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
     return cli_error(2, "unknown command '%s' (see jarip --help)", argv[1]);

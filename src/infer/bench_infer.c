@@ -128,6 +128,7 @@ int bench_infer_main(int argc, char **argv) {
         const Tensor *w = im.model.layers[0].w_up;
         printf("model: %s, %zu parameters, weights %s, threads %d, batch %d, kv cache %s\n", im.name,
                im.model.n_params, dtype_name(w->dtype), omp_get_max_threads(), s.batch, dtype_name(kv_type));
+        printf("kernels: jarip %s, oneDNN %s\n", kernel_isa_name(kernel_isa()), gemm_isa_name());
         double m, sd;
         char at[32] = "";
         if (depth) snprintf(at, sizeof at, " @ d%d", depth);

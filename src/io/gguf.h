@@ -104,7 +104,7 @@ GGUFWriter *gguf_writer_create(void); /* NULL on out of memory */
 void gguf_writer_free(GGUFWriter *w);
 /* Tensor data alignment (power of two, default 32); also writes general.alignment
  * when it differs from 32. */
-int gguf_writer_set_alignment(GGUFWriter *w, uint32_t alignment);
+int gguf_writer_set_alignment(GGUFWriter *w, uint32_t alignment); /* a power of two >= 8 */
 
 int gguf_writer_set_u8(GGUFWriter *w, const char *key, uint8_t v);
 int gguf_writer_set_i8(GGUFWriter *w, const char *key, int8_t v);

@@ -265,8 +265,10 @@ static int parse(GGUFFile *g, Err *err) {
         if (kv->type != GGUF_T_U32) return err_set(err, ERR_FORMAT, "general.alignment must be u32");
         uint32_t a;
         memcpy(&a, kv->val, 4);
-        if (a == 0 || (a & (a - 1)) || a > (1u << 24))
-            return err_set(err, ERR_FORMAT, "general.alignment %u is not a power of two up to 16M", a);
+        /* the GGUF spec: a multiple of 8. Smaller ones would put quantized
+         * blocks (2-byte scales) and f32 tensors at misaligned addresses. */
+        if (a < 8 || (a & (a - 1)) || a > (1u << 24))
+            return err_set(err, ERR_FORMAT, "general.alignment %u is not a power of two from 8 to 16M", a);
         g->alignment = a;
     }
 

@@ -52,7 +52,7 @@ void gguf_writer_free(GGUFWriter *w) {
 }
 
 int gguf_writer_set_alignment(GGUFWriter *w, uint32_t a) {
-    if (a == 0 || (a & (a - 1))) return ERR_INVALID;
+    if (a < 8 || (a & (a - 1))) return ERR_INVALID; /* what the reader accepts (the GGUF spec) */
     w->alignment = a;
     return a == 32 ? 0 : gguf_writer_set_u32(w, "general.alignment", a);
 }

@@ -26,6 +26,20 @@ size_t dtype_block_bytes(int dtype);         /* bytes per block; 0 if unknown */
 /* Bytes of a row of n elements; 0 when n is not a multiple of the block. */
 size_t dtype_row_bytes(int dtype, int64_t n);
 
+/* ---- instruction sets ----------------------------------------------------
+ * Kernels are chosen at run time: the widest set this CPU has (ISA_AVX512:
+ * AVX-512 F/BW/VL + VNNI, with AVX2/FMA/F16C; ISA_AVX2: AVX2/FMA/F16C),
+ * capped by the environment variable JARIP_ISA=scalar|avx2|avx512, so one
+ * machine can run and measure the narrower paths too. Every path gives the
+ * same bits where the code says so (the llama.cpp-exact quantized dots). */
+enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+int kernel_isa(void);                 /* the set in use */
+int kernel_isa_cap(void);             /* JARIP_ISA's cap (ISA_AVX512 when unset), -1 when unrecognised */
+const char *kernel_isa_name(int isa); /* "scalar" | "avx2" | "avx512" */
+/* The instruction set oneDNN's GEMMs run ("avx512_core_bf16", ...; its
+ * ONEDNN_MAX_CPU_ISA environment variable caps it as JARIP_ISA caps ours). */
+const char *gemm_isa_name(void);
+
 /* ---- matmul: the one interface every linear layer goes through ---------- */
 /* out (M,N) = inp (M,K) · W(N,K)^T + bias(N). W has dtype wtype (f32 through
  * oneDNN; other types through the quantized kernels). bias may be NULL.
@@ -44,6 +58,27 @@ int matmul_backward_input(float *dinp, const float *dout, const void *W, int wty
 /* Plain row-major GEMM, C (M,N) = alpha·op(A)·op(B) + beta·C. */
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- bfloat16 GEMM (mixed precision) -------------------------------------
+ * C (M,N) float32 = op(A) (M,K) . op(B) (K,N) [+ C], A and B bfloat16 with
+ * row strides lda/ldb (op = transpose when trans*), float32 accumulation,
+ * through oneDNN's matmul (AVX512-BF16 or AMX-BF16 kernels). Planned once per
+ * shape (the JIT costs milliseconds), run many times. */
+typedef struct {
+    void *engine, *stream, *prim; /* oneDNN handles */
+    int M, N, K;
+} GemmBf16;
+/* accumulate: C += product (else C = product). ERR_UNSUPPORTED when oneDNN
+ * has no implementation on this CPU. */
+int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc,
+                   int accumulate, Err *err);
+int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C);
+void gemm_bf16_free(GemmBf16 *g);
+/* Whether oneDNN runs bf16 GEMMs on native bf16 units here (AVX512-BF16 or
+ * AMX); elsewhere it emulates them, slower than float32. */
+int gemm_bf16_available(void);
+/* dst (n) = src rounded to bfloat16, nearest-even (NaN kept a NaN). */
+void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 
 /* ---- embeddings ------------------------------------------------------- */
 /* out (N,C) = tok_emb[tokens[i]] (+ pos_emb[pos0 + i % T] when pos_emb). N = B*T. */

@@ -93,6 +93,8 @@ QRows4Fn quant_rows4_fn_avx2(int wtype);
 typedef void (*QTile42Fn)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
                           const float *s4, int64_t K, float *out);
 QTile42Fn quant_tile42_fn_avx2(int wtype);
+/* The AVX-512 VNNI version (quant_avx512.c; same bits, same scales) or NULL. */
+QTile42Fn quant_tile42_fn_avx512(int wtype);
 /* wsc (at most QTILE42_WSC floats per 32-block of K) for the weight rows w
  * and w + rb, as the tile42 kernel of the type reads them. */
 #define QTILE42_WSC 16

@@ -341,12 +341,12 @@ TGT static void act_q8_K_avx2(const float *x, int64_t K, int8_t *qs, float *dd, 
 }
 
 QActQ8KFn quant_act_q8_K_fn_avx2(void) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (kernel_isa() < ISA_AVX2) return NULL;
     return act_q8_K_avx2;
 }
 
 QActQ8Fn quant_act_q8_fn_avx2(void) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (kernel_isa() < ISA_AVX2) return NULL;
     return act_q8_avx2;
 }
 
@@ -466,7 +466,7 @@ TGT static void dot4_q5_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K,
 }
 
 QDot4Fn quant_dot4_fn_avx2(int t) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (kernel_isa() < ISA_AVX2) return NULL;
     switch (t) {
     case DT_Q4_0: return dot4_q4_0;
     case DT_Q4_1: return dot4_q4_1;
@@ -592,7 +592,7 @@ TGT static void deq_bf16(const void *src, float *y, int64_t n) {
 }
 
 QDequantFn quant_dequant_fn_avx2(int t) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (kernel_isa() < ISA_AVX2) return NULL;
     switch (t) {
     case DT_Q4_0: return deq_q4_0;
     case DT_Q4_1: return deq_q4_1;
@@ -609,7 +609,7 @@ QDequantFn quant_dequant_fn_avx2(int t) {
 }
 
 QDotFn quant_dot_fn_avx2(int t) {
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NULL;
+    if (kernel_isa() < ISA_AVX2) return NULL;
     switch (t) {
     case DT_Q4_0: return dot_q4_0;
     case DT_Q4_1: return dot_q4_1;

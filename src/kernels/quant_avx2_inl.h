@@ -54,5 +54,18 @@ TGT static inline __m128i ld32(const void *p) {
     return _mm_cvtsi32_si128(v);
 }
 
+/* hsum_ps of eight vectors at once, lane p = hsum_ps(c[p]) with the same
+ * additions in the same order: lo+hi halves, then (0+2),(1+3), then their sum. */
+TGT static inline __m256 hsum8_ps(__m256 c0, __m256 c1, __m256 c2, __m256 c3, __m256 c4, __m256 c5, __m256 c6,
+                                  __m256 c7) {
+#define HALVES(x, y) _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31))
+    const __m256 r01 = HALVES(c0, c1), r23 = HALVES(c2, c3), r45 = HALVES(c4, c5), r67 = HALVES(c6, c7);
+#undef HALVES
+    const __m256 s0 = _mm256_add_ps(_mm256_shuffle_ps(r01, r23, 0x44), _mm256_shuffle_ps(r01, r23, 0xEE));
+    const __m256 s1 = _mm256_add_ps(_mm256_shuffle_ps(r45, r67, 0x44), _mm256_shuffle_ps(r45, r67, 0xEE));
+    const __m256 f = _mm256_add_ps(_mm256_shuffle_ps(s0, s1, 0x88), _mm256_shuffle_ps(s0, s1, 0xDD));
+    return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 #endif /* x86 */
 #endif /* JARIP_KERNELS_QUANT_AVX2_INL_H */

@@ -282,7 +282,7 @@ TGT static void weighted_sum_avx2(float *out, const float *p, const float *vf, c
 }
 
 static int have_avx2(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return kernel_isa() >= ISA_AVX2;
 }
 #else
 #define HAVE_SIMD_PATH 0

@@ -188,7 +188,9 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     const int parallel = work > 32768.0 && omp_get_max_threads() > 1 && !omp_in_parallel();
     const int nth = parallel ? omp_get_max_threads() : 1;
     QRows4Fn rows4 = quant_rows4_fn_avx2(wtype);
-    QTile42Fn tile42 = rows4 && M >= 4 ? quant_tile42_fn_avx2(wtype) : NULL;
+    QTile42Fn tile42 = NULL;
+    if (rows4 && M >= 4) tile42 = quant_tile42_fn_avx512(wtype);
+    if (rows4 && M >= 4 && !tile42) tile42 = quant_tile42_fn_avx2(wtype);
     QTile42ScalesFn tile42_scales = quant_tile42_scales_fn_avx2(wtype);
     float *ds = NULL;
     if (tile42) {

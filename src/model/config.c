@@ -51,17 +51,21 @@ static void config_fill_derived(Config *c) {
 
 int config_validate(const Config *c, Err *err) {
 #define REQ(cond, ...) do { if (!(cond)) return err_set(err, ERR_INVALID, "config: " __VA_ARGS__); } while (0)
-    REQ(c->vocab_size > 0, "vocab_size must be > 0 (got %d)", c->vocab_size);
-    REQ(c->context_length > 0, "context_length must be > 0 (got %d)", c->context_length);
-    REQ(c->n_layer > 0, "n_layer must be > 0 (got %d)", c->n_layer);
-    REQ(c->d_model > 0, "d_model must be > 0 (got %d)", c->d_model);
-    REQ(c->n_head > 0, "n_head must be > 0 (got %d)", c->n_head);
+    /* Upper bounds far above any real model (405B: 126 layers, d_model
+     * 16384; Llama 4: 10M context), so a hostile config.json or GGUF cannot
+     * make the registry allocate per-layer tables for 2^31 layers. */
+    REQ(c->vocab_size > 0 && c->vocab_size <= (1 << 22), "vocab_size must be in 1..4194304 (got %d)", c->vocab_size);
+    REQ(c->context_length > 0 && c->context_length <= (1 << 24), "context_length must be in 1..16777216 (got %d)",
+        c->context_length);
+    REQ(c->n_layer > 0 && c->n_layer <= 1024, "n_layer must be in 1..1024 (got %d)", c->n_layer);
+    REQ(c->d_model > 0 && c->d_model <= (1 << 16), "d_model must be in 1..65536 (got %d)", c->d_model);
+    REQ(c->n_head > 0 && c->n_head <= 1024, "n_head must be in 1..1024 (got %d)", c->n_head);
     REQ(c->n_kv_head > 0 && c->n_kv_head <= c->n_head, "n_kv_head must be in 1..n_head (got %d)", c->n_kv_head);
     REQ(c->n_head % c->n_kv_head == 0, "n_head (%d) must be divisible by n_kv_head (%d)", c->n_head, c->n_kv_head);
     REQ(c->head_dim > 0 && c->head_dim <= 1024, "head_dim must be in 1..1024 (got %d)", c->head_dim);
     REQ(c->head_dim * c->n_head == c->d_model || c->head_dim > 0,
         "d_model (%d) must be divisible by n_head (%d)", c->d_model, c->n_head);
-    REQ(c->d_ff > 0, "d_ff must be > 0 (got %d)", c->d_ff);
+    REQ(c->d_ff > 0 && c->d_ff <= (1 << 20), "d_ff must be in 1..1048576 (got %d)", c->d_ff);
     REQ(c->norm_eps > 0 && c->norm_eps < 1, "norm_eps must be in (0, 1)");
     REQ(c->norm == NORM_LAYERNORM || c->norm == NORM_RMSNORM, "norm must be layernorm or rmsnorm");
     REQ(c->pos == POS_LEARNED || c->pos == POS_ROPE, "pos must be learned or rope");

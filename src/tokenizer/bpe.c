@@ -187,7 +187,9 @@ static size_t merge_piece(TokEncoder *e, const uint8_t *p, size_t len) {
     if (n < 2) return n;
     if (n > SHORT_PIECE) return merge_long(e, n);
     int32_t *s = e->sym, *r = e->rk;
-    for (size_t i = 0; i + 1 < n; i++) { /* overlap the table's memory latency */
+    /* overlap the table's memory latency (a vocabulary without merges has
+     * no table: mmap is NULL, and NULL + offset is UB) */
+    for (size_t i = 0; t->mmap && i + 1 < n; i++) {
         uint64_t key = ((uint64_t)(uint32_t)s[i] << 32) | (uint32_t)s[i + 1];
         __builtin_prefetch(&t->mmap[(size_t)((key * 0x9E3779B97F4A7C15ULL) >> 20) & (t->mmap_cap - 1)]);
     }
@@ -282,7 +284,9 @@ static void encode_piece(TokEncoder *e, const uint8_t *p, size_t len, uint64_t h
             const CacheEnt *c = &e->ce[j];
             if (!c->hash) break;
             if (c->hash == h && c->key_len == len && memcmp(e->ckey + c->key_off, p, len) == 0) {
-                emit(e, e->cid + c->ids_off, c->n_ids);
+                /* a piece none of whose bytes has a token caches zero ids,
+                 * and then cid may still be NULL (NULL + 0 is UB) */
+                if (c->n_ids) emit(e, e->cid + c->ids_off, c->n_ids);
                 return;
             }
         }

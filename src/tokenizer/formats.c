@@ -159,7 +159,7 @@ static int from_json_root(Tokenizer *t, json_t *root, Err *err) {
     size_t klen;
     json_t *v;
     json_object_keylen_foreach(vocab, key, klen, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= (1 << 30))
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= TOK_MAX_VOCAB)
             return err_set(err, ERR_FORMAT, "vocab entry '%.*s' has no valid id", (int)klen, key);
         if (set_token_text(t, (int32_t)json_integer_value(v), key, klen, err)) return err->code;
     }
@@ -167,7 +167,7 @@ static int from_json_root(Tokenizer *t, json_t *root, Err *err) {
     for (size_t i = 0; i < json_array_size(added); i++) {
         json_t *a = json_array_get(added, i), *c = json_object_get(a, "content");
         json_int_t id = json_integer_value(json_object_get(a, "id"));
-        if (!json_is_string(c) || id < 0 || id >= (1 << 30)) return err_set(err, ERR_FORMAT, "added token %zu is malformed", i);
+        if (!json_is_string(c) || id < 0 || id >= TOK_MAX_VOCAB) return err_set(err, ERR_FORMAT, "added token %zu is malformed", i);
         if (tok_set_token(t, (int32_t)id, json_string_value(c), json_string_length(c), err)) return err->code;
         t->special[id] = 1;
     }
@@ -372,10 +372,14 @@ int tokenizer_from_tiktoken(Tokenizer **out, const char *text, size_t len, const
         size_t sp = i;
         while (sp < e && text[sp] != ' ') sp++;
         if (e > i && !(e == i + 1 && text[i] == '\r')) {
-            char *end;
-            long rank = sp < e ? strtol(text + sp + 1, &end, 10) : -1;
+            /* the rank: decimal digits up to the line's end (or a '\r' before
+             * it), read within [sp+1, e): text need not be NUL-terminated */
+            size_t d = sp + 1, de = e > i && text[e - 1] == '\r' ? e - 1 : e;
+            long rank = sp < e && d < de ? 0 : -1;
+            for (; rank >= 0 && d < de; d++)
+                rank = text[d] >= '0' && text[d] <= '9' && rank < TOK_MAX_VOCAB ? rank * 10 + (text[d] - '0') : -1;
             long k = sp - i <= 4 * sizeof buf / 3 ? b64_decode(text + i, sp - i, buf) : -1;
-            if (sp >= e || rank < 0 || rank >= (1 << 30) || k <= 0 || (end != text + e && *end != '\r'))
+            if (sp >= e || rank < 0 || rank >= TOK_MAX_VOCAB || k <= 0)
                 rc = err_set(err, ERR_FORMAT, "tiktoken line %d is not '<base64> <rank>'", line);
             else
                 rc = tok_set_token(t, (int32_t)rank, buf, (size_t)k, err);

@@ -8,6 +8,10 @@
 #include "tokenizer.h"
 
 #define TOK_MAX_STAGES 4
+/* Highest token id + 1 a loaded tokenizer may have: 16x the largest real
+ * vocabulary (Gemma's 262144). Ids are array indices, so a hostile file
+ * naming id 10^9 must be refused, not allocated (4 GiB from a 14-byte file). */
+#define TOK_MAX_VOCAB (1 << 22)
 
 typedef struct {
     uint64_t key;  /* (left << 32) | right; UINT64_MAX marks an empty slot */

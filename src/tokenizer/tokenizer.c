@@ -77,7 +77,7 @@ static int grow_vocab(Tokenizer *t, int n, Err *err) {
 }
 
 int tok_set_token(Tokenizer *t, int32_t id, const void *bytes, size_t len, Err *err) {
-    if (id < 0 || id >= (1 << 30)) return err_set(err, ERR_FORMAT, "token id %d is out of range", id);
+    if (id < 0 || id >= TOK_MAX_VOCAB) return err_set(err, ERR_FORMAT, "token id %d is out of range", id);
     if (len >= UINT32_MAX / 2) return err_set(err, ERR_FORMAT, "token %d is too long", id);
     if (grow_vocab(t, id + 1, err)) return err->code;
     if (t->pool_len + len > t->pool_cap) {

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,8 +50,13 @@ static int write_all(int fd, const void *buf, size_t len, uint32_t *crc) {
     return 0;
 }
 
+/* The kill -9 test hook (TrainOptions.test_ckpt_sleep_ms). */
+static void test_sleep(int ms) {
+    if (ms > 0) usleep((useconds_t)ms * 1000);
+}
+
 static int write_model_bin(const Tensor *tensors, int n_tensors, size_t n_params, const float *params,
-                           const float *adam_m, const float *adam_v, const char *path, Err *err) {
+                           const float *adam_m, const float *adam_v, const char *path, int sleep_ms, Err *err) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return err_set(err, ERR_IO, "cannot create %s: %s", path, strerror(errno));
     uint32_t crc = 0;
@@ -70,6 +76,7 @@ static int write_model_bin(const Tensor *tensors, int n_tensors, size_t n_params
     }
     size_t bytes = n_params * sizeof(float);
     if (!bad) bad = write_all(fd, params, bytes, &crc);
+    test_sleep(sleep_ms);
     if (!bad && adam_m) bad = write_all(fd, adam_m, bytes, &crc) || write_all(fd, adam_v, bytes, &crc);
     if (!bad) bad = write_all(fd, &crc, sizeof crc, NULL);
     if (!bad) bad = fsync(fd);
@@ -138,6 +145,13 @@ static void prune(const char *dir, int keep) {
     }
 }
 
+/* Index of the first NaN/Inf of x[0..n), or n. */
+static size_t first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; x && i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return n;
+}
+
 int checkpoint_write(const Config *c, const float *params, const float *adam_m, const float *adam_v,
                      const TrainOptions *o, int step, Err *err) {
     Tensor *tensors;
@@ -145,6 +159,20 @@ int checkpoint_write(const Config *c, const float *params, const float *adam_m, 
     size_t n_params;
     int rc = registry_build(c, &tensors, &n_tensors, &n_params, err);
     if (rc) return rc;
+    /* a poisoned checkpoint would replace the last good one after --keep
+     * saves: refuse it, naming the tensor */
+    const float *kinds[3] = {params, adam_m, adam_v};
+    for (int k = 0; k < 3; k++) {
+        size_t i = first_nonfinite(kinds[k], n_params);
+        if (i == n_params) continue;
+        const char *name = "?";
+        for (int t = 0; t < n_tensors; t++)
+            if (i >= tensors[t].offset && i - tensors[t].offset < (size_t)tensors[t].numel) name = tensors[t].name;
+        rc = err_set(err, ERR_INVALID, "step %d: %s of %s hold %g at element %zu; no checkpoint written (the last is kept)",
+                     step, k == 0 ? "the weights" : "the Adam state", name, (double)kinds[k][i], i);
+        free(tensors);
+        return rc;
+    }
     char final[4096], tmp[4200], p[4400];
     snprintf(final, sizeof final, "%s/ckpt_%08d", o->out, step);
     snprintf(tmp, sizeof tmp, "%s.tmp", final);
@@ -157,8 +185,10 @@ int checkpoint_write(const Config *c, const float *params, const float *adam_m, 
     if (rc) goto done;
     snprintf(p, sizeof p, "%s/state.json", tmp);
     if ((rc = write_state(o, step, p, err))) goto done;
+    test_sleep(o->test_ckpt_sleep_ms);
     snprintf(p, sizeof p, "%s/model.bin", tmp);
-    if ((rc = write_model_bin(tensors, n_tensors, n_params, params, adam_m, adam_v, p, err))) goto done;
+    if ((rc = write_model_bin(tensors, n_tensors, n_params, params, adam_m, adam_v, p, o->test_ckpt_sleep_ms, err)))
+        goto done;
     fsync_dir(tmp);
     rm_rf(final); /* a re-save of the same step replaces it */
     if (rename(tmp, final) != 0) {
@@ -166,18 +196,36 @@ int checkpoint_write(const Config *c, const float *params, const float *adam_m, 
         goto done;
     }
     fsync_dir(o->out);
+    test_sleep(o->test_ckpt_sleep_ms);
     char latest[64];
     snprintf(latest, sizeof latest, "ckpt_%08d\n", step);
     snprintf(p, sizeof p, "%s/latest", o->out);
     if ((rc = text_file(p, latest, err))) goto done;
     prune(o->out, o->keep > 0 ? o->keep : 2);
 done:
+    /* a failed write (a full disk) leaves no half checkpoint behind; the
+     * previous one and `latest` are untouched */
+    if (rc) rm_rf(tmp);
     free(tensors);
     return rc;
 }
 
 int checkpoint_save(const Model *m, const TrainOptions *o, int step, Err *err) {
     return checkpoint_write(&m->cfg, m->params, m->adam_m, m->adam_v, o, step, err);
+}
+
+void checkpoint_clean_stale(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4400];
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        int stale_ckpt = strncmp(e->d_name, "ckpt_", 5) == 0 && n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0;
+        if ((stale_ckpt || strstr(e->d_name, ".tmp.")) && snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+            rm_rf(p);
+    }
+    closedir(d);
 }
 
 int checkpoint_resolve(const char *dir, char *out, size_t out_len, Err *err) {

@@ -459,6 +459,8 @@ int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double 
     if (p->world->size > 1 && (rc = comm_allreduce_sum_f64(p->world, &sq, 1, err))) return rc;
     /* gradients are sums over dp ranks of per-rank means: average them */
     *norm = sqrt(sq) / p->dp;
+    /* a NaN/Inf gradient would poison every weight it touches */
+    if (o->skip || !isfinite(*norm)) return 0;
     float clip = (o->grad_clip > 0 && *norm > o->grad_clip) ? (float)(o->grad_clip / *norm) : 1.0f;
     AdamCtx ac = {{p, NULL, 0}, o, clip / (float)p->dp};
     if (p->zero == 0) {

@@ -92,7 +92,10 @@ void parallel_zero_grad(Parallel *p, Model *m);
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay, grad_clip;
     int t; /* 1-based step */
+    int skip; /* reduce and measure the gradients, but change nothing (a bad loss) */
 } AdamOptions;
+/* *norm: the global gradient norm. When it is not finite, or o->skip, no
+ * parameter or moment changes (every rank sees the same norm: all skip). */
 int parallel_optimizer_step(Parallel *p, Model *m, const AdamOptions *o, double *norm, Err *err);
 
 /* The model's weights hook under ZeRO >= 2 (installed by parallel_attach)

@@ -30,6 +30,14 @@ typedef struct TrainOptions_ {
     int keep;             /* checkpoints kept */
     int threads;
     int quiet;            /* no progress line */
+    int max_bad_steps;    /* stop after this many steps in a row with a non-finite loss or gradient */
+    /* Test hook (JARIP_INJECT_NAN): comma-separated 1-based steps whose loss
+     * is made NaN ("7") or whose gradient gets an Inf ("g7"); NULL = none. */
+    const char *inject_nan;
+    /* Test hook (JARIP_TEST_CKPT_SLEEP_MS): sleep this long at three points
+     * inside each checkpoint write (before model.bin, halfway through it,
+     * between the rename and `latest`), so a kill -9 test lands there. */
+    int test_ckpt_sleep_ms;
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);
@@ -38,7 +46,11 @@ void train_options_default(TrainOptions *o);
 float lr_schedule(const TrainOptions *o, int s);
 
 /* Run (or continue, when start_step > 0 and m holds the resumed state) a
- * training run. Writes log.jsonl, loss.svg and checkpoints under o->out. */
+ * training run. Writes log.jsonl, loss.svg and checkpoints under o->out.
+ * A step whose loss or gradient norm is not finite changes nothing (no
+ * update: weights and Adam moments stay those of the last good step), is
+ * logged as skipped, and the run goes on; o->max_bad_steps such steps in a
+ * row end the run with an error naming the last good checkpoint. */
 struct Parallel_;
 int train_run(Model *m, const TrainOptions *o, int start_step, struct Parallel_ *p, Err *err);
 
@@ -56,6 +68,10 @@ int checkpoint_read(const char *ckpt, const Config *c, float *params, float *ada
                     TrainOptions *o, Err *err);
 /* Resolve a run directory (via DIR/latest) or a checkpoint directory. */
 int checkpoint_resolve(const char *dir, char *out, size_t out_len, Err *err);
+/* Remove what a killed run left half-written in run directory dir: ckpt_*.tmp
+ * directories and the temporaries of atomic writes (NAME.tmp.PID). Only
+ * for the run's own directory, before it writes again. */
+void checkpoint_clean_stale(const char *dir);
 /* Load config and weights (and optimizer state when m->grads != NULL after
  * model_create(training=1)). *step and, if o != NULL, the saved options. */
 int checkpoint_load_config(const char *ckpt_dir, Config *c, Err *err);

@@ -31,6 +31,25 @@ void train_options_default(TrainOptions *o) {
     o->eval_batches = 8;
     o->save_every = 500;
     o->keep = 2;
+    o->max_bad_steps = 5;
+}
+
+/* Whether the JARIP_INJECT_NAN list names 1-based step s with kind
+ * 'l' (loss: "7") or 'g' (gradient: "g7"). */
+static int inject_at(const char *list, int s, char kind) {
+    for (const char *p = list; p && *p;) {
+        char k = 'l';
+        if (*p == 'g') {
+            k = 'g';
+            p++;
+        }
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) return 0;
+        if (v == s && k == kind) return 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return 0;
 }
 
 float lr_schedule(const TrainOptions *o, int s) {
@@ -168,12 +187,15 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out);
     snprintf(svg_path, sizeof svg_path, "%s/loss.svg", o->out);
     LossHistory hist = {0};
-    int run_steps = 0;
+    int run_steps = 0, bad_run = 0;
+    /* step of the newest checkpoint of this run (a resumed run starts from one) */
+    int last_saved = start_step;
     double *red = NULL; /* loss, aux loss, each rank's peak RSS and state bytes: summed over the world */
     FILE *log = NULL;
     size_t n_whole = config_param_count(c);
     float *full[3] = {NULL, NULL, NULL};
     if (lead) {
+        checkpoint_clean_stale(o->out);
         if (start_step > 0) {
             if ((rc = log_restore(log_path, start_step, &hist, err))) goto done;
         } else {
@@ -226,13 +248,38 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         if (W > 1 && (rc = comm_allreduce_sum_f64(p->world, red, 2 + 2 * W, err))) goto done;
         const double per = (double)o->accum * (Bl / mb) * p->dp * p->tp;
         loss = (red[0] + red[1]) / per;
-        if (!isfinite(loss)) {
-            rc = err_set(err, ERR_INVALID, "loss is %f at step %d: training diverged (try a lower --lr)", loss, step + 1);
-            goto done;
-        }
+        if (inject_at(o->inject_nan, step + 1, 'l')) loss = NAN;
+        if (inject_at(o->inject_nan, step + 1, 'g') && p->zero < 2 && m->n_params) m->grads[0] = INFINITY;
         double norm = 0.0;
-        AdamOptions ao = {lr_schedule(o, step), o->beta1, o->beta2, o->eps, o->weight_decay, o->grad_clip, step + 1};
+        /* every rank has the same loss and norm, so all skip a bad step together */
+        AdamOptions ao = {lr_schedule(o, step), o->beta1, o->beta2, o->eps, o->weight_decay, o->grad_clip, step + 1,
+                          !isfinite(loss)};
         if ((rc = parallel_optimizer_step(p, m, &ao, &norm, err))) goto done;
+        const int skipped = !isfinite(loss) || !isfinite(norm);
+        if (skipped) {
+            bad_run++;
+            const char *what = !isfinite(loss) ? "loss" : "gradient norm";
+            double val_bad = !isfinite(loss) ? loss : norm;
+            if (lead) {
+                fprintf(stderr, "%sjarip: warning: step %d: %s is %g: step skipped, weights unchanged (%d in a row; "
+                                "the run stops at %d)\n", tty ? "\r\033[K" : "", step + 1, what, val_bad, bad_run,
+                        o->max_bad_steps);
+                fprintf(log, "{\"step\": %d, \"skipped\": \"%s is %g\"}\n", step + 1, what, val_bad);
+                fflush(log);
+            }
+            if (bad_run >= o->max_bad_steps) {
+                if (last_saved > 0)
+                    rc = err_set(err, ERR_INVALID, "%d steps in a row (%d-%d) had a non-finite loss or gradient: stopped; "
+                                 "the last good checkpoint is %s/ckpt_%08d (try a lower --lr)", bad_run,
+                                 step + 2 - bad_run, step + 1, o->out, last_saved);
+                else
+                    rc = err_set(err, ERR_INVALID, "%d steps in a row (%d-%d) had a non-finite loss or gradient: stopped "
+                                 "before any checkpoint (try a lower --lr)", bad_run, step + 2 - bad_run, step + 1);
+                goto done;
+            }
+        } else {
+            bad_run = 0;
+        }
         double dt = time_now() - t0;
         double tps = tokens_per_step / dt;
         double mfu = peak > 0 ? flops_tok * tps / (peak * p->world->size) : 0.0;
@@ -246,7 +293,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
                 goto done;
             }
         }
-        if (lead) {
+        if (lead && !skipped) {
             fprintf(log, "{\"step\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.1f, \"mfu\": %.4f",
                     done_steps, loss, ao.lr, norm, tps, mfu);
             if (c->n_expert) fprintf(log, ", \"aux_loss\": %.9g", red[1] / per);
@@ -287,6 +334,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
             } else if ((rc = checkpoint_save(m, o, done_steps, err))) {
                 goto done;
             }
+            last_saved = done_steps;
         }
         if (stop) {
             if (lead && !o->quiet) fprintf(stderr, "stopped after %d steps; continue with: jarip train --resume %s\n", run_steps, o->out);

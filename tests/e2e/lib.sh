@@ -39,3 +39,12 @@ make_corpus() {
     }
   }'
 }
+
+# tiny_config FILE [D_MODEL]: a two-layer llama config with the byte
+# vocabulary (256), d_model D_MODEL (default 32), d_ff twice that: a model
+# whose steps take milliseconds, for the fault tests.
+tiny_config() {
+  local d=${2:-32}
+  printf '{"arch": "llama", "vocab_size": 256, "context_length": 32, "n_layer": 2, "d_model": %d, "n_head": 2, "n_kv_head": 1, "d_ff": %d}\n' \
+    "$d" $((2 * d)) > "$1"
+}

@@ -6,6 +6,7 @@ make_corpus 2000 > "$WORK/corpus.txt"
 
 T=(train --data "$WORK/corpus.txt" --steps 2 --batch 2 --seq 16 --quiet)
 expect_error "unknown command" -- "$JARIP" frobnicate
+expect_error "JARIP_ISA" -- env JARIP_ISA=sse4 "$JARIP" info --preset gpt2-tiny
 expect_error "unknown flag" -- "$JARIP" train --preset gpt2-tiny --bogus 1
 expect_error "unknown preset" -- "$JARIP" "${T[@]}" --preset gpt9 --out "$WORK/r"
 expect_error "cannot open" -- "$JARIP" "${T[@]}" --config "$WORK/missing.json" --out "$WORK/r"
@@ -15,6 +16,9 @@ echo '[1, 2]' > "$WORK/array.json"
 expect_error "JSON object" -- "$JARIP" "${T[@]}" --config "$WORK/array.json" --out "$WORK/r"
 echo '{"arch": "gpt2", "vocab_size": 256, "n_layer": 2, "d_model": 100, "n_head": 3}' > "$WORK/shape.json"
 expect_error "divisible" -- "$JARIP" "${T[@]}" --config "$WORK/shape.json" --out "$WORK/r"
+# a hostile config: 2^31-1 layers would make the registry allocate for ever (fuzz_config)
+echo '{"arch": "gpt2", "vocab_size": 256, "n_layer": 2147483647, "d_model": 4, "n_head": 1}' > "$WORK/layers.json"
+expect_error "n_layer must be in 1..1024" -- "$JARIP" "${T[@]}" --config "$WORK/layers.json" --out "$WORK/r"
 echo '{"arch": "llama", "vocab_size": 256, "n_layer": 2, "d_model": 64, "n_head": 4, "n_kv_head": 3}' > "$WORK/gqa.json"
 expect_error "n_kv_head" -- "$JARIP" "${T[@]}" --config "$WORK/gqa.json" --out "$WORK/r"
 echo '{"arch": "transformer-xl"}' > "$WORK/arch.json"

@@ -236,6 +236,9 @@ static void test_hostile(void) {
     header(&b, 3, 0, 1);
     buf_str(&b, "general.alignment"), buf_u32(&b, GGUF_T_U32), buf_u32(&b, 0);
     expect_fail(&b, "alignment zero", "power of two");
+    header(&b, 3, 0, 1); /* the spec asks for a multiple of 8; 1 misaligns every block */
+    buf_str(&b, "general.alignment"), buf_u32(&b, GGUF_T_U32), buf_u32(&b, 1);
+    expect_fail(&b, "alignment 1", "from 8");
     header(&b, 3, 0, 1);
     buf_str(&b, "general.alignment"), buf_u32(&b, GGUF_T_U8), buf_put(&b, "\x20", 1);
     expect_fail(&b, "alignment wrong type", "u32");

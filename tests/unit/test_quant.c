@@ -317,13 +317,17 @@ static void test_batch_kernels(void) {
         for (int m = 0; m < 13; m++)
             for (int n = 0; n < 64; n++) ref[m][n] = dot(Q + n * rb, &a[m], X + (size_t)m * K, K);
         QRows4Fn r4 = quant_rows4_fn_avx2(t);
-        QTile42Fn t42 = quant_tile42_fn_avx2(t);
+        QTile42Fn t42s_[2] = {quant_tile42_fn_avx2(t), quant_tile42_fn_avx512(t)};
         if (r4) {
             float o[4];
             r4(Q + rb, a, K, o);
             for (int r = 0; r < 4; r++) CHECK(memcmp(&o[r], &ref[r][1], 4) == 0, "%s rows4[%d] %.9g vs %.9g", dtype_name(t), r, o[r], ref[r][1]);
         }
-        if (t42) {
+        for (int isa = 0; isa < 2; isa++) {
+            QTile42Fn t42 = t42s_[isa];
+            const char *isa_name = isa ? "avx512" : "avx2";
+            printf("  %s tile42 %s: %s\n", dtype_name(t), isa_name, t42 ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+            if (!t42) continue;
             float *d4 = xalloc((size_t)K / 32 * 4 * 4, NULL), *s4 = xalloc((size_t)K / 32 * 4 * 4, NULL), o[8];
             for (int i = 0; i < K / 32; i++)
                 for (int r = 0; r < 4; r++) d4[4 * i + r] = a[4 + r].d[i], s4[4 * i + r] = a[4 + r].s[i];
@@ -335,8 +339,8 @@ static void test_batch_kernels(void) {
                 t42(Q + n * rb, rb, wsc, &a[4], d4, s4, K, o);
                 for (int c = 0; c < 2; c++)
                     for (int r = 0; r < 4; r++)
-                        CHECK(memcmp(&o[4 * c + r], &ref[4 + r][n + c], 4) == 0, "%s tile42 row %d col %d: %.9g vs %.9g",
-                              dtype_name(t), 4 + r, n + c, o[4 * c + r], ref[4 + r][n + c]);
+                        CHECK(memcmp(&o[4 * c + r], &ref[4 + r][n + c], 4) == 0, "%s tile42 %s row %d col %d: %.9g vs %.9g",
+                              dtype_name(t), isa_name, 4 + r, n + c, o[4 * c + r], ref[4 + r][n + c]);
             }
             xfree(d4), xfree(s4), xfree(wsc);
         }

@@ -1,0 +1,83 @@
+/* Private to kernels/quant_avx2_batch.c and quant_avx512.c: the 4x2
+ * prompt-batch kernels (four activation rows x two weight rows, QTile42Fn)
+ * written once over the integer dot of 32 bytes, which the including file
+ * defines for its instruction set before including this:
+ *   T42_TGT             the functions' target attribute
+ *   T42_NAME(x)         the functions' names (x##_avx2, ...)
+ *   T42_Q8_WEIGHT(w)    a Q8_0 weight block as the dot's unsigned operand
+ *   T42_Q8_ACT(av)      per activation block, shared by both weight rows
+ *   T42_Q8_DOT(u, w, av, prep)  int32 x8 quad sums of w * av (Q8_0)
+ *   T42_U8_DOT(u, av)   int32 x8 quad sums of unsigned u * av (Q4_1 levels)
+ * Every instruction set must give the same int32 sums (they are exact), so
+ * the float arithmetic after them, here once, keeps every output's bits. */
+#define T42_CHUNK 64 /* blocks per scale pass: 2 KiB of scales on the stack */
+
+T42_TGT static void T42_NAME(tile42_q8_0)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                            const float *s4, int64_t K, float *out) {
+    (void)s4;
+    const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
+    _Alignas(32) float sc[T42_CHUNK * 8];
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    const int64_t nb = K / QK;
+    for (int64_t i0 = 0; i0 < nb; i0 += T42_CHUNK) {
+        const int64_t n = nb - i0 < T42_CHUNK ? nb - i0 : T42_CHUNK;
+        for (int64_t j = 0; j < n; j++)
+            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(_mm256_load_ps(wsc + 8 * (i0 + j)),
+                                                      _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t i = i0 + j;
+            const __m256i w0 = load_q8(b0[i].qs), w1 = load_q8(b1[i].qs);
+            const __m256i u0 = T42_Q8_WEIGHT(w0), u1 = T42_Q8_WEIGHT(w1);
+            const float *s = sc + 8 * j;
+#define ROW(r)                                                                                                     \
+    do {                                                                                                           \
+        const __m256i av = load_q8(a[r].qs + i * QK), prep = T42_Q8_ACT(av);                                       \
+        (void)prep;                                                                                                \
+        c0##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + r), _mm256_cvtepi32_ps(T42_Q8_DOT(u0, w0, av, prep)), c0##r); \
+        c1##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 4 + r), _mm256_cvtepi32_ps(T42_Q8_DOT(u1, w1, av, prep)), c1##r); \
+    } while (0)
+            ROW(0); ROW(1); ROW(2); ROW(3);
+#undef ROW
+        }
+    }
+    _mm256_storeu_ps(out, hsum8_ps(c00, c01, c02, c03, c10, c11, c12, c13));
+}
+
+T42_TGT static void T42_NAME(tile42_q4_1)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                            const float *s4, int64_t K, float *out) {
+    const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
+    _Alignas(32) float sc[T42_CHUNK * 8];
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m256 mins = c00; /* lane p: fmaf chain of m * s over the blocks, as the single-row kernel's summ */
+    const int64_t nb = K / QK;
+    for (int64_t i0 = 0; i0 < nb; i0 += T42_CHUNK) {
+        const int64_t n = nb - i0 < T42_CHUNK ? nb - i0 : T42_CHUNK;
+        for (int64_t j = 0; j < n; j++) {
+            const float *ws = wsc + 16 * (i0 + j);
+            _mm256_store_ps(sc + 8 * j, _mm256_mul_ps(_mm256_load_ps(ws), _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)))));
+            mins = _mm256_fmadd_ps(_mm256_load_ps(ws + 8), _mm256_broadcast_ps((const __m128 *)(s4 + 4 * (i0 + j))), mins);
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t i = i0 + j;
+            const __m256i u0 = nibbles(b0[i].qs), u1 = nibbles(b1[i].qs);
+            const float *s = sc + 8 * j;
+#define ROW(r)                                                                                                     \
+    do {                                                                                                           \
+        const __m256i av = load_q8(a[r].qs + i * QK);                                                              \
+        c0##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + r), _mm256_cvtepi32_ps(T42_U8_DOT(u0, av)), c0##r);             \
+        c1##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 4 + r), _mm256_cvtepi32_ps(T42_U8_DOT(u1, av)), c1##r);         \
+    } while (0)
+            ROW(0); ROW(1); ROW(2); ROW(3);
+#undef ROW
+        }
+    }
+    _mm256_storeu_ps(out, _mm256_add_ps(hsum8_ps(c00, c01, c02, c03, c10, c11, c12, c13), mins));
+}
+
+#undef T42_TGT
+#undef T42_NAME
+#undef T42_Q8_WEIGHT
+#undef T42_Q8_ACT
+#undef T42_Q8_DOT
+#undef T42_U8_DOT
+#undef T42_CHUNK
