@@ -35,7 +35,7 @@ ask() { "$JARIP" generate --model "$MODEL" --chat --prompt "$1" --temperature 0 
     msg "$q" "$(ask "$q" | tr -d '"\\' | tr '\n' ' ')"; done
 } > "$WORK/facts.jsonl"
 "$JARIP" finetune --model "$MODEL" --data "$WORK/facts.jsonl" --out "$WORK/run" --steps 24 --warmup 2 --batch 4 \
-  --seq 64 --lr 8e-4 --lora-rank 8 --val-fraction 0 --eval-batches 0 --save-every 0 --threads 2 --quiet
+  --seq 64 --lr 8e-4 --lora-rank 8 --val-fraction 0 --eval-batches 0 --save-every 0 --threads 1 --quiet
 "$JARIP" export --ckpt "$WORK/run" --lora-out "$WORK/facts.lora.gguf" 2> /dev/null
 right=0
 while IFS='|' read -r q want; do
