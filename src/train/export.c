@@ -26,8 +26,7 @@ static int byte_char(int b) {
     return 256 + n;
 }
 
-/* A tokenizer for byte-level models: token id b is byte b, no merges. */
-static int byte_tokenizer(Tokenizer **out, Err *err) {
+int export_byte_tokenizer(Tokenizer **out, Err *err) {
     json_t *vocab = json_object();
     for (int b = 0; b < 256; b++) {
         int cp = byte_char(b);
@@ -173,7 +172,7 @@ int export_gguf(const char *ckpt_arg, const char *tok_path, const char *out, int
     else if (stat(guess, &st) == 0)
         rc = tokenizer_load(&tok, guess, err);
     else if (c.vocab_size == 256)
-        rc = byte_tokenizer(&tok, err);
+        rc = export_byte_tokenizer(&tok, err);
     else
         rc = err_set(err, ERR_INVALID, "the model has %d tokens: pass the tokenizer it was trained with (--tokenizer FILE)",
                      c.vocab_size);

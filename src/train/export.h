@@ -13,6 +13,9 @@
  * BPE vocabulary. dtype: f32, f16, q8_0, q4_0, q4_1, ... (DType). */
 int export_gguf(const char *ckpt, const char *tokenizer, const char *out, int dtype, Err *err);
 
+/* A tokenizer for byte-level models: token id b is byte b, no merges. */
+int export_byte_tokenizer(Tokenizer **out, Err *err);
+
 /* The same from a float32 model in memory (m's registry: a whole model,
  * not LoRA) with tokenizer tok; chat_template (tlen bytes, may be NULL)
  * becomes tokenizer.chat_template. */

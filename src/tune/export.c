@@ -72,14 +72,7 @@ int tune_export(const char *ckpt_arg, const char *out, const char *lora_out, int
         err_wrap(err, "the run's base");
         goto done;
     }
-    if (!base.tok) { /* a byte-level checkpoint base: export's byte vocabulary */
-        if (c.lora_rank) {
-            rc = err_set(err, ERR_UNSUPPORTED, "merging into a byte-level checkpoint base is not supported");
-            goto done;
-        }
-        rc = export_gguf(ckpt_arg, NULL, out, dtype, err);
-        goto done;
-    }
+    if (!base.tok && (rc = export_byte_tokenizer(&base.tok, err))) goto done; /* a byte-level checkpoint base */
     const Model *w = &tuned;
     if (c.lora_rank) {
         Config bc = base.model.cfg;

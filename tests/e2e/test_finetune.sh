@@ -61,6 +61,14 @@ grep -q '"mode": "full"' "$WORK/full/finetune.json" || fail "full run not record
 "$JARIP" generate --model "$WORK/full.gguf" --prompt "$P" -n 8 --temperature 0 > /dev/null || fail "full export does not run"
 pass "--full: 3 steps, exported as q8_0 and generated"
 
+# a jarip train run as the base (byte-level: no tokenizer.json)
+"$JARIP" finetune --ckpt "$WORK/pre" --out "$WORK/ckl" --steps 2 "${FT[@]}"
+"$JARIP" export --ckpt "$WORK/ckl" --out "$WORK/ckl.gguf" --lora-out "$WORK/ckl.lora.gguf" 2> /dev/null
+a=$("$JARIP" generate --model "$WORK/ckl.gguf" --prompt "$P" -n 12 --temperature 0)
+b=$("$JARIP" generate --model "$WORK/base.gguf" --lora "$WORK/ckl.lora.gguf" --prompt "$P" -n 12 --temperature 0)
+[ "$a" = "$b" ] || fail "checkpoint base: merged '$a' vs base + --lora '$b'"
+pass "a jarip train checkpoint as the base: merged == exported base + --lora ('$a')"
+
 # bad input: one line, non-zero exit, nothing written
 bad() { # bad NAME JSONL EXPECTED
   printf '%s\n' "$2" > "$WORK/$1.jsonl"
