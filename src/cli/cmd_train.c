@@ -173,6 +173,10 @@ int cmd_train(int argc, char **argv) {
             goto out;
         }
         if (checkpoint_resolve(resume, ckpt, sizeof ckpt, &err) || checkpoint_load_config(ckpt, &c, &err)) goto fail;
+        if (c.lora_rank > 0) {
+            rc = cli_error(2, "%s is a LoRA fine-tuning run: continue it with jarip finetune --resume", resume);
+            goto out;
+        }
     } else {
         if ((rc = model_arg_config(preset, config, &c))) goto out;
         if (!o.data) {

@@ -157,6 +157,8 @@ int export_gguf(const char *ckpt_arg, const char *tok_path, const char *out, int
     Config c;
     int rc = checkpoint_resolve(ckpt_arg, ckpt, sizeof ckpt, err);
     if (rc || (rc = checkpoint_load_config(ckpt, &c, err))) return rc;
+    if (c.lora_rank > 0)
+        return err_set(err, ERR_INVALID, "%s is a LoRA run without its finetune.json (the base it adapts)", ckpt_arg);
     if (!dtype_name(dtype)) return err_set(err, ERR_INVALID, "unknown tensor type %d", dtype);
     Model m;
     if ((rc = model_create(&m, &c, 0, err))) return rc;

@@ -82,6 +82,8 @@ bad content '{"messages": [{"role": "user", "content": 3}, {"role": "assistant",
 bad noasst '{"messages": [{"role": "user", "content": "hi"}]}' 'no assistant turn'
 expect_error "must be > 0" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r0" --lora-rank 0
 expect_error "lora_rank 1000 exceeds" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r1" --lora-rank 1000
+expect_error "finetune --resume" -- "$JARIP" train --resume "$WORK/lora"
+expect_error "LoRA fine-tuning run" -- "$JARIP" sample --ckpt "$WORK/lora" --prompt x
 expect_error "not one of" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r2" --lora-targets q,x
 # an adapter made for another base (other shapes)
 echo '{"arch": "llama", "vocab_size": 256, "context_length": 128, "n_layer": 4, "d_model": 64, "n_head": 4, "n_kv_head": 2}' > "$WORK/other.json"
