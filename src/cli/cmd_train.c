@@ -83,6 +83,37 @@ static void fit_threads_to_host(int threads_given, int lead, int quiet) {
                 cores, fit, fit == 1 ? "" : "s");
 }
 
+int train_flag(int argc, char **argv, int *i, TrainOptions *o, int *threads, int *steps_set, int *handled) {
+    const char *a = argv[*i];
+    int rc = 0;
+    *handled = 1;
+    if (!strcmp(a, "--data")) rc = cli_str(argc, argv, i, &o->data);
+    else if (!strcmp(a, "--out")) rc = cli_str(argc, argv, i, &o->out);
+    else if (!strcmp(a, "--steps")) rc = cli_int(argc, argv, i, 1, 100000000, &o->steps), *steps_set = 1;
+    else if (!strcmp(a, "--stop-after")) rc = cli_int(argc, argv, i, 1, 100000000, &o->stop_after);
+    else if (!strcmp(a, "--batch")) rc = cli_int(argc, argv, i, 1, 65536, &o->batch);
+    else if (!strcmp(a, "--seq")) rc = cli_int(argc, argv, i, 1, 1 << 20, &o->seq);
+    else if (!strcmp(a, "--accum")) rc = cli_int(argc, argv, i, 1, 65536, &o->accum);
+    else if (!strcmp(a, "--lr")) rc = cli_float(argc, argv, i, 0, 10, &o->lr);
+    else if (!strcmp(a, "--lr-min")) rc = cli_float(argc, argv, i, 0, 10, &o->lr_min);
+    else if (!strcmp(a, "--warmup")) rc = cli_int(argc, argv, i, 0, 100000000, &o->warmup);
+    else if (!strcmp(a, "--weight-decay")) rc = cli_float(argc, argv, i, 0, 10, &o->weight_decay);
+    else if (!strcmp(a, "--grad-clip")) rc = cli_float(argc, argv, i, 0, 1e9, &o->grad_clip);
+    else if (!strcmp(a, "--seed")) {
+        long long s;
+        rc = cli_long(argc, argv, i, 0, 0x7fffffffffffffffLL, &s);
+        o->seed = (uint64_t)s;
+    } else if (!strcmp(a, "--eval-every")) rc = cli_int(argc, argv, i, 0, 100000000, &o->eval_every);
+    else if (!strcmp(a, "--eval-batches")) rc = cli_int(argc, argv, i, 0, 100000, &o->eval_batches);
+    else if (!strcmp(a, "--save-every")) rc = cli_int(argc, argv, i, 0, 100000000, &o->save_every);
+    else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, i, 1, 1000, &o->keep);
+    else if (!strcmp(a, "--max-bad-steps")) rc = cli_int(argc, argv, i, 1, 1000000, &o->max_bad_steps);
+    else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, i, 1, 1024, threads);
+    else if (!strcmp(a, "--quiet")) o->quiet = 1;
+    else *handled = 0;
+    return rc;
+}
+
 int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
@@ -91,37 +122,16 @@ int cmd_train(int argc, char **argv) {
     /* flags given on a resume override the saved ones only where allowed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int rc = 0;
+        int rc = 0, handled = 0;
         if (cli_is_help(a)) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--preset")) rc = cli_str(argc, argv, &i, &preset);
         else if (!strcmp(a, "--config")) rc = cli_str(argc, argv, &i, &config);
-        else if (!strcmp(a, "--data")) rc = cli_str(argc, argv, &i, &o.data);
-        else if (!strcmp(a, "--out")) rc = cli_str(argc, argv, &i, &o.out);
         else if (!strcmp(a, "--resume")) rc = cli_str(argc, argv, &i, &resume);
-        else if (!strcmp(a, "--steps")) rc = cli_int(argc, argv, &i, 1, 100000000, &o.steps), steps_set = 1;
-        else if (!strcmp(a, "--stop-after")) rc = cli_int(argc, argv, &i, 1, 100000000, &o.stop_after);
-        else if (!strcmp(a, "--batch")) rc = cli_int(argc, argv, &i, 1, 65536, &o.batch);
-        else if (!strcmp(a, "--seq")) rc = cli_int(argc, argv, &i, 1, 1 << 20, &o.seq);
-        else if (!strcmp(a, "--accum")) rc = cli_int(argc, argv, &i, 1, 65536, &o.accum);
-        else if (!strcmp(a, "--lr")) rc = cli_float(argc, argv, &i, 0, 10, &o.lr);
-        else if (!strcmp(a, "--lr-min")) rc = cli_float(argc, argv, &i, 0, 10, &o.lr_min);
-        else if (!strcmp(a, "--warmup")) rc = cli_int(argc, argv, &i, 0, 100000000, &o.warmup);
-        else if (!strcmp(a, "--weight-decay")) rc = cli_float(argc, argv, &i, 0, 10, &o.weight_decay);
-        else if (!strcmp(a, "--grad-clip")) rc = cli_float(argc, argv, &i, 0, 1e9, &o.grad_clip);
-        else if (!strcmp(a, "--seed")) {
-            long long s;
-            rc = cli_long(argc, argv, &i, 0, 0x7fffffffffffffffLL, &s);
-            o.seed = (uint64_t)s;
-        } else if (!strcmp(a, "--eval-every")) rc = cli_int(argc, argv, &i, 0, 100000000, &o.eval_every);
-        else if (!strcmp(a, "--eval-batches")) rc = cli_int(argc, argv, &i, 0, 100000, &o.eval_batches);
-        else if (!strcmp(a, "--save-every")) rc = cli_int(argc, argv, &i, 0, 100000000, &o.save_every);
-        else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, &i, 1, 1000, &o.keep);
-        else if (!strcmp(a, "--max-bad-steps")) rc = cli_int(argc, argv, &i, 1, 1000000, &o.max_bad_steps);
-        else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, &i, 1, 1024, &threads);
-        else if (!strcmp(a, "--quiet")) o.quiet = 1;
-        else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &tok_path);
+        else if ((rc = train_flag(argc, argv, &i, &o, &threads, &steps_set, &handled)) || handled) {
+            if (rc) return rc;
+        } else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &tok_path);
         else if (!strcmp(a, "--tp")) rc = cli_int(argc, argv, &i, 1, 4096, &tp);
         else if (!strcmp(a, "--pp")) rc = cli_int(argc, argv, &i, 1, 4096, &pp);
         else if (!strcmp(a, "--ep")) rc = cli_int(argc, argv, &i, 1, 64, &ep);

@@ -45,12 +45,20 @@ typedef struct {
     int32_t end_ids[8]; /* tokens that end a turn (eos, <|im_end|>, <|eot_id|>, ...) */
     int n_end;
     char name[128];     /* general.name or the file name */
+    Model *lora;        /* a run-time LoRA adapter on the model's weights, or NULL */
 } InferModel;
 
 /* Open path, load the model and its tokenizer. A file without a tokenizer
  * loads only when its vocabulary is 256 (bytes); otherwise an error says so. */
 int infer_model_open(InferModel *im, const char *path, Err *err);
 void infer_model_close(InferModel *im);
+/* Apply the LoRA adapter in path (llama.cpp's adapter GGUF, as `jarip export
+ * --lora-out` writes) to im's linear weights at run time, scaled by
+ * scale x alpha / r (llama.cpp's --lora-scaled). An adapter whose
+ * architecture, tensor names or shapes do not fit the model is an error
+ * naming the tensor. Call before creating sessions (their activations
+ * include the adapter's scratch). */
+int infer_model_add_lora(InferModel *im, const char *path, float scale, Err *err);
 
 /* Text -> ids (special tokens like <|im_start|> are recognised; bos prepended
  * when the tokenizer asks for it and add_bos is set). *ids malloc'd. */
@@ -145,6 +153,8 @@ typedef struct {
     const char *model, *system, *prompt;
     int n, threads, ctx, batch, ignore_eos, stats, chat;
     int kv_type;         /* DT_F16 (default) or DT_F32 */
+    const char *lora;    /* a LoRA adapter GGUF to apply at run time, or NULL */
+    float lora_scale;    /* its scale (default 1) */
     SamplerOptions so;
     const char *stops[INFER_MAX_STOPS];
     int n_stops;

@@ -13,8 +13,11 @@
 static const float *F(const Tensor *t) { return t ? (const float *)t->data : NULL; }
 static float *G(const Tensor *t) { return t ? t->grad : NULL; }
 
+/* out = in W^T + b, plus W's LoRA adapter when it carries one (lora.c). */
 static int linear(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
-    return matmul_forward(out, in, w->data, w->dtype, F(b), M, (int)w->shape[0], (int)w->shape[1]);
+    int rc = matmul_forward(out, in, w->data, w->dtype, F(b), M, (int)w->shape[0], (int)w->shape[1]);
+    if (!rc) lora_forward(out, in, w, M);
+    return rc;
 }
 
 static void norm_forward(const Config *c, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
@@ -308,6 +311,10 @@ float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int
     return targets ? (float)(loss + m->aux_loss) : 0.0f;
 }
 
+static int backward_fail(Err *err, int rc, int l, const Tensor *w) {
+    return err_set(err, rc, "layer %d: backward through weight type %s", l, dtype_name(w->dtype));
+}
+
 int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets, const float *d_out, float loss_scale,
                          Err *err) {
     const Config *c = &m->cfg;
@@ -328,7 +335,8 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         else
             crossentropy_backward(a->logits, a->logits, a->ce_max, targets, N, Vl, scale);
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-        matmul_backward(a->d_ln, m->lm_head->grad, NULL, a->logits, a->lnf, F(m->lm_head), N, Vl, C);
+        if ((rc = linear_backward(a->d_ln, a->logits, a->lnf, m->lm_head, NULL, N)))
+            return err_set(err, rc, "backward through the output weight (type %s)", dtype_name(m->lm_head->dtype));
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         memset(a->d_res, 0, (size_t)N * C * sizeof(float));
         norm_backward(c, a->d_res, m->out_norm, m->out_norm_b, a->d_ln, model_stage_output(m), a->lnf_mean, a->lnf_rstd, N);
@@ -341,12 +349,12 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         if ((rc = hook(m, l, 1, err))) return rc;
         /* FFN half: res_ffn = res_att + ffn(norm(res_att)) */
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-        ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale);
+        if ((rc = ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale, err))) return rc;
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->ffn_norm, w->ffn_norm_b, a->d_ln, a->res_att[l], a->ln2_mean[l], a->ln2_rstd[l], N);
         /* attention half: res_att = x + proj(attention(q, k, v)) */
         memset(a->d_atty, 0, (size_t)N * QD * sizeof(float));
-        matmul_backward(a->d_atty, G(w->wo), G(w->bo), a->d_res, a->atty[l], F(w->wo), N, C, QD);
+        if ((rc = linear_backward(a->d_atty, a->d_res, a->atty[l], w->wo, w->bo, N))) return backward_fail(err, rc, l, w->wo);
         memset(a->d_q, 0, (size_t)N * QD * sizeof(float));
         memset(a->d_k, 0, (size_t)N * KVD * sizeof(float));
         memset(a->d_v, 0, (size_t)N * KVD * sizeof(float));
@@ -357,9 +365,9 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
             rope_backward(a->d_k, B, T, Hkv, D, 0, c->rope_theta, c->rope_neox);
         }
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-        matmul_backward(a->d_ln, G(w->wq), G(w->bq), a->d_q, a->ln1[l], F(w->wq), N, QD, C);
-        matmul_backward(a->d_ln, G(w->wk), G(w->bk), a->d_k, a->ln1[l], F(w->wk), N, KVD, C);
-        matmul_backward(a->d_ln, G(w->wv), G(w->bv), a->d_v, a->ln1[l], F(w->wv), N, KVD, C);
+        if ((rc = linear_backward(a->d_ln, a->d_q, a->ln1[l], w->wq, w->bq, N))) return backward_fail(err, rc, l, w->wq);
+        if ((rc = linear_backward(a->d_ln, a->d_k, a->ln1[l], w->wk, w->bk, N))) return backward_fail(err, rc, l, w->wk);
+        if ((rc = linear_backward(a->d_ln, a->d_v, a->ln1[l], w->wv, w->bv, N))) return backward_fail(err, rc, l, w->wv);
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->attn_norm, w->attn_norm_b, a->d_ln, x, a->ln1_mean[l], a->ln1_rstd[l], N);
         if ((rc = hook(m, l, 0, err))) return rc;
@@ -439,9 +447,11 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
     if (!quant_matches_llamacpp(w->dtype)) return linear(out, in, w, b, M);
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
-    if (rc || !b) return rc;
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) out[(size_t)i * N + j] += F(b)[j];
+    if (rc) return rc;
+    if (b)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) out[(size_t)i * N + j] += F(b)[j];
+    lora_forward(out, in, w, M); /* a run-time adapter, after the base as llama.cpp adds it */
     return 0;
 }
 
@@ -460,6 +470,8 @@ static int linear_infer_multi(const float *in, int M, const Tensor *const *w, co
         QMMPart parts[QMM_MAX_PARTS];
         for (int i = 0; i < n; i++) parts[i] = (QMMPart){out[i], w[i]->data, (int)w[i]->shape[0]};
         int rc = matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, exact ? QMM_Q8_ACTIVATIONS : 0);
+        if (!rc)
+            for (int i = 0; i < n; i++) lora_forward(out[i], in, w[i], M);
         if (rc != ERR_UNSUPPORTED) return rc; /* else: a type without a dot kernel, one at a time below */
     }
     for (int i = 0; i < n; i++) {

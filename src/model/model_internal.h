@@ -7,8 +7,13 @@
 /* out (N,C) = FFN of layer l applied to x (N,C) (the normalised input).
  * MoE adds its weighted auxiliary loss to m->aux_loss. */
 int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err);
-/* dx (N,C) += d FFN / dx given dout (N,C); parameter grads accumulated. */
-void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale);
+/* dx (N,C) += d FFN / dx given dout (N,C); parameter grads accumulated.
+ * Returns 0, or an error (a weight type without a backward) in err. */
+int ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale, Err *err);
+
+/* Point the LoRA adapters on m's linear weights at m's activation scratch
+ * (after planning: the model that plans last runs the adapters). */
+void lora_bind_scratch(Model *m);
 
 /* Expert-parallel exchange of one MoE layer (moe_ep.c). ep <= 64. */
 typedef struct {

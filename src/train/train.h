@@ -8,7 +8,7 @@
 #include "dist/comm.h"
 #include "model/model.h"
 
-typedef struct {
+typedef struct TrainOptions_ {
     const char *data;     /* text file or shard directory */
     char data_saved[4096]; /* storage for the path read back from a checkpoint */
     const char *out;      /* run directory */
