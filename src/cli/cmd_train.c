@@ -40,6 +40,9 @@ static void usage(FILE *f) {
             "  --keep N            checkpoints kept in DIR (default 2)\n"
             "  --max-bad-steps K   a step with a NaN/Inf loss or gradient is skipped (weights unchanged);\n"
             "                      K such steps in a row stop the run (default 5)\n"
+            "  --precision P       fp32 (default) or bf16: the linear layers multiply bfloat16 inputs\n"
+            "                      with float32 accumulation (CPUs with AVX512-BF16 or AMX); weights,\n"
+            "                      optimizer and checkpoints stay float32; a resumed run keeps its own\n"
             "  --threads N         OpenMP threads (default: all cores; under mpirun, the host's cores\n"
             "                      split between its ranks)\n"
             "  --quiet             no progress line\n"
@@ -108,6 +111,11 @@ int train_flag(int argc, char **argv, int *i, TrainOptions *o, int *threads, int
     else if (!strcmp(a, "--save-every")) rc = cli_int(argc, argv, i, 0, 100000000, &o->save_every);
     else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, i, 1, 1000, &o->keep);
     else if (!strcmp(a, "--max-bad-steps")) rc = cli_int(argc, argv, i, 1, 1000000, &o->max_bad_steps);
+    else if (!strcmp(a, "--precision")) {
+        const char *p = NULL;
+        if (!(rc = cli_str(argc, argv, i, &p)) && (o->precision = precision_from_name(p)) < 0)
+            rc = cli_error(2, "--precision: '%s' is not fp32 or bf16", p);
+    }
     else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, i, 1, 1024, threads);
     else if (!strcmp(a, "--quiet")) o->quiet = 1;
     else *handled = 0;
@@ -217,6 +225,7 @@ int cmd_train(int argc, char **argv) {
         parallel_scatter_full(&par, &m, full[0], full[1], full[2]);
         for (int k = 0; k < 3; k++) xfree(full[k]);
         int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, mbatch = o.micro_batch, bad = o.max_bad_steps;
+        const int precision = o.precision;
         const char *data = o.data;
         o = saved;
         if (saved.data == saved.data_saved) o.data = o.data_saved; /* the copy owns its path */
@@ -225,6 +234,7 @@ int cmd_train(int argc, char **argv) {
         o.stop_after = stop_after;
         o.micro_batch = mbatch;
         o.max_bad_steps = bad;
+        if (precision >= 0) o.precision = precision; /* else the run's own */
         if (steps_set) o.steps = steps;
         if (data) o.data = data;
         if (!o.data) {

@@ -15,9 +15,7 @@ static float *G(const Tensor *t) { return t ? t->grad : NULL; }
 
 /* out = in W^T + b, plus W's LoRA adapter when it carries one (lora.c). */
 static int linear(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
-    int rc = matmul_forward(out, in, w->data, w->dtype, F(b), M, (int)w->shape[0], (int)w->shape[1]);
-    if (!rc) lora_forward(out, in, w, M);
-    return rc;
+    return linear_forward(out, in, w, b, M);
 }
 
 static void norm_forward(const Config *c, float *out, float *mean, float *rstd, const float *x, const Tensor *w,

@@ -114,6 +114,7 @@ typedef struct {
     void *data;        /* weights: into Model.params or a GGUF mapping */
     float *grad;       /* into Model.grads; NULL when not training (or frozen) */
     const struct LoraLink_ *lora; /* a LoRA adapter on this (frozen) linear weight, or NULL */
+    struct Bf16Linear_ *bf16;     /* non-NULL: this float32 weight's products run in bf16 (model_set_precision) */
 } Tensor;
 
 /* A LoRA adapter attached to a linear weight W (out, in): the layer adds
@@ -252,7 +253,25 @@ typedef struct Model_ {
                                                 weights (0: none): sizes Activations.lora_u */
     LoraLink *lora_links;                    /* adapters this model's registry holds (model_lora_attach) */
     int n_lora_links;
+    int precision;                           /* PRECISION_*: how the linear layers multiply */
+    struct Bf16Linear_ *bf16;                /* bf16 scratch and GEMM plans (model_set_precision) */
 } Model;
+
+/* ---- mixed precision ---------------------------------------------------------
+ * PRECISION_BF16 (bf16 mixed precision as the literature defines it): the
+ * products of the dense linear layers (attention q/k/v/o, the FFN, the
+ * output head) take bfloat16 inputs, rounded from the float32 activations,
+ * gradients and master weights at each use, and accumulate in float32;
+ * everything else (embeddings, norms, softmax, loss, AdamW and its moments,
+ * checkpoints) stays float32. No loss scaling: bf16 has float32's range. */
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
+/* "fp32"/"bf16" -> PRECISION_*; -1 for anything else. */
+int precision_from_name(const char *name);
+const char *precision_name(int precision);
+/* Choose how m's linear layers multiply. bf16 needs native bf16 GEMMs
+ * (AVX512-BF16 or AMX through oneDNN): elsewhere an error says so. Sharded
+ * experts (MoE) keep float32 (their row counts change every step). */
+int model_set_precision(Model *m, int precision, Err *err);
 
 /* Allocate weights (and, if training, grads and Adam moments) for c. */
 int model_create(Model *m, const Config *c, int training, Err *err);
@@ -314,6 +333,10 @@ void kvcache_free(KVCache *kv);
 int model_lora_attach(Model *m, Model *base, float run_scale, Err *err);
 /* out (M, out) += scale * (in A^T) B^T when w carries an adapter. */
 void lora_forward(float *out, const float *in, const Tensor *w, int M);
+/* The linear layer: out (M,N) = in (M,K) W^T + bias, in W's precision
+ * (model_set_precision) and type, plus W's LoRA adapter. 0 or an error
+ * code (ERR_UNSUPPORTED: no kernel for W's type). */
+int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M);
 /* The backward of out = in W^T + bias (+ LoRA) for one linear weight of any
  * type: dinp (M, in) += dout W (+ the adapter's term; dinp may be NULL);
  * W's and bias's gradients when they have one (f32 weights that train);

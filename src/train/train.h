@@ -31,6 +31,7 @@ typedef struct TrainOptions_ {
     int threads;
     int quiet;            /* no progress line */
     int max_bad_steps;    /* stop after this many steps in a row with a non-finite loss or gradient */
+    int precision;        /* PRECISION_* of the linear layers; -1: not chosen (a resumed run keeps its own, else fp32) */
     /* Test hook (JARIP_INJECT_NAN): comma-separated 1-based steps whose loss
      * is made NaN ("7") or whose gradient gets an Inf ("g7"); NULL = none. */
     const char *inject_nan;

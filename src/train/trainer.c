@@ -32,6 +32,7 @@ void train_options_default(TrainOptions *o) {
     o->save_every = 500;
     o->keep = 2;
     o->max_bad_steps = 5;
+    o->precision = -1;
 }
 
 /* Whether the JARIP_INJECT_NAN list names 1-based step s with kind
@@ -170,6 +171,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
     const int Bl = o->batch / p->dp, mb = o->micro_batch > 0 ? o->micro_batch : Bl;
     if (Bl % mb)
         return err_set(err, ERR_INVALID, "each data-parallel rank's %d rows are not divisible by --micro-batch %d", Bl, mb);
+    if ((rc = model_set_precision(m, o->precision > 0 ? o->precision : PRECISION_FP32, err))) return rc;
     DataLoader *dl = NULL;
     if ((rc = loader_open(&dl, o->data, c->vocab_size, 0.1, o->seed, err))) return rc;
     if (loader_tokens(dl, SPLIT_VAL) < (uint64_t)T + 1 && o->eval_batches > 0) {
