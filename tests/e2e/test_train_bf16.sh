@@ -4,6 +4,8 @@
 # precision survives a resume, and a CPU without native bf16 gets a
 # one-line refusal. Skips the first three where oneDNN has no native bf16.
 source "$(dirname "$0")/lib.sh"
+# threads sleep at barriers: a shared machine (CI) does not pay for spinning
+export OMP_WAIT_POLICY=passive
 make_corpus 6000 > "$WORK/corpus.txt"
 
 expect_error "not fp32 or bf16" -- "$JARIP" train --preset gpt2-tiny --data "$WORK/corpus.txt" --out "$WORK/x" --precision fp8
