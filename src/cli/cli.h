@@ -31,7 +31,7 @@ int cli_str(int argc, char **argv, int *i, const char **out);
 /* One `jarip train` flag at argv[*i] into o (shared by train and
  * finetune): --data --out --steps --stop-after --batch --seq --accum --lr
  * --lr-min --warmup --weight-decay --grad-clip --seed --eval-every
- * --eval-batches --save-every --keep --threads --quiet. *handled = 0 when it
+ * --eval-batches --save-every --keep --max-bad-steps --threads --quiet. *handled = 0 when it
  * is none of them. Returns 0 or 2 (printed). */
 struct TrainOptions_;
 int train_flag(int argc, char **argv, int *i, struct TrainOptions_ *o, int *threads, int *steps_set, int *handled);

@@ -37,7 +37,7 @@ static void usage(FILE *f) {
             "Training flags as `jarip train` (defaults here: --steps 100 --batch 4 --seq 256 --lr 2e-4\n"
             "(LoRA) / 2e-5 (--full) --weight-decay 0 --eval-every 50 --eval-batches 4 --save-every 50):\n"
             "  --steps --stop-after --batch --seq --accum --lr --lr-min --warmup --weight-decay --grad-clip\n"
-            "  --seed --eval-every --eval-batches --save-every --keep --threads --quiet\n\n"
+            "  --seed --eval-every --eval-batches --save-every --keep --max-bad-steps --threads --quiet\n\n"
             "Then: jarip export --ckpt DIR --out merged.gguf [--type q8_0]  (base + adapters)\n"
             "      jarip export --ckpt DIR --lora-out adapter.gguf         (llama.cpp's LoRA format)\n"
             "      jarip generate --model BASE.gguf --lora adapter.gguf --chat --prompt ...\n");
@@ -162,8 +162,9 @@ int cmd_finetune(int argc, char **argv) {
         TrainOptions saved;
         train_options_default(&saved);
         if (checkpoint_read(ckpt, &c, m.params, m.adam_m, m.adam_v, &start, &saved, &err)) goto fail;
-        int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after;
+        int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, bad = o.max_bad_steps;
         o = saved;
+        o.max_bad_steps = bad;
         if (saved.data == saved.data_saved) o.data = o.data_saved;
         o.out = resume;
         o.quiet = quiet;
