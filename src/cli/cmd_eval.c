@@ -135,30 +135,8 @@ static int parse(EvalFlags *f, int argc, char **argv) {
     return 0;
 }
 
-/* The whole text as llama-perplexity tokenizes it: special-token texts not
- * recognised, BOS first where the tokenizer adds one. */
 static int text_tokens(const Evaluated *e, const char *path, int32_t **ids, size_t *n, Err *err) {
-    char *text = NULL;
-    size_t len = 0;
-    int32_t *raw = NULL;
-    size_t nr = 0;
-    int rc = file_read_all(path, &text, &len, err);
-    if (rc || (rc = eval_tokenize(ev_tok(e), text, len, 0, &raw, &nr, err))) {
-        free(text);
-        return rc;
-    }
-    free(text);
-    const int32_t bos = eval_bos(ev_tok(e));
-    *ids = malloc((nr + 1) * sizeof **ids);
-    if (!*ids) {
-        free(raw);
-        return err_set(err, ERR_NOMEM, "out of memory");
-    }
-    (*ids)[0] = bos;
-    memcpy(*ids + (bos >= 0), raw, nr * sizeof *raw);
-    *n = nr + (bos >= 0);
-    free(raw);
-    return 0;
+    return eval_read_text(ev_tok(e), path, ids, n, err);
 }
 
 static void print_progress(void *ctx, const EvalProgress *p) {

@@ -31,6 +31,9 @@
  * does not; Hugging Face tokenizers do). *ids malloc'd. */
 int eval_tokenize(const Tokenizer *tok, const char *text, size_t len, int allow_special, int32_t **ids, size_t *n,
                   Err *err);
+/* A text file's tokens as llama-perplexity reads a text: special-token
+ * texts not recognised, BOS first where the tokenizer adds one. */
+int eval_read_text(const Tokenizer *tok, const char *path, int32_t **ids, size_t *n, Err *err);
 /* The BOS id llama.cpp puts before a text and at the start of each chunk
  * (tokenizer.ggml.add_bos_token), -1 when the tokenizer adds none. */
 int32_t eval_bos(const Tokenizer *tok);

@@ -21,6 +21,25 @@ int32_t eval_bos(const Tokenizer *tok) {
     return tok && tokenizer_add_bos(tok) && tokenizer_bos_id(tok) >= 0 ? tokenizer_bos_id(tok) : -1;
 }
 
+int eval_read_text(const Tokenizer *tok, const char *path, int32_t **ids, size_t *n, Err *err) {
+    char *text = NULL;
+    size_t len = 0, nr = 0;
+    int32_t *raw = NULL;
+    *ids = NULL;
+    int rc = file_read_all(path, &text, &len, err);
+    if (!rc) rc = eval_tokenize(tok, text, len, 0, &raw, &nr, err);
+    free(text);
+    const int32_t bos = eval_bos(tok);
+    if (!rc && !(*ids = malloc((nr + 1) * sizeof **ids))) rc = err_set(err, ERR_NOMEM, "out of memory");
+    if (!rc) {
+        (*ids)[0] = bos;
+        memcpy(*ids + (bos >= 0), raw, nr * sizeof *raw);
+        *n = nr + (bos >= 0);
+    }
+    free(raw);
+    return rc;
+}
+
 void eval_options_default(EvalOptions *o) {
     memset(o, 0, sizeof *o);
     o->ctx = 512;

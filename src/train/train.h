@@ -30,6 +30,13 @@ typedef struct {
     int keep;             /* checkpoints kept */
     int threads;
     int quiet;            /* no progress line */
+    /* --eval-text: tokens of a text whose perplexity (llama-perplexity's
+     * definition: chunks of seq tokens, BOS over each chunk's first token
+     * when eval_bos >= 0, the second half scored) is reported at each
+     * evaluation; NULL: none. Not saved in checkpoints. */
+    const int32_t *eval_tokens;
+    size_t n_eval_tokens;
+    int32_t eval_bos;
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);
