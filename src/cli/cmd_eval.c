@@ -174,7 +174,6 @@ static int run_perplexity(EvalFlags *f, Evaluated *e, Err *err) {
     int n_chunk = 0, rc;
     LogitsWriter w;
     LogitsWriter *save = NULL;
-    if (!f->text) return cli_error(2, "eval perplexity: --text FILE is required");
     if ((rc = text_tokens(e, f->text, &ids, &n, err)) || (rc = eval_n_chunks(n, &f->eo, &n_chunk, err))) goto fail;
     if (f->save_logits) {
         if ((rc = logits_writer_open(&w, f->save_logits, f->eo.ctx, ev_model(e)->cfg.vocab_size, n_chunk, ids, err)))
@@ -208,9 +207,6 @@ fail:
 }
 
 static int run_kld(EvalFlags *f, Evaluated *e, Err *err) {
-    if (!f->base == !f->base_logits) return cli_error(2, "eval kld: give --base FILE or --base-logits FILE");
-    if (f->base_logits && f->save_logits) return cli_error(2, "eval kld: --save-logits needs --base (a model to run)");
-    if (f->base && !f->text) return cli_error(2, "eval kld: --text FILE is required with --base");
     Evaluated b = {0};
     LogitsFile lf = {0};
     LogitsWriter w, *save = NULL;
@@ -276,7 +272,6 @@ static void print_choice(void *ctx, int index, const ChoiceTask *t, const Choice
 }
 
 static int run_choice(EvalFlags *f, Evaluated *e, Err *err) {
-    if (!f->tasks) return cli_error(2, "eval choice: --tasks FILE is required");
     ChoiceTask *tasks = NULL;
     int n = 0;
     if (choice_tasks_load(f->tasks, f->limit, &tasks, &n, err)) return cli_error(1, "%s", err->msg);
@@ -310,6 +305,13 @@ int cmd_eval(int argc, char **argv) {
     int rc = parse(&f, argc, argv);
     if (rc) return rc < 0 ? 0 : rc;
     if (!f.model == !f.ckpt) return cli_error(2, "eval %s: give --model FILE or --ckpt DIR", sub);
+    if (!strcmp(sub, "perplexity") && !f.text) return cli_error(2, "eval perplexity: --text FILE is required");
+    if (!strcmp(sub, "kld")) {
+        if (!f.base == !f.base_logits) return cli_error(2, "eval kld: give --base FILE or --base-logits FILE");
+        if (f.base_logits && f.save_logits) return cli_error(2, "eval kld: --save-logits needs --base (a model to run)");
+        if (f.base && !f.text) return cli_error(2, "eval kld: --text FILE is required with --base");
+    }
+    if (!strcmp(sub, "choice") && !f.tasks) return cli_error(2, "eval choice: --tasks FILE is required");
     Err err = {0};
     Evaluated e;
     if (ev_open(&e, f.model, f.ckpt, f.tokenizer, &err)) return cli_error(1, "%s", err.msg);
