@@ -1,9 +1,17 @@
 #!/usr/bin/env python3
 """Reference figures for tests/e2e/test_eval.sh, from the tools people trust.
 
-  perplexity  llama.cpp's llama-perplexity (scripts/build_llamacpp.sh) on
-              tests/fixtures/eval/text.txt, -c 128 --chunks 4, SmolLM2-135M
-              Q8_0 and Q4_1 (2 threads, its defaults otherwise)
+  perplexity  llama.cpp's llama-perplexity on tests/fixtures/eval/text.txt,
+              -c 128 --chunks 4 -fa off, SmolLM2-135M Q8_0 and Q4_1 (2
+              threads, its defaults otherwise). The build must be AVX2 without
+              AVX-512 (make_eval_fixtures.sh builds one), and flash attention
+              off: that is the arithmetic jarip's llama.cpp-numerics kernels
+              reproduce bit for bit (llama-cpp-python's default; README). With
+              8-bit activations a quantized model's perplexity on a few hundred
+              tokens moves by 0.05-0.5% under any change of rounding: llama.cpp's
+              native AVX-512 build gives Q4_1 13.4194 with flash attention,
+              13.4598 without, against 13.4799 here; jarip itself 13.5609 /
+              13.5672 on Q8_0 with an F16 / F32 KV cache.
   kld         llama-perplexity --kl-divergence-base (F16) then
               --kl-divergence (Q4_1): mean KLD, percentiles, same top
   choice      Hugging Face transformers (GGUF loader, float32) log-likelihood
@@ -48,7 +56,7 @@ def num(pattern, text):
 
 def llamacpp(models, bindir):
     exe = os.path.join(bindir, "llama-perplexity")
-    base = [exe, "-f", TEXT, "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2"]
+    base = [exe, "-f", TEXT, "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2", "-fa", "off"]
     res = {"ctx": CTX, "chunks": CHUNKS, "tool": run([exe, "--version"]).strip().splitlines()[-1]}
     for q in ("Q8_0", "Q4_1"):
         out = run(base + ["-m", os.path.join(models, NAME % q)])

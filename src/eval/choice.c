@@ -171,7 +171,9 @@ int eval_choice(Model *m, const Tokenizer *tok, const ChoiceTask *tasks, int n, 
     if (ctx <= 0) ctx = c->context_length < 4096 ? c->context_length : 4096;
     if (ctx > c->context_length) ctx = c->context_length;
     const int batch = ctx < 512 ? ctx : 512;
-    int32_t prefix = tok ? tokenizer_bos_id(tok) : -1;
+    /* what stands for an empty context: BOS, else EOS (the harness's
+     * prefix token); a byte-level model's documents start after a newline */
+    int32_t prefix = tok ? tokenizer_bos_id(tok) : '\n';
     if (prefix < 0 && tok) prefix = tokenizer_eos_id(tok);
     KVCache kv;
     int rc = model_plan_activations(m, 1, batch, 0, err);

@@ -206,7 +206,7 @@ typedef void (*ChoiceCb)(void *ctx, int index, const ChoiceTask *t, const Choice
  * continuation " " + choice (the harness's target delimiter), context and
  * context + continuation tokenized apart, the continuation's tokens those
  * of the whole past the context's (an empty context is the BOS token, or
- * EOS without one). ctx: KV cache positions (0: the model's, at most 4096). */
+ * EOS without one; a newline for a byte-level model). ctx: KV cache positions (0: the model's, at most 4096). */
 int eval_choice(Model *m, const Tokenizer *tok, const ChoiceTask *tasks, int n, int ctx, int kv_type, ChoiceCb cb,
                 void *cb_ctx, ChoiceResult *res, Err *err);
 

@@ -88,7 +88,26 @@ expect_error "not a log-probability file" -- "${E[@]}" kld --base-logits "$TEXT"
 "${E[@]}" choice --ckpt "$WORK/run" --tasks "$FIX/tasks.jsonl" --limit 3 --json > "$WORK/c.json"
 python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['n']==3 and len(j['tasks'])==3 and 0<=j['acc']<=1" \
   "$WORK/c.json" || fail "choice on a checkpoint"
-pass "bad input refused; choice runs on a checkpoint"
+# the converter: the harness's HellaSwag and ARC contexts and choices
+cat > "$WORK/hs.jsonl" <<'JSONL'
+{"activity_label": "Baking", "ctx_a": "A man mixes flour and water.", "ctx_b": "he", "endings": ["kneads the dough [title] well.", "flies away.", "sings.", "sleeps."], "label": "0"}
+JSONL
+cat > "$WORK/arc.jsonl" <<'JSONL'
+{"question": {"stem": "What melts ice?", "choices": [{"text": "heat", "label": "A"}, {"text": "cold", "label": "B"}]}, "answerKey": "A"}
+{"question": "What is blue?", "choices": {"text": ["grass", "the sky"], "label": ["1", "2"]}, "answerKey": "2"}
+JSONL
+python3 "$ROOT/scripts/convert_choice_tasks.py" hellaswag "$WORK/hs.jsonl" "$WORK/hs.tasks" > /dev/null
+python3 "$ROOT/scripts/convert_choice_tasks.py" arc "$WORK/arc.jsonl" "$WORK/arc.tasks" > /dev/null
+python3 - "$WORK" <<'EOF2' || fail "convert_choice_tasks.py"
+import json, sys
+h = [json.loads(l) for l in open(sys.argv[1] + "/hs.tasks")]
+a = [json.loads(l) for l in open(sys.argv[1] + "/arc.tasks")]
+assert h == [{"context": "Baking: A man mixes flour and water. He", "choices": ["kneads the dough. well.", "flies away.", "sings.", "sleeps."], "label": 0}], h
+assert a[0] == {"context": "Question: What melts ice?\nAnswer:", "choices": ["heat", "cold"], "label": 0}, a
+assert a[1]["label"] == 1 and a[1]["choices"] == ["grass", "the sky"], a
+EOF2
+"${E[@]}" choice --ckpt "$WORK/run" --tasks "$WORK/arc.tasks" > /dev/null || fail "choice on converted ARC tasks"
+pass "bad input refused; choice runs on a checkpoint and on converted HellaSwag/ARC files"
 
 Q8="$MODELS/SmolLM2-135M-Instruct.Q8_0.gguf" Q41="$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" F16="$MODELS/SmolLM2-135M-Instruct.F16.gguf"
 if [ ! -f "$Q8" ] || [ ! -f "$Q41" ] || [ ! -f "$F16" ]; then
@@ -101,7 +120,7 @@ S=(--text "$TEXT" --ctx 128 --threads 2 --json)
 "${E[@]}" perplexity --model "$Q41" "${S[@]}" > "$WORK/q41.json"
 "${E[@]}" kld --base "$Q8" --model "$Q8" "${S[@]}" --chunks 2 > "$WORK/kself.json"
 "${E[@]}" kld --base "$F16" --model "$Q41" "${S[@]}" > "$WORK/kq41.json"
-"${E[@]}" choice --model "$F16" --tasks "$FIX/tasks.jsonl" --kv-type f32 --threads 2 --json > "$WORK/choice.json"
+"${E[@]}" choice --model "$F16" --tasks "$FIX/tasks.jsonl" --limit 4 --kv-type f32 --threads 2 --json > "$WORK/choice.json"
 python3 - "$WORK" "$FIX/expected.json" <<'EOF' || fail "SmolLM2 figures differ from llama.cpp's / transformers'"
 import json, sys
 w, exp = sys.argv[1], json.load(open(sys.argv[2]))
@@ -127,7 +146,7 @@ worst = 0.0
 for a, b in zip(c["tasks"], h):
     assert a["tokens"] == b["tokens"], (a["tokens"], b["tokens"])
     worst = max([worst] + [abs(x - y) for x, y in zip(a["ll"], b["ll"])])
-assert len(c["tasks"]) == len(h) and worst <= 1e-3, worst
+assert len(c["tasks"]) == 4 and worst <= 1e-3, worst
 print("ok: %d tasks, per-choice log-likelihoods within %.1e nats of transformers'; acc %.3f acc_norm %.3f"
-      % (len(h), worst, c["acc"], c["acc_norm"]))
+      % (len(c["tasks"]), worst, c["acc"], c["acc_norm"]))
 EOF
