@@ -522,11 +522,15 @@ static int lcpp_ffn(Model *m, int l, const float *x, float *out, int N, Err *err
 static const BlockOps LLAMACPP_OPS = {lcpp_norm, linear_infer_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn,
                                       add_infer};
 
-int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
+/* The cached forward of n tokens; logits of rows out0..n-1 of this call
+ * into logits ((n - out0), V); out0 == n computes none (no final norm or
+ * output layer: a prompt chunk whose logits nobody reads). */
+static int forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
     if (!a->mem || a->training || a->B != 1 || n > a->T || n <= 0)
         return err_set(err, ERR_INVALID, "model_forward_cached: %d tokens exceed the planned inference chunk %d", n, a->T);
+    if (out0 < 0 || out0 > n) return err_set(err, ERR_INVALID, "model_forward_cached: output rows from %d of %d", out0, n);
     const int pos0 = kv->len, C = c->d_model;
     if (pos0 + n > kv->ctx)
         return err_set(err, ERR_INVALID, "context full: %d + %d tokens exceed the KV cache of %d", pos0, n, kv->ctx);
@@ -540,12 +544,27 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
         if ((rc = block_forward(m, ops, l, x, 1, n, pos0, kv, err))) return rc;
         x = a->res_ffn[l];
     }
-    const float *last = x + (size_t)(n - 1) * C;
-    ops->norm(m, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
+    kv->len += n;
+    if (out0 == n) return 0;
+    /* the plan holds the final norm of one row; several rows go to the
+     * first layer's norm buffers (N rows), dead once the last block is done */
+    const int rows = n - out0;
+    float *lnf = rows > 1 ? a->ln1[0] : a->lnf, *mean = rows > 1 ? a->ln1_mean[0] : a->lnf_mean;
+    float *rstd = rows > 1 ? a->ln1_rstd[0] : a->lnf_rstd;
+    ops->norm(m, lnf, mean, rstd, x + (size_t)out0 * C, m->out_norm, m->out_norm_b, rows);
     const Tensor *head[1] = {m->lm_head}, *nob[1] = {NULL};
     float *const lo[1] = {logits};
-    if ((rc = ops->linears(a->lnf, 1, head, nob, lo, 1)))
+    if ((rc = ops->linears(lnf, rows, head, nob, lo, 1))) {
+        kv->len -= n;
         return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
-    kv->len += n;
+    }
     return 0;
+}
+
+int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
+    return forward_cached(m, kv, tokens, n, n - 1, logits, err);
+}
+
+int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err) {
+    return forward_cached(m, kv, tokens, n, out0, logits, err);
 }

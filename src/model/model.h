@@ -314,6 +314,12 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
  * planned with B=1, T>=n, training=0. */
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
+/* The same forward with the logits of every row from out0 on: rows
+ * out0..n-1 of this call into logits ((n - out0), V), each the bits
+ * model_forward_cached gives for that position (evaluation scores every
+ * position of a chunk; llama-perplexity asks for the same rows). out0 == n:
+ * the cache is filled and no logits are computed. */
+int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err);
 /* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
  * is an error naming it). */
 int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);

@@ -39,6 +39,13 @@ typedef struct TrainOptions_ {
      * inside each checkpoint write (before model.bin, halfway through it,
      * between the rename and `latest`), so a kill -9 test lands there. */
     int test_ckpt_sleep_ms;
+    /* --eval-text: tokens of a text whose perplexity (llama-perplexity's
+     * definition: chunks of seq tokens, BOS over each chunk's first token
+     * when eval_bos >= 0, the second half scored) is reported at each
+     * evaluation; NULL: none. Not saved in checkpoints. */
+    const int32_t *eval_tokens;
+    size_t n_eval_tokens;
+    int32_t eval_bos;
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);
