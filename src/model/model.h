@@ -253,6 +253,22 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
  * planned with B=1, T>=n, training=0. */
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
+/* One sequence of a batched inference step: n tokens appended to its own
+ * cache at positions kv->len.. */
+typedef struct {
+    KVCache *kv;
+    const int32_t *tokens; /* (n) */
+    int n;
+} SeqSpan;
+/* Continuous batching: several sequences, each with its own cache, in one
+ * forward. The linears and FFNs run once over all rows (M = the sum of the
+ * n), RoPE and attention per sequence over its cache. logits (n_seqs, V):
+ * after each sequence's last token. Each row's result does not depend on
+ * the other sequences (batch invariance) where the matmul's rows do not
+ * depend on M (the llama.cpp-matching types at any M, others below 16 rows).
+ * Needs activations planned with B=1, T >= the total tokens; caches must be
+ * distinct. Each cache's len advances by its n on success. */
+int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, Err *err);
 /* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
  * is an error naming it). */
 int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);
