@@ -22,6 +22,7 @@ static const Command commands[] = {
     {"chat", cmd_chat, "chat interactively with a GGUF model"},
     {"export", cmd_export, "export a checkpoint to GGUF"},
     {"quantize", cmd_quantize, "convert a GGUF model to another tensor type"},
+    {"serve", cmd_serve, "serve a GGUF model over the OpenAI HTTP API (and a chat page)"},
 };
 
 static void usage(FILE *f) {
