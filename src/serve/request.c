@@ -40,7 +40,7 @@ json_t *body_json(const char *body, size_t len, ApiError *e) {
     if (!len) return api_error(e, 400, NULL, "invalid_json", "the request body is empty; a JSON object is expected"), NULL;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        if (strstr(je.text, "UTF-8") || strstr(je.text, "utf-8"))
+        if (strstr(je.text, "UTF-8") || strstr(je.text, "unable to decode byte") || strstr(je.text, "invalid Unicode"))
             api_error(e, 400, NULL, "invalid_utf8", "the request body is not valid UTF-8 (byte %d): %s", je.position, je.text);
         else
             api_error(e, 400, NULL, "invalid_json", "the request body is not valid JSON: %s (line %d, column %d)", je.text,

@@ -44,7 +44,7 @@ int sched_submit(Server *s, Job *j, ApiError *e) {
         pthread_mutex_unlock(&s->lock);
         return api_error(e, 503, NULL, "shutting_down", "the server is shutting down");
     }
-    if (s->n_queued >= s->max_queue) {
+    if (s->n_queued >= s->max_queue + (s->n_slots - s->n_active)) { /* free slots take queued jobs at the next step */
         pthread_mutex_unlock(&s->lock);
         return api_error(e, 429, NULL, "queue_full", "all %d slots are busy and %d requests are waiting (--max-queue); retry later",
                          s->n_slots, s->max_queue);
