@@ -110,7 +110,8 @@ def run(srv, client, model, smol, ctx):
     q = "What is the capital of France?" if smol else "The king"
     n = 24
     ref = subprocess.run([JARIP, "generate", "--model", model, "--chat", "--prompt", q, "-n", str(n), "--temperature",
-                          "0", "--threads", "2", "--ctx", str(ctx)], capture_output=True, text=True, check=True).stdout
+                          "0", "--threads", "2", "--ctx", str(ctx)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OMP_WAIT_POLICY="passive")).stdout
     msgs = [{"role": "user", "content": q}]
     r = client.chat.completions.create(model="m", messages=msgs, max_tokens=n, temperature=0)
     text = r.choices[0].message.content
