@@ -5,20 +5,21 @@
  *
  * Runs on SmolLM2-135M-Instruct Q8_0 and Q4_1 (the types whose matmul rows
  * do not depend on M: llama.cpp's integer dots at every M) with an F16
- * cache; skips a type whose file is absent. F16, Q4_K and Q4_0 are not
+ * cache (only Q4_1 under AddressSanitizer, which is 20x slower); skips a
+ * type whose file is absent. F16, Q4_K and Q4_0 are not
  * batch invariant (measured: every batched row differs in the last bits:
  * their 4-row and GEMM kernels sum in another order than one row), so
- * jarip serve promises invariance for Q8_0 and Q4_1 only. NSEQ sequences (more than 16, so the batched linears run with
- * M >= 16, where the dequantize + GEMM path would otherwise take over)
- * with prompts of different lengths decode STEPS tokens each. */
+ * jarip serve promises invariance for Q8_0 and Q4_1 only. NSEQ sequences
+ * (more than 4: the batched linears then take the 4-row kernels) with
+ * prompts of different lengths decode STEPS tokens each. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
 #include "infer/infer.h"
 
-#define NSEQ 17
-#define STEPS 3
+#define NSEQ 6
+#define STEPS 2
 #define CTX 96
 
 static char *root_path(const char *rel) {
@@ -130,7 +131,11 @@ static void run_type(const char *type) {
 }
 
 int main(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    const char *types[] = {"Q4_1"};
+#else
     const char *types[] = {"Q8_0", "Q4_1"};
+#endif
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) run_type(types[t]);
     return failures != 0;
 }
