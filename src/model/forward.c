@@ -450,10 +450,11 @@ static int lcpp_shaped(const Model *m) {
  * llama.cpp's (quant_matches_llamacpp) dot 8-bit activations for every M,
  * as llama.cpp does; the others keep the faster dequantize + GEMM path for
  * prompts, their results being close to llama.cpp's but not identical anyway. */
-static int linear_infer(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
-    if (!quant_matches_llamacpp(w->dtype)) return linear(out, in, w, b, M);
+static int linear_infer_f(float *out, const float *in, const Tensor *w, const Tensor *b, int M, int rows_exact) {
+    if (!quant_matches_llamacpp(w->dtype) && !rows_exact) return linear(out, in, w, b, M);
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
+    if (rc == ERR_UNSUPPORTED && rows_exact) return linear(out, in, w, b, M); /* a type without a dot kernel (f32) */
     if (rc || !b) return rc;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) out[(size_t)i * N + j] += F(b)[j];
@@ -464,11 +465,13 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
  * quantization of the input and one parallel region when the weights share
  * a block or half type and have no bias (types that match llama.cpp take
  * 8-bit activations at every M, the others the GEMM path for prompts, as
- * linear_infer); else one at a time. */
-static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
-                              int n) {
-    if (n == 1) return linear_infer(out[0], in, w[0], b[0], M);
-    const int exact = quant_matches_llamacpp(w[0]->dtype);
+ * linear_infer); else one at a time. rows_exact: every type takes the dot
+ * kernels at every M, whose rows do not depend on M (batch invariance;
+ * the GEMM path and the f32 matmul of a lone weight do). */
+static int linear_infer_multi_f(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                                int n, int rows_exact) {
+    if (n == 1) return linear_infer_f(out[0], in, w[0], b[0], M, rows_exact);
+    const int exact = quant_matches_llamacpp(w[0]->dtype) || rows_exact;
     int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32;
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
     if (joint) {
@@ -478,10 +481,20 @@ static int linear_infer_multi(const float *in, int M, const Tensor *const *w, co
         if (rc != ERR_UNSUPPORTED) return rc; /* else: a type without a dot kernel, one at a time below */
     }
     for (int i = 0; i < n; i++) {
-        int rc = linear_infer(out[i], in, w[i], b[i], M);
+        int rc = linear_infer_f(out[i], in, w[i], b[i], M, rows_exact);
         if (rc) return rc;
     }
     return 0;
+}
+
+static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                              int n) {
+    return linear_infer_multi_f(in, M, w, b, out, n, 0);
+}
+
+static int linear_rows_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                             int n) {
+    return linear_infer_multi_f(in, M, w, b, out, n, 1);
 }
 
 /* y += x without a fork for the few hundred values of a decoding step. */
@@ -509,25 +522,34 @@ static int lcpp_attention_ops(float *out, float *att, const float *q, const void
 }
 
 /* Dense SwiGLU FFN: up and gate in one call, llama.cpp's SiLU, down. */
-static int lcpp_ffn(Model *m, int l, const float *x, float *out, int N, Err *err) {
+static int lcpp_ffn_f(Model *m, int l, const float *x, float *out, int N, int rows_exact, Err *err) {
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
     const Tensor *ug_w[2] = {w->w_up, w->w_gate}, *ug_b[2] = {w->b_up, NULL};
     float *const ug_out[2] = {a->ffn_h[l], a->ffn_g[l]};
-    int rc = linear_infer_multi(x, N, ug_w, ug_b, ug_out, 2);
+    int rc = linear_infer_multi_f(x, N, ug_w, ug_b, ug_out, 2, rows_exact);
     if (rc) return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_up->dtype));
     lcpp_swiglu(a->ffn_a[l], a->ffn_g[l], a->ffn_h[l], (size_t)N * m->cfg.d_ff);
     const Tensor *dw[1] = {w->w_down}, *db[1] = {w->b_down};
     float *const o[1] = {out};
-    if ((rc = linear_infer_multi(a->ffn_a[l], N, dw, db, o, 1)))
+    if ((rc = linear_infer_multi_f(a->ffn_a[l], N, dw, db, o, 1, rows_exact)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_down->dtype));
     return 0;
 }
 
+static int lcpp_ffn(Model *m, int l, const float *x, float *out, int N, Err *err) { return lcpp_ffn_f(m, l, x, out, N, 0, err); }
+
+static int lcpp_ffn_rows(Model *m, int l, const float *x, float *out, int N, Err *err) {
+    return lcpp_ffn_f(m, l, x, out, N, 1, err);
+}
+
 static const BlockOps LLAMACPP_OPS = {lcpp_norm, linear_infer_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn,
                                       add_infer};
+/* The same, every matmul row computed as if alone (FWD_ROWS_EXACT). */
+static const BlockOps LLAMACPP_ROWS_OPS = {lcpp_norm, linear_rows_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn_rows,
+                                           add_infer};
 
-int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, Err *err) {
+int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, int flags, Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
     const int C = c->d_model;
@@ -551,7 +573,7 @@ int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits
     for (int i = 0, row = 0; i < n_seqs; row += seqs[i++].n)
         if ((rc = embed(m, a->embed + (size_t)row * C, seqs[i].tokens, 1, seqs[i].n, seqs[i].kv->len, err))) return rc;
     const float *x = a->embed;
-    const BlockOps *ops = lcpp_shaped(m) ? &LLAMACPP_OPS : &NATIVE_OPS;
+    const BlockOps *ops = !lcpp_shaped(m) ? &NATIVE_OPS : flags & FWD_ROWS_EXACT ? &LLAMACPP_ROWS_OPS : &LLAMACPP_OPS;
     for (int l = 0; l < c->n_layer; l++) {
         if ((rc = block_forward(m, ops, l, x, 1, N, seqs, n_seqs, err))) return rc;
         x = a->res_ffn[l];
@@ -576,5 +598,5 @@ int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits
 
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
     const SeqSpan one = {kv, tokens, n};
-    return model_forward_batch(m, &one, 1, logits, err);
+    return model_forward_batch(m, &one, 1, logits, 0, err);
 }

@@ -262,7 +262,7 @@ void *sched_main(void *arg) {
         }
         pthread_mutex_unlock(&s->lock);
         Err err = {0};
-        int rc = model_forward_batch(&s->im.model, spans, n, s->logits, &err);
+        int rc = model_forward_batch(&s->im.model, spans, n, s->logits, FWD_ROWS_EXACT, &err);
         pthread_mutex_lock(&s->lock);
         for (int b = 0; b < n; b++) {
             Slot *sl = &s->slots[which[b]];
