@@ -73,7 +73,8 @@ typedef struct Job {
     int n_gen;                /* tokens generated */
     int cached;               /* prompt tokens found in the slot's cache */
     const char *finish;       /* "stop" | "length" once done */
-    char error[512];          /* a failure inside the model (500) */
+    char error[512];          /* a failure inside the model (500), or the server stopping (503) */
+    int error_status;
     double t_arrive, t_first, t_last;
     struct Job *next;         /* queue link */
 } Job;

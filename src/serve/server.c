@@ -114,6 +114,12 @@ static void job_free(Job *j) {
     free(j);
 }
 
+/* The error a job ended with: 503 when the server stopped before it ran, else 500. */
+static void job_error(const Job *j, ApiError *e) {
+    api_error(e, j->error_status ? j->error_status : 500, NULL, j->error_status ? "shutting_down" : "model_error", "%s",
+              j->error);
+}
+
 /* ---- streaming ------------------------------------------------------------- */
 static void stream_put(Stream *st, char *json) {
     const char *data = json ? json : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}";
@@ -154,7 +160,7 @@ static int stream_collect(Stream *st) {
     if (j->state != JOB_DONE) return 0;
     if (j->error[0]) {
         ApiError e;
-        api_error(&e, 500, NULL, "model_error", "%s", j->error);
+        job_error(j, &e);
         stream_put(st, api_error_json(&e));
     } else {
         stream_put(st, response_chunk(s, j, "", 0, NULL, 0, j->finish ? j->finish : "stop"));
@@ -241,7 +247,7 @@ static enum MHD_Result completions(Server *s, struct MHD_Connection *c, const Up
     job_release(s, j);
     enum MHD_Result rc;
     if (j->error[0]) {
-        api_error(&e, 500, NULL, "model_error", "%s", j->error);
+        job_error(j, &e);
         rc = reply_error(s, c, &e);
     } else {
         rc = reply(s, c, 200, "application/json", response_full(s, j));
@@ -444,6 +450,7 @@ void serve_stop(Server *s) {
     pthread_mutex_lock(&s->lock);
     for (Job *j = s->queue_head; j; j = j->next) {
         snprintf(j->error, sizeof j->error, "the server is shutting down");
+        j->error_status = 503;
         j->state = JOB_DONE;
         j->released = 1;
         pthread_cond_broadcast(&j->cond);
