@@ -5,16 +5,19 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "infer/infer.h"
 #include "serve/serve.h"
+#include "train/export.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: jarip serve --model FILE [flags]\n\n"
+    fprintf(f, "usage: jarip serve --model FILE | --ckpt DIR [flags]\n\n"
                "An OpenAI-compatible HTTP server: POST /v1/chat/completions, /v1/completions (stream: true for\n"
                "Server-Sent Events), /tokenize, /detokenize; GET /v1/models, /health, /metrics, and a chat page at /.\n\n"
-               "  --model FILE        GGUF model (a jarip checkpoint: jarip export it first)\n"
+               "  --model FILE        GGUF model\n"
+               "  --ckpt DIR          a jarip training run or checkpoint (exported to a temporary f32 GGUF)\n"
                "  --host ADDR         IPv4 address to bind (default 127.0.0.1: this machine only)\n"
                "  --port N            port (default 8080; 0 = any free port, printed)\n"
                "  --slots N           requests decoded together, each with its own KV cache (default: from --ctx\n"
@@ -36,6 +39,7 @@ int cmd_serve(int argc, char **argv) {
     o.api_key = getenv("JARIP_API_KEY");
     if (o.api_key && !o.api_key[0]) o.api_key = NULL;
     int threads = 0, rc = 0;
+    const char *ckpt = NULL;
     long long body = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i];
@@ -44,6 +48,7 @@ int cmd_serve(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(a, "--model") || !strcmp(a, "-m")) rc = cli_str(argc, argv, &i, &o.model);
+        else if (!strcmp(a, "--ckpt")) rc = cli_str(argc, argv, &i, &ckpt);
         else if (!strcmp(a, "--host")) rc = cli_str(argc, argv, &i, &o.host);
         else if (!strcmp(a, "--port")) rc = cli_int(argc, argv, &i, 0, 65535, &o.port);
         else if (!strcmp(a, "--slots")) rc = cli_int(argc, argv, &i, 1, 256, &o.slots);
@@ -64,7 +69,7 @@ int cmd_serve(int argc, char **argv) {
         } else rc = cli_error(2, "serve: unknown flag '%s' (see jarip serve --help)", a);
     }
     if (rc) return rc;
-    if (!o.model) return cli_error(2, "serve: --model FILE is required");
+    if (!o.model == !ckpt) return cli_error(2, "serve: one of --model FILE or --ckpt DIR is required");
     if (o.api_key && !o.api_key[0]) return cli_error(2, "serve: --api-key must not be empty");
     if (threads) omp_set_num_threads(threads);
     /* the signals go to sigwait below, not to whichever thread runs */
@@ -76,7 +81,16 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a client that leaves mid-write is not a reason to die */
     Server *s = NULL;
     Err err = {0};
-    if (serve_start(&s, &o, &err)) return cli_error(1, "serve: %s", err.msg);
+    char tmp[4096] = "";
+    if (ckpt) { /* the checkpoint as a GGUF in a temporary file; the server maps it, so it is unlinked at once */
+        const char *dir = getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%s/jarip-serve-%ld.gguf", dir && *dir ? dir : "/tmp", (long)getpid());
+        if (export_gguf(ckpt, NULL, tmp, DT_F32, &err)) return cli_error(1, "serve: --ckpt %s: %s", ckpt, err.msg);
+        o.model = tmp;
+    }
+    rc = serve_start(&s, &o, &err);
+    if (tmp[0]) unlink(tmp);
+    if (rc) return cli_error(1, "serve: %s", err.msg);
     int slots = 0, ctx = 0;
     serve_shape(s, &slots, &ctx);
     printf("jarip serve: listening on http://%s:%d (%d slots x %d positions)\n", o.host ? o.host : "127.0.0.1",

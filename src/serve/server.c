@@ -29,6 +29,7 @@ typedef struct {
 typedef struct {
     Server *s;
     Job *job;
+    struct MHD_Connection *conn;
     int sock;
     int first_sent, end_sent;
     size_t text_sent, lp_sent;
@@ -180,7 +181,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     Stream *st = cls;
     Server *s = st->s;
     while (st->pend_off == st->pend_len) {
-        if (st->end_sent) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (st->end_sent) { /* a kept-alive connection is an idle one again: the slow-client timeout is back */
+            MHD_set_connection_option(st->conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->o.timeout_s);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
         st->pend_len = st->pend_off = 0;
         pthread_mutex_lock(&s->lock);
         st->end_sent = stream_collect(st);
@@ -223,7 +227,7 @@ static enum MHD_Result completions(Server *s, struct MHD_Connection *c, const Up
             job_free(j);
             return reply(s, c, 500, "application/json", NULL);
         }
-        *st = (Stream){.s = s, .job = j, .sock = sock};
+        *st = (Stream){.s = s, .job = j, .conn = c, .sock = sock};
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
         enum MHD_Result rc = MHD_queue_response(c, 200, r);
@@ -245,6 +249,7 @@ static enum MHD_Result completions(Server *s, struct MHD_Connection *c, const Up
     }
     pthread_mutex_unlock(&s->lock);
     job_release(s, j);
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->o.timeout_s);
     enum MHD_Result rc;
     if (j->error[0]) {
         job_error(j, &e);

@@ -11,6 +11,7 @@ Usage: test_serve_openai.py path/to/jarip"""
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def main():
         run(srv, client, model, smol, ctx)
     finally:
         code = srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
     check(code == 0, f"SIGTERM: the server exits 0 (got {code})")
     print(f"{failures} failure(s)")
     return 1 if failures else 0
@@ -200,9 +202,13 @@ def run(srv, client, model, smol, ctx):
         check(str(ctx) in e.message and "tokens" in e.message, f"prompt longer than the context: {e.message[:100]}")
     good_request(client, "an over-long prompt")
     # max_tokens far beyond the context is bounded by the room left (documented), not an error
-    near = "apple " * (ctx - 20 if not smol else ctx - 12)
-    ids = json.loads(http(srv, "/tokenize", {"content": near})[2])["tokens"]
-    near = "apple " * (len(near.split()) - (len(ids) - (ctx - 8)) if len(ids) > ctx - 8 else len(near.split()))
+    words = ctx
+    while True:  # a prompt 4-12 tokens short of the context
+        near = "apple " * words
+        have = len(json.loads(http(srv, "/tokenize", {"content": near})[2])["tokens"])
+        if have <= ctx - 4:
+            break
+        words = min(words - 1, words * (ctx - 8) // have)
     r2 = client.completions.create(model="m", prompt=near, max_tokens=100000000, temperature=0)
     check(r2.usage.prompt_tokens + r2.usage.completion_tokens <= ctx,
           f"max_tokens 1e8: bounded by the context ({r2.usage.prompt_tokens}+{r2.usage.completion_tokens} <= {ctx})")
@@ -259,9 +265,12 @@ def run(srv, client, model, smol, ctx):
 
     held = [open_stream() for _ in range(SLOTS + QUEUE)]
     time.sleep(1.0)
-    st, hd, b = http(srv, "/v1/completions", {"prompt": "x", "max_tokens": 2})
-    check(error_ok(st, b, 429, "busy")[0] and hd["Retry-After"], "queue full: 429 with Retry-After")
-    check(metric("jarip_slots_active") == SLOTS, "all slots busy while the clients hold them")
+    if smol:
+        st, hd, b = http(srv, "/v1/completions", {"prompt": "x", "max_tokens": 2})
+        check(error_ok(st, b, 429, "busy")[0] and hd["Retry-After"], "queue full: 429 with Retry-After")
+        check(metric("jarip_slots_active") == SLOTS, "all slots busy while the clients hold them")
+    else:
+        print("note: the tiny model finishes its whole context within a second: the 429 check needs SmolLM2")
     for s in held:
         s.close()
     t0 = time.time()
