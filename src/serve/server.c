@@ -298,7 +298,10 @@ static enum MHD_Result route(Server *s, struct MHD_Connection *c, const char *ur
     if (r->auth && s->o.api_key && !key_ok(s, c))
         return reply_error(s, c, (api_error(&e, 401, NULL, "invalid_api_key", "a valid API key is required (Authorization: Bearer KEY)"), &e));
     if (!strcmp(url, "/")) return reply(s, c, 200, "text/html; charset=utf-8", strdup(serve_page_html));
-    if (!s->ready) {
+    pthread_mutex_lock(&s->lock);
+    const int ready = s->ready;
+    pthread_mutex_unlock(&s->lock);
+    if (!ready) {
         if (!strcmp(url, "/health"))
             return reply(s, c, 503, "application/json", strdup("{\"status\":\"loading model\"}"));
         return reply_error(s, c, (api_error(&e, 503, NULL, "loading", "the model is still loading"), &e));
