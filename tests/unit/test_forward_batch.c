@@ -23,16 +23,6 @@
 #define STEPS 2
 #define CTX 96
 
-static char *root_path(const char *rel) {
-    const char *me = __FILE__, *cut = strstr(me, "tests/unit/");
-    size_t n = cut ? (size_t)(cut - me) : 0;
-    char *p = malloc(n + strlen(rel) + 3);
-    if (n) memcpy(p, me, n);
-    else p[n++] = '.', p[n++] = '/';
-    strcpy(p + n, rel);
-    return p;
-}
-
 /* Prompt of sequence i: a few words, length growing with i. */
 static int make_prompt(const InferModel *im, int i, int32_t **ids, size_t *n) {
     char text[512];
@@ -58,7 +48,7 @@ static int argmax(const float *x, int n) {
 static void run_type(const char *type) {
     char rel[128];
     snprintf(rel, sizeof rel, "models/SmolLM2-135M-Instruct.%s.gguf", type);
-    char *path = root_path(rel);
+    char *path = test_root_path(rel);
     FILE *f = fopen(path, "rb");
     if (!f) {
         printf("skip %s: %s absent (scripts/fetch_smollm2.sh)\n", type, path);
