@@ -59,6 +59,10 @@ def main():
         check("jarip chat" in drv.title, f"the page loads (title {drv.title!r})")
         wait = WebDriverWait(drv, 60, poll_frequency=0.05)
         wait.until(lambda d: d.find_element(By.ID, "model").text)
+        # the settings: a system prompt and an answer length (the second turn must end in time under ASan)
+        drv.find_element(By.TAG_NAME, "summary").click()
+        drv.find_element(By.ID, "system").send_keys("You are a helpful assistant.")
+        drv.find_element(By.ID, "maxtok").send_keys("48")
         box = drv.find_element(By.ID, "input")
         box.send_keys("What is the capital of France?" if smol else "The king")
         drv.find_element(By.ID, "send").click()
@@ -87,7 +91,8 @@ def main():
                    and (d.find_elements(By.CSS_SELECTOR, ".assistant")[1].text or not smol)
                    and not d.find_element(By.ID, "stop").is_enabled())
         check(len(drv.find_elements(By.CSS_SELECTOR, ".user")) == 2, "multi-turn: two user messages, two answers")
-        # the stop button ends an answer as it streams
+        # the stop button ends an answer as it streams (no length limit now)
+        drv.find_element(By.ID, "maxtok").clear()
         box.send_keys("Write a long story about a dragon." if smol else "The queen")
         drv.find_element(By.ID, "send").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".assistant")) == 3
