@@ -142,7 +142,8 @@ static int get_stops(json_t *o, ServeRequest *r, ApiError *e) {
     json_t *v = json_object_get(o, "stop");
     if (!v || json_is_null(v)) return 0;
     if (json_is_string(v)) {
-        if (!json_string_length(v)) return api_error(e, 400, "stop", "invalid_value", "'stop' must not be an empty string");
+        if (!json_string_length(v) || json_string_length(v) > SERVE_MAX_STOP_LEN)
+            return api_error(e, 400, "stop", "invalid_value", "'stop' must have 1 to %d bytes", SERVE_MAX_STOP_LEN);
         r->stops[r->n_stops++] = strdup(json_string_value(v));
         return 0;
     }
@@ -153,8 +154,9 @@ static int get_stops(json_t *o, ServeRequest *r, ApiError *e) {
     size_t i;
     json_t *s;
     json_array_foreach(v, i, s) {
-        if (!json_is_string(s) || !json_string_length(s))
-            return api_error(e, 400, "stop", "invalid_value", "'stop[%zu]' must be a non-empty string", i);
+        if (!json_is_string(s) || !json_string_length(s) || json_string_length(s) > SERVE_MAX_STOP_LEN)
+            return api_error(e, 400, "stop", "invalid_value", "'stop[%zu]' must be a string of 1 to %d bytes", i,
+                             SERVE_MAX_STOP_LEN);
         r->stops[r->n_stops++] = strdup(json_string_value(s));
     }
     return 0;

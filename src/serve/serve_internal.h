@@ -10,6 +10,7 @@
 #include "serve/serve.h"
 
 #define SERVE_MAX_STOPS 4     /* OpenAI allows up to 4 stop strings */
+#define SERVE_MAX_STOP_LEN 256 /* bytes: each token checks the text's tail against every stop string */
 #define SERVE_MAX_TOP_LOGPROBS 20
 
 /* ---- a validated request (request.c) -------------------------------------- */

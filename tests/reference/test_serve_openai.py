@@ -139,6 +139,17 @@ def run(srv, client, model, smol, ctx):
     check(st == 200 and "text/event-stream" in hd["Content-Type"] and events[-1] == "data: [DONE]"
           and all(e.startswith("data: ") for e in events), "SSE framing: data: lines, [DONE] last")
 
+    # --- stop strings: the text ends before the first one, streamed or not -------------
+    if len(text) >= 14:
+        stop = text[10:14]
+        want = text[:text.find(stop)]
+        rs = client.chat.completions.create(model="m", messages=msgs, max_tokens=n, temperature=0, stop=[stop, "\x01"])
+        _, ss = stream_chat(client, msgs, n, stop=stop)
+        check(rs.choices[0].message.content == want and ss == want and rs.choices[0].finish_reason == "stop",
+              f"stop {stop!r}: text cut before it ({want!r}), streamed too, finish_reason stop")
+    else:
+        check(False, f"greedy text too short for the stop-string check: {text!r}")
+
     # --- completions ------------------------------------------------------------------
     cq = "The capital of France is" if smol else "The king"
     c = client.completions.create(model="m", prompt=cq, max_tokens=12, temperature=0)
@@ -179,6 +190,8 @@ def run(srv, client, model, smol, ctx):
         ("max_tokens 1e8 as a number", openai.BadRequestError, dict(messages=msgs, extra_body={"max_tokens": 1e8})),
         ("content as a number", openai.BadRequestError, dict(messages=[{"role": "user", "content": 5}])),
         ("unknown field", openai.BadRequestError, dict(messages=msgs, extra_body={"grammar": "x"})),
+        ("stop of 10000 bytes", openai.BadRequestError, dict(messages=msgs, stop="x" * 10000)),
+        ("5 stop strings", openai.BadRequestError, dict(messages=msgs, stop=["a", "b", "c", "d", "e"])),
     ]
     for what, exc, kw in sdk_cases:
         try:
