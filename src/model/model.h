@@ -320,6 +320,26 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
  * position of a chunk; llama-perplexity asks for the same rows). out0 == n:
  * the cache is filled and no logits are computed. */
 int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err);
+/* One sequence of a batched inference step: n tokens appended to its own
+ * cache at positions kv->len.. */
+typedef struct {
+    KVCache *kv;
+    const int32_t *tokens; /* (n) */
+    int n;
+} SeqSpan;
+/* Continuous batching: several sequences, each with its own cache, in one
+ * forward. The linears and FFNs run once over all rows (M = the sum of the
+ * n), RoPE and attention per sequence over its cache. logits (n_seqs, V):
+ * after each sequence's last token. With FWD_ROWS_EXACT every matmul row is
+ * computed as if alone, for every weight type, so (Llama-shaped models) a
+ * sequence's results do not depend on the others in the batch nor on how
+ * its prompt was cut into chunks of two tokens or more (batch invariance);
+ * without it, only Q8_0/Q4_1 weights promise that (other types take the
+ * faster GEMM path for many rows). Needs activations planned with B=1,
+ * T >= the total tokens; caches must be distinct. Each cache's len
+ * advances by its n on success. */
+#define FWD_ROWS_EXACT 1
+int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, int flags, Err *err);
 /* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
  * is an error naming it). */
 int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);
