@@ -17,6 +17,8 @@ int cmd_chat(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* "jarip: <msg>" on stderr; returns code for `return die(...)`. */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

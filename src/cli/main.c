@@ -25,6 +25,8 @@ static const Command commands[] = {
     {"finetune", cmd_finetune, "fine-tune a GGUF model (LoRA or full) on chat or text data"},
     {"export", cmd_export, "export a checkpoint to GGUF"},
     {"quantize", cmd_quantize, "convert a GGUF model to another tensor type"},
+    {"eval", cmd_eval, "perplexity, KL divergence and multiple-choice accuracy of a model"},
+    {"serve", cmd_serve, "serve a GGUF model over the OpenAI HTTP API (and a chat page)"},
 };
 
 static void usage(FILE *f) {

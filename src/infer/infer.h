@@ -142,6 +142,21 @@ typedef struct {
     size_t text_len;
 } GenResult;
 
+/* Generated text as it grows token by token: what is final to stream (whole
+ * UTF-8 characters, never part of a possible stop string) and where a stop
+ * string cuts it. Zero-initialise; free p. */
+typedef struct {
+    char *p;        /* the text so far (NUL-terminated once anything was pushed) */
+    size_t n, cap;
+    size_t sent;    /* bytes already handed out as final */
+} InferText;
+/* Append a token's bytes b[0..len). The newly final text is p[*from ..
+ * *from + *n). Returns 1 when a stop string appeared (the text is cut
+ * before it, nothing after it is handed out), 0 otherwise, ERR_NOMEM. */
+int infer_text_push(InferText *t, const GenOptions *go, const uint8_t *b, size_t len, size_t *from, size_t *n);
+/* At the end of generation: what was held back becomes final. */
+void infer_text_flush(InferText *t, size_t *from, size_t *n);
+
 /* Generate after infer_session_prompt: sample, stream, stop. ids (may be
  * NULL) receives the generated ids, at most max_ids of them. */
 int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *ctx, int32_t *ids, int max_ids,

@@ -26,7 +26,9 @@ static inline float fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)k + 127) << 23;
+    /* a NaN x (a hostile model's weights, a diverged run) gives NaN p, so
+     * any exponent will do; converting NaN k to int would be UB */
+    int32_t bits = ((k == k ? (int32_t)k : 0) + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

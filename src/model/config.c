@@ -40,12 +40,16 @@ static void config_fill_derived(Config *c) {
     if (c->n_kv_head == 0) c->n_kv_head = c->n_head;
     if (c->head_dim == 0 && c->n_head > 0) c->head_dim = c->d_model / c->n_head;
     if (c->d_ff == 0) {
+        /* in 64 bits: a hostile d_model near 2^31 must reach config_validate's
+         * range check, not overflow here */
+        int64_t f;
         if (c->act == ACT_GELU) {
-            c->d_ff = 4 * c->d_model;
+            f = 4 * (int64_t)c->d_model;
         } else { /* Llama: 2/3 of 4d, rounded up to a multiple of 256 */
-            int f = (int)(8.0 * c->d_model / 3.0);
-            c->d_ff = (f + 255) / 256 * 256;
+            f = (int64_t)(8.0 * c->d_model / 3.0);
+            f = (f + 255) / 256 * 256;
         }
+        c->d_ff = f > INT32_MAX ? INT32_MAX : (int)f;
     }
 }
 

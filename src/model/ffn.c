@@ -36,6 +36,14 @@ static float *expert_g(const Tensor *t, int e) {
 /* Feed-forward width held by this rank (d_ff / tp). */
 static int local_ff(const Model *m) { return m->cfg.d_ff / m->shard.tp_size; }
 
+/* y (rows, N) = x (rows, K) W_e^T + b_e: expert e's block of a stacked
+ * tensor, or a dense weight through the linear layer (its precision and
+ * LoRA adapter: linear_forward). */
+static int weight_forward(float *y, const float *x, const Tensor *wt, const Tensor *b, int e, int rows, int N, int K) {
+    if (!(wt->flags & PF_EXPERT)) return linear_forward(y, x, wt, b, rows);
+    return matmul_forward(y, x, expert_w(wt, e), wt->dtype, expert_w(b, e), rows, N, K);
+}
+
 /* y (rows, C) = down(act(up(x) [, gate(x)])) for one expert. h, g, a (rows, F).
  * Under tensor parallelism y is this rank's partial sum; the down bias is
  * added by rank 0 only. */
@@ -44,21 +52,14 @@ static int expert_forward(const Model *m, const LayerWeights *w, int e, const fl
     const Config *c = &m->cfg;
     const int C = c->d_model, F = local_ff(m);
     int rc;
-    /* lora_forward: dense weights may carry a LoRA adapter (never experts) */
-    if ((rc = matmul_forward(h, x, expert_w(w->w_up, e), w->w_up->dtype, expert_w(w->b_up, e), rows, F, C)))
-        return rc;
-    lora_forward(h, x, w->w_up, rows);
+    if ((rc = weight_forward(h, x, w->w_up, w->b_up, e, rows, F, C))) return rc;
     if (c->act == ACT_SWIGLU) {
-        if ((rc = matmul_forward(g, x, expert_w(w->w_gate, e), w->w_gate->dtype, NULL, rows, F, C))) return rc;
-        lora_forward(g, x, w->w_gate, rows);
+        if ((rc = weight_forward(g, x, w->w_gate, NULL, e, rows, F, C))) return rc;
         swiglu_forward(a, g, h, (size_t)rows * F);
     } else {
         gelu_forward(a, h, (size_t)rows * F);
     }
-    const void *bias = m->shard.tp_rank == 0 ? expert_w(w->b_down, e) : NULL;
-    if ((rc = matmul_forward(y, a, expert_w(w->w_down, e), w->w_down->dtype, bias, rows, C, F))) return rc;
-    lora_forward(y, a, w->w_down, rows);
-    return 0;
+    return weight_forward(y, a, w->w_down, m->shard.tp_rank == 0 ? w->b_down : NULL, e, rows, C, F);
 }
 
 /* dx (rows, K) += dy (rows, N) W_e, and W_e's / the bias's gradients when

@@ -22,10 +22,20 @@ void lora_forward(float *out, const float *in, const Tensor *w, int M) {
     gemm_f32(0, 1, M, N, r, k->scale, k->u, r, F(k->b), r, 1.0f, out, N);    /* out += scale u B^T */
 }
 
+int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M) {
+    int rc = w->bf16 ? bf16_linear_forward(w->bf16, out, in, w, F(bias), M)
+                     : matmul_forward(out, in, w->data, w->dtype, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
+    if (!rc) lora_forward(out, in, w, M);
+    return rc;
+}
+
 int linear_backward(float *dinp, const float *dout, const float *inp, const Tensor *w, const Tensor *bias, int M) {
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     const LoraLink *k = w->lora;
-    if (w->dtype == DT_F32) {
+    if (w->bf16) {
+        int rc = bf16_linear_backward(w->bf16, dinp, w->grad, bias ? bias->grad : NULL, dout, inp, w, M);
+        if (rc) return rc;
+    } else if (w->dtype == DT_F32) {
         matmul_backward(dinp, w->grad, bias ? bias->grad : NULL, dout, inp, F(w), M, N, K);
     } else {
         if (dinp) {

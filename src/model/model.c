@@ -348,5 +348,6 @@ void model_free(Model *m) {
     free(m->tensors);
     free(m->layers);
     free(m->lora_links);
+    model_precision_free(m);
     memset(m, 0, sizeof *m);
 }

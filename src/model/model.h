@@ -114,6 +114,7 @@ typedef struct {
     void *data;        /* weights: into Model.params or a GGUF mapping */
     float *grad;       /* into Model.grads; NULL when not training (or frozen) */
     const struct LoraLink_ *lora; /* a LoRA adapter on this (frozen) linear weight, or NULL */
+    struct Bf16Linear_ *bf16;     /* non-NULL: this float32 weight's products run in bf16 (model_set_precision) */
 } Tensor;
 
 /* A LoRA adapter attached to a linear weight W (out, in): the layer adds
@@ -252,7 +253,25 @@ typedef struct Model_ {
                                                 weights (0: none): sizes Activations.lora_u */
     LoraLink *lora_links;                    /* adapters this model's registry holds (model_lora_attach) */
     int n_lora_links;
+    int precision;                           /* PRECISION_*: how the linear layers multiply */
+    struct Bf16Linear_ *bf16;                /* bf16 scratch and GEMM plans (model_set_precision) */
 } Model;
+
+/* ---- mixed precision ---------------------------------------------------------
+ * PRECISION_BF16 (bf16 mixed precision as the literature defines it): the
+ * products of the dense linear layers (attention q/k/v/o, the FFN, the
+ * output head) take bfloat16 inputs, rounded from the float32 activations,
+ * gradients and master weights at each use, and accumulate in float32;
+ * everything else (embeddings, norms, softmax, loss, AdamW and its moments,
+ * checkpoints) stays float32. No loss scaling: bf16 has float32's range. */
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
+/* "fp32"/"bf16" -> PRECISION_*; -1 for anything else. */
+int precision_from_name(const char *name);
+const char *precision_name(int precision);
+/* Choose how m's linear layers multiply. bf16 needs native bf16 GEMMs
+ * (AVX512-BF16 or AMX through oneDNN): elsewhere an error says so. Sharded
+ * experts (MoE) keep float32 (their row counts change every step). */
+int model_set_precision(Model *m, int precision, Err *err);
 
 /* Allocate weights (and, if training, grads and Adam moments) for c. */
 int model_create(Model *m, const Config *c, int training, Err *err);
@@ -295,6 +314,32 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
  * planned with B=1, T>=n, training=0. */
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
+/* The same forward with the logits of every row from out0 on: rows
+ * out0..n-1 of this call into logits ((n - out0), V), each the bits
+ * model_forward_cached gives for that position (evaluation scores every
+ * position of a chunk; llama-perplexity asks for the same rows). out0 == n:
+ * the cache is filled and no logits are computed. */
+int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err);
+/* One sequence of a batched inference step: n tokens appended to its own
+ * cache at positions kv->len.. */
+typedef struct {
+    KVCache *kv;
+    const int32_t *tokens; /* (n) */
+    int n;
+} SeqSpan;
+/* Continuous batching: several sequences, each with its own cache, in one
+ * forward. The linears and FFNs run once over all rows (M = the sum of the
+ * n), RoPE and attention per sequence over its cache. logits (n_seqs, V):
+ * after each sequence's last token. With FWD_ROWS_EXACT every matmul row is
+ * computed as if alone, for every weight type, so (Llama-shaped models) a
+ * sequence's results do not depend on the others in the batch nor on how
+ * its prompt was cut into chunks of two tokens or more (batch invariance);
+ * without it, only Q8_0/Q4_1 weights promise that (other types take the
+ * faster GEMM path for many rows). Needs activations planned with B=1,
+ * T >= the total tokens; caches must be distinct. Each cache's len
+ * advances by its n on success. */
+#define FWD_ROWS_EXACT 1
+int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, int flags, Err *err);
 /* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
  * is an error naming it). */
 int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);
@@ -314,6 +359,10 @@ void kvcache_free(KVCache *kv);
 int model_lora_attach(Model *m, Model *base, float run_scale, Err *err);
 /* out (M, out) += scale * (in A^T) B^T when w carries an adapter. */
 void lora_forward(float *out, const float *in, const Tensor *w, int M);
+/* The linear layer: out (M,N) = in (M,K) W^T + bias, in W's precision
+ * (model_set_precision) and type, plus W's LoRA adapter. 0 or an error
+ * code (ERR_UNSUPPORTED: no kernel for W's type). */
+int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M);
 /* The backward of out = in W^T + bias (+ LoRA) for one linear weight of any
  * type: dinp (M, in) += dout W (+ the adapter's term; dinp may be NULL);
  * W's and bias's gradients when they have one (f32 weights that train);

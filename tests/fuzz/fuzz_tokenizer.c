@@ -1,10 +1,7 @@
-/* libFuzzer target for the tokenizer round trip (not part of the CTest build):
- *   (build jarip first; the library supplies everything but the tokenizer)
- *   clang -g -O1 -fopenmp -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Isrc -Itests/unit \
- *     tests/fuzz/fuzz_tokenizer.c src/tokenizer/*.c build/libjarip_lib.a -ldnnl -lpcre2-8 -ljansson -lz -lm \
- *     -o fuzz_tokenizer
- *   ./fuzz_tokenizer -max_total_time=60
- * Tokenizer: $JARIP_FUZZ_TOKENIZER or tests/fixtures/tokenizer/gpt2_hf.json.
+/* libFuzzer target for the tokenizer round trip: every input is encoded
+ * (fresh, warm and parallel encoders must agree) and decoded back to itself.
+ * Built and run by bench/fuzz.sh (the tokenizer is $JARIP_FUZZ_TOKENIZER or
+ * tests/fixtures/tokenizer/gpt2_hf.json, relative to the repository root).
  * The bounded-time fuzz that runs in the tests is tests/unit/test_tokenizer_fuzz.c. */
 #include <stdio.h>
 

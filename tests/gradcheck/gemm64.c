@@ -112,3 +112,19 @@ int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uin
     (void)out; (void)q; (void)kc; (void)vc; (void)T; (void)pos0; (void)Hq; (void)Hkv; (void)D;
     return ERR_UNSUPPORTED;
 }
+
+/* No bf16 in the float64 check: model_set_precision refuses bf16 here. */
+int gemm_bf16_available(void) { return 0; }
+const char *gemm_isa_name(void) { return "none (float64 check)"; }
+int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc, int accumulate,
+                   Err *err) {
+    (void)g, (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)lda, (void)ldb, (void)ldc, (void)accumulate;
+    (void)err;
+    return ERR_UNSUPPORTED;
+}
+int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C) {
+    (void)g, (void)A, (void)B, (void)C;
+    return ERR_UNSUPPORTED;
+}
+void gemm_bf16_free(GemmBf16 *g) { (void)g; }
+void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n) { (void)dst, (void)src, (void)n; }
