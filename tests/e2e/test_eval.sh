@@ -115,10 +115,10 @@ if [ ! -f "$Q8" ] || [ ! -f "$Q41" ] || [ ! -f "$F16" ]; then
   exit 0
 fi
 expect_error "vocabulary of 49152 tokens, the model 256" -- "${E[@]}" kld --base "$Q8" --model "$WORK/run.gguf" --text "$TEXT" --ctx 64
-S=(--text "$TEXT" --ctx 128 --threads 2 --json)
+S=(--text "$TEXT" --ctx 128 --chunks 4 --threads 2 --json)
 "${E[@]}" perplexity --model "$Q8" "${S[@]}" > "$WORK/q8.json"
 "${E[@]}" perplexity --model "$Q41" "${S[@]}" > "$WORK/q41.json"
-"${E[@]}" kld --base "$Q8" --model "$Q8" "${S[@]}" --chunks 2 > "$WORK/kself.json"
+"${E[@]}" kld --base "$Q8" --model "$Q8" "${S[@]}" > "$WORK/kself.json"
 "${E[@]}" kld --base "$F16" --model "$Q41" "${S[@]}" > "$WORK/kq41.json"
 "${E[@]}" choice --model "$F16" --tasks "$FIX/tasks.jsonl" --limit 4 --kv-type f32 --threads 2 --json > "$WORK/choice.json"
 python3 - "$WORK" "$FIX/expected.json" <<'EOF' || fail "SmolLM2 figures differ from llama.cpp's / transformers'"
@@ -128,14 +128,18 @@ L = exp["llamacpp"]
 for q, f in (("Q8_0", "q8"), ("Q4_1", "q41")):
     j = json.load(open("%s/%s.json" % (w, f)))
     rel = abs(j["ppl"] / L["ppl_" + q] - 1)
-    # llama-perplexity prints 4 decimals: its own rounding is up to 5e-5 / ppl
+    # llama-perplexity prints 4 decimals: its own rounding is up to 5e-5 / ppl (measured: equal to
+    # every printed digit, PPL and error, on both types)
     assert rel <= 1e-4, (q, j["ppl"], L["ppl_" + q], rel)
+    assert abs(j["ppl_err"] / L["ppl_err_" + q] - 1) <= 1e-4, (q, j["ppl_err"], L["ppl_err_" + q])
     print("ok: %s perplexity %.4f, llama-perplexity %.4f (relative difference %.1e)" % (q, j["ppl"], L["ppl_" + q], rel))
 k = json.load(open(w + "/kself.json"))
 assert abs(k["kld"]) < 1e-4 and k["same_top"] == 1.0, k
 print("ok: Q8_0 against itself: KLD %.1e, same top %.0f%%" % (k["kld"], 100 * k["same_top"]))
 k, r = json.load(open(w + "/kq41.json")), L["kld_F16_Q4_1"]
-for key, tol in (("kld", 0.02), ("kld_median", 0.05), ("kld_p99", 0.05), ("ppl", 1e-4), ("base_ppl", 1e-4)):
+# measured: kld 0.12%, median 1.3%, 99% 2.1%, PPL(Q4_1) 1e-6, PPL(F16) 1.3e-4 (jarip's F16 prompt
+# path multiplies f32 activations, llama.cpp's rounds them to half: not the same bits)
+for key, tol in (("kld", 0.01), ("kld_median", 0.05), ("kld_p99", 0.05), ("ppl", 1e-4), ("base_ppl", 5e-4)):
     rel = abs(k[key] / r[key] - 1)
     assert rel <= tol, (key, k[key], r[key], rel)
 assert abs(k["same_top"] - r["same_top"]) <= 0.005, (k["same_top"], r["same_top"])
