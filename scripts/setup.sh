@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential cmake pkg-config libdnnl-dev libopenblas-dev libpcre2-dev libjansson-dev
-  zlib1g-dev libomp-dev openmpi-bin libopenmpi-dev python3 python3-pip python3-numpy python3-torch
-  fortunes fortunes-min iproute2 unzip time bc clang libclang-rt-14-dev)
+  zlib1g-dev libmicrohttpd-dev libomp-dev openmpi-bin libopenmpi-dev python3 python3-pip python3-numpy python3-torch
+  fortunes fortunes-min iproute2 unzip time bc clang libclang-rt-14-dev chromium chromium-driver)
 # PyPI packages used only by tests (reference values) and benchmarks (peers).
-PIP_PACKAGES=(tokenizers tiktoken gguf)
+PIP_PACKAGES=(tokenizers tiktoken gguf openai selenium)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

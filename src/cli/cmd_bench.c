@@ -10,6 +10,7 @@ int bench_infer_main(int argc, char **argv) __attribute__((weak));
 
 static void usage(FILE *f) {
     fprintf(f, "usage: jarip bench train (--preset NAME | --config FILE) [--batch B] [--seq T] [--steps N] [--threads N]\n"
+               "                         [--precision fp32|bf16]\n"
                "       jarip bench infer --model FILE.gguf [--threads N] [--kv-type f16|f32]\n\n"
                "bench train: forward + backward + AdamW on random tokens; prints tokens/s and MFU\n"
                "(model FLOPs 6N + 12 L d T per token, PaLM) against this CPU's measured fp32 FMA peak.\n"
@@ -17,12 +18,13 @@ static void usage(FILE *f) {
                "  --seq T       tokens per sequence (default 256)\n"
                "  --steps N     timed steps after one warmup step (default 5)\n"
                "  --threads N   OpenMP threads (default: all cores)\n"
+               "  --precision P fp32 (default) or bf16 (see jarip train --help); MFU stays against the fp32 peak\n"
                "bench infer: see `jarip bench infer --help`.\n");
 }
 
 static int bench_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL;
-    int B = 8, T = 256, steps = 5, threads = 0;
+    int B = 8, T = 256, steps = 5, threads = 0, precision = PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int rc = 0;
@@ -35,7 +37,11 @@ static int bench_train(int argc, char **argv) {
         else if (!strcmp(a, "--seq")) rc = cli_int(argc, argv, &i, 1, 1 << 20, &T);
         else if (!strcmp(a, "--steps")) rc = cli_int(argc, argv, &i, 1, 1000000, &steps);
         else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, &i, 1, 1024, &threads);
-        else return cli_error(2, "bench train: unknown flag '%s'", a);
+        else if (!strcmp(a, "--precision")) {
+            const char *p = NULL;
+            if (!(rc = cli_str(argc, argv, &i, &p)) && (precision = precision_from_name(p)) < 0)
+                rc = cli_error(2, "--precision: '%s' is not fp32 or bf16", p);
+        } else return cli_error(2, "bench train: unknown flag '%s'", a);
         if (rc) return rc;
     }
     Config c;
@@ -46,7 +52,7 @@ static int bench_train(int argc, char **argv) {
     Model m;
     if (model_create(&m, &c, 1, &err)) return cli_error(1, "%s", err.msg);
     model_init_weights(&m, 1);
-    if (model_plan_activations(&m, B, T, 1, &err)) {
+    if (model_set_precision(&m, precision, &err) || model_plan_activations(&m, B, T, 1, &err)) {
         model_free(&m);
         return cli_error(1, "%s", err.msg);
     }
@@ -79,7 +85,8 @@ static int bench_train(int argc, char **argv) {
     double peak = cpu_peak_flops(nthreads);
     double flops_tok = model_flops_per_token(&c, T);
     double tps = (double)B * T * steps / total;
-    printf("model: %s, %zu parameters, batch %d, seq %d, threads %d\n", preset ? preset : config, m.n_params, B, T, nthreads);
+    printf("model: %s, %zu parameters, batch %d, seq %d, threads %d, precision %s\n", preset ? preset : config, m.n_params,
+           B, T, nthreads, precision_name(precision));
     printf("activations: %.1f MiB\n", m.act.n_floats * 4.0 / 1048576.0);
     printf("step_time_s: %.4f (best %.4f)\n", total / steps, best);
     printf("flops_per_token: %.4g\n", flops_tok);

@@ -18,6 +18,7 @@ static void infer_flags_default(InferOptions *f) {
     memset(f, 0, sizeof *f);
     f->n = 256;
     f->kv_type = INFER_KV_DEFAULT;
+    f->lora_scale = 1.0f;
     /* llama.cpp's sampling defaults, so the same flags give comparable text */
     sampler_options_default(&f->so);
     f->so.temperature = 0.8f;
@@ -32,6 +33,8 @@ static int parse_one(InferOptions *f, int argc, char **argv, int *i, int *handle
     *handled = 1;
     if (!strcmp(a, "--model") || !strcmp(a, "-m")) return cli_str(argc, argv, i, &f->model);
     if (!strcmp(a, "--system")) return cli_str(argc, argv, i, &f->system);
+    if (!strcmp(a, "--lora")) return cli_str(argc, argv, i, &f->lora);
+    if (!strcmp(a, "--lora-scale")) return cli_float(argc, argv, i, -100, 100, &f->lora_scale);
     if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) return cli_int(argc, argv, i, 1, 1 << 24, &f->n);
     if (!strcmp(a, "--threads") || !strcmp(a, "-t")) return cli_int(argc, argv, i, 1, 1024, &f->threads);
     if (!strcmp(a, "--ctx")) return cli_int(argc, argv, i, 1, 1 << 24, &f->ctx);
@@ -95,6 +98,9 @@ int infer_flags_parse(InferOptions *f, int argc, char **argv, const char *cmd, v
 
 void infer_flags_usage(FILE *out) {
     fprintf(out, "  --model FILE           GGUF model (llama or gpt2 architecture; any tensor type jarip reads)\n"
+                 "  --lora FILE            apply a LoRA adapter (llama.cpp's GGUF format, `jarip export\n"
+                 "                         --lora-out`) at run time, without merging\n"
+                 "  --lora-scale S         scale of the adapter (default 1)\n"
                  "  --system TEXT          system prompt (chat)\n"
                  "  -n N                   most tokens to generate per answer (default 256)\n"
                  "  --temperature X        0 = greedy (default 0.8)\n"
@@ -120,6 +126,10 @@ int infer_flags_open(const InferOptions *f, InferModel *im, InferSession *s) {
     if (f->threads) omp_set_num_threads(f->threads);
     Err err = {0};
     if (infer_model_open(im, f->model, &err)) return cli_error(1, "%s", err.msg);
+    if (f->lora && infer_model_add_lora(im, f->lora, f->lora_scale, &err)) {
+        infer_model_close(im);
+        return cli_error(1, "%s", err.msg);
+    }
     if (infer_session_create(s, im, f->ctx, f->batch, f->kv_type, &f->so, &err)) {
         infer_model_close(im);
         return cli_error(1, "%s", err.msg);

@@ -60,6 +60,9 @@ int cmd_sample(int argc, char **argv) {
     int step;
     if (checkpoint_resolve(ckpt_arg, ckpt, sizeof ckpt, &err) || checkpoint_load_config(ckpt, &c, &err))
         return cli_error(1, "%s", err.msg);
+    if (c.lora_rank > 0)
+        return cli_error(2, "%s is a LoRA fine-tuning run: export it (jarip export --ckpt DIR --out merged.gguf) and "
+                            "use jarip generate", ckpt_arg);
     Tokenizer *tok = NULL;
     if (c.vocab_size != 256 || tok_path) {
         char guess[4200];

@@ -8,6 +8,7 @@
 #include "dist/launch.h"
 #include "model_arg.h"
 #include "plan/plan.h"
+#include "eval/eval.h"
 #include "tokenizer/tokenizer.h"
 #include "train/parallel.h"
 #include "train/train.h"
@@ -40,11 +41,17 @@ static void usage(FILE *f) {
             "  --keep N            checkpoints kept in DIR (default 2)\n"
             "  --max-bad-steps K   a step with a NaN/Inf loss or gradient is skipped (weights unchanged);\n"
             "                      K such steps in a row stop the run (default 5)\n"
+            "  --precision P       fp32 (default) or bf16: the linear layers multiply bfloat16 inputs\n"
+            "                      with float32 accumulation (CPUs with AVX512-BF16 or AMX); weights,\n"
+            "                      optimizer and checkpoints stay float32; a resumed run keeps its own\n"
             "  --threads N         OpenMP threads (default: all cores; under mpirun, the host's cores\n"
             "                      split between its ranks)\n"
             "  --quiet             no progress line\n"
             "  --tokenizer FILE    the tokenizer of shard data: saved as DIR/tokenizer.json for\n"
-            "                      `jarip sample` and `jarip export`\n\n"
+            "                      `jarip sample` and `jarip export`\n"
+            "  --eval-text FILE    also report the perplexity of FILE at each evaluation (eval_ppl in\n"
+            "                      log.jsonl): chunks of --seq tokens, second half scored, as\n"
+            "                      `jarip eval perplexity --ctx SEQ` and llama-perplexity\n\n"
             "parallel runs (start with mpirun -np N; rank 0 alone prints, logs and saves):\n"
             "  --tp T              tensor parallel: heads, FFN columns and vocabulary over T ranks\n"
             "  --pp P              pipeline parallel: layers over P stages, 1F1B micro-batch schedule\n"
@@ -83,45 +90,94 @@ static void fit_threads_to_host(int threads_given, int lead, int quiet) {
                 cores, fit, fit == 1 ? "" : "s");
 }
 
+int train_flag(int argc, char **argv, int *i, TrainOptions *o, int *threads, int *steps_set, int *handled) {
+    const char *a = argv[*i];
+    int rc = 0;
+    *handled = 1;
+    if (!strcmp(a, "--data")) rc = cli_str(argc, argv, i, &o->data);
+    else if (!strcmp(a, "--out")) rc = cli_str(argc, argv, i, &o->out);
+    else if (!strcmp(a, "--steps")) rc = cli_int(argc, argv, i, 1, 100000000, &o->steps), *steps_set = 1;
+    else if (!strcmp(a, "--stop-after")) rc = cli_int(argc, argv, i, 1, 100000000, &o->stop_after);
+    else if (!strcmp(a, "--batch")) rc = cli_int(argc, argv, i, 1, 65536, &o->batch);
+    else if (!strcmp(a, "--seq")) rc = cli_int(argc, argv, i, 1, 1 << 20, &o->seq);
+    else if (!strcmp(a, "--accum")) rc = cli_int(argc, argv, i, 1, 65536, &o->accum);
+    else if (!strcmp(a, "--lr")) rc = cli_float(argc, argv, i, 0, 10, &o->lr);
+    else if (!strcmp(a, "--lr-min")) rc = cli_float(argc, argv, i, 0, 10, &o->lr_min);
+    else if (!strcmp(a, "--warmup")) rc = cli_int(argc, argv, i, 0, 100000000, &o->warmup);
+    else if (!strcmp(a, "--weight-decay")) rc = cli_float(argc, argv, i, 0, 10, &o->weight_decay);
+    else if (!strcmp(a, "--grad-clip")) rc = cli_float(argc, argv, i, 0, 1e9, &o->grad_clip);
+    else if (!strcmp(a, "--seed")) {
+        long long s;
+        rc = cli_long(argc, argv, i, 0, 0x7fffffffffffffffLL, &s);
+        o->seed = (uint64_t)s;
+    } else if (!strcmp(a, "--eval-every")) rc = cli_int(argc, argv, i, 0, 100000000, &o->eval_every);
+    else if (!strcmp(a, "--eval-batches")) rc = cli_int(argc, argv, i, 0, 100000, &o->eval_batches);
+    else if (!strcmp(a, "--save-every")) rc = cli_int(argc, argv, i, 0, 100000000, &o->save_every);
+    else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, i, 1, 1000, &o->keep);
+    else if (!strcmp(a, "--max-bad-steps")) rc = cli_int(argc, argv, i, 1, 1000000, &o->max_bad_steps);
+    else if (!strcmp(a, "--precision")) {
+        const char *p = NULL;
+        if (!(rc = cli_str(argc, argv, i, &p)) && (o->precision = precision_from_name(p)) < 0)
+            rc = cli_error(2, "--precision: '%s' is not fp32 or bf16", p);
+    }
+    else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, i, 1, 1024, threads);
+    else if (!strcmp(a, "--quiet")) o->quiet = 1;
+    else *handled = 0;
+    return rc;
+}
+
+/* --eval-text: the file's tokens (the run's tokenizer, or bytes for a
+ * byte-level model), BOS first where the tokenizer adds one, as
+ * `jarip eval perplexity` reads a text; at least two chunks of --seq. */
+static int eval_text_tokens(const char *path, const Config *c, TrainOptions *o, const char *tok_path,
+                            const char *resume, int32_t **ids, Err *err) {
+    char guess[4200];
+    size_t n = 0;
+    Tokenizer *tok = NULL;
+    snprintf(guess, sizeof guess, "%s/tokenizer.json", resume ? resume : o->out);
+    if (!tok_path && access(guess, R_OK) == 0) tok_path = guess;
+    if (!tok_path && c->vocab_size != 256)
+        return err_set(err, ERR_INVALID, "--eval-text: a %d-token model needs its tokenizer (--tokenizer FILE)",
+                       c->vocab_size);
+    int rc = tok_path ? tokenizer_load(&tok, tok_path, err) : 0;
+    if (!rc) rc = eval_read_text(tok, path, ids, &n, err);
+    const int32_t bos = eval_bos(tok);
+    tokenizer_free(tok);
+    EvalOptions eo;
+    eval_options_default(&eo);
+    eo.ctx = o->seq;
+    int n_chunk;
+    if (!rc && (rc = eval_n_chunks(n, &eo, &n_chunk, err))) err_wrap(err, "--eval-text %s", path);
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        return rc;
+    }
+    o->eval_tokens = *ids;
+    o->n_eval_tokens = n;
+    o->eval_bos = bos;
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
-    const char *preset = NULL, *config = NULL, *resume = NULL, *tok_path = NULL;
+    const char *preset = NULL, *config = NULL, *resume = NULL, *tok_path = NULL, *eval_text = NULL;
     int threads = 0, steps_set = 0, tp = 1, pp = 1, ep = 1, zero = -1, dry_run = 0;
     /* flags given on a resume override the saved ones only where allowed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        int rc = 0;
+        int rc = 0, handled = 0;
         if (cli_is_help(a)) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--preset")) rc = cli_str(argc, argv, &i, &preset);
         else if (!strcmp(a, "--config")) rc = cli_str(argc, argv, &i, &config);
-        else if (!strcmp(a, "--data")) rc = cli_str(argc, argv, &i, &o.data);
-        else if (!strcmp(a, "--out")) rc = cli_str(argc, argv, &i, &o.out);
         else if (!strcmp(a, "--resume")) rc = cli_str(argc, argv, &i, &resume);
-        else if (!strcmp(a, "--steps")) rc = cli_int(argc, argv, &i, 1, 100000000, &o.steps), steps_set = 1;
-        else if (!strcmp(a, "--stop-after")) rc = cli_int(argc, argv, &i, 1, 100000000, &o.stop_after);
-        else if (!strcmp(a, "--batch")) rc = cli_int(argc, argv, &i, 1, 65536, &o.batch);
-        else if (!strcmp(a, "--seq")) rc = cli_int(argc, argv, &i, 1, 1 << 20, &o.seq);
-        else if (!strcmp(a, "--accum")) rc = cli_int(argc, argv, &i, 1, 65536, &o.accum);
-        else if (!strcmp(a, "--lr")) rc = cli_float(argc, argv, &i, 0, 10, &o.lr);
-        else if (!strcmp(a, "--lr-min")) rc = cli_float(argc, argv, &i, 0, 10, &o.lr_min);
-        else if (!strcmp(a, "--warmup")) rc = cli_int(argc, argv, &i, 0, 100000000, &o.warmup);
-        else if (!strcmp(a, "--weight-decay")) rc = cli_float(argc, argv, &i, 0, 10, &o.weight_decay);
-        else if (!strcmp(a, "--grad-clip")) rc = cli_float(argc, argv, &i, 0, 1e9, &o.grad_clip);
-        else if (!strcmp(a, "--seed")) {
-            long long s;
-            rc = cli_long(argc, argv, &i, 0, 0x7fffffffffffffffLL, &s);
-            o.seed = (uint64_t)s;
-        } else if (!strcmp(a, "--eval-every")) rc = cli_int(argc, argv, &i, 0, 100000000, &o.eval_every);
-        else if (!strcmp(a, "--eval-batches")) rc = cli_int(argc, argv, &i, 0, 100000, &o.eval_batches);
-        else if (!strcmp(a, "--save-every")) rc = cli_int(argc, argv, &i, 0, 100000000, &o.save_every);
-        else if (!strcmp(a, "--keep")) rc = cli_int(argc, argv, &i, 1, 1000, &o.keep);
-        else if (!strcmp(a, "--max-bad-steps")) rc = cli_int(argc, argv, &i, 1, 1000000, &o.max_bad_steps);
-        else if (!strcmp(a, "--threads")) rc = cli_int(argc, argv, &i, 1, 1024, &threads);
-        else if (!strcmp(a, "--quiet")) o.quiet = 1;
-        else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &tok_path);
+        else if ((rc = train_flag(argc, argv, &i, &o, &threads, &steps_set, &handled)) || handled) {
+            if (rc) return rc;
+        } else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &tok_path);
+        else if (!strcmp(a, "--eval-text")) rc = cli_str(argc, argv, &i, &eval_text);
         else if (!strcmp(a, "--tp")) rc = cli_int(argc, argv, &i, 1, 4096, &tp);
         else if (!strcmp(a, "--pp")) rc = cli_int(argc, argv, &i, 1, 4096, &pp);
         else if (!strcmp(a, "--ep")) rc = cli_int(argc, argv, &i, 1, 64, &ep);
@@ -163,6 +219,10 @@ int cmd_train(int argc, char **argv) {
             goto out;
         }
         if (checkpoint_resolve(resume, ckpt, sizeof ckpt, &err) || checkpoint_load_config(ckpt, &c, &err)) goto fail;
+        if (c.lora_rank > 0) {
+            rc = cli_error(2, "%s is a LoRA fine-tuning run: continue it with jarip finetune --resume", resume);
+            goto out;
+        }
     } else {
         if ((rc = model_arg_config(preset, config, &c))) goto out;
         if (!o.data) {
@@ -207,6 +267,7 @@ int cmd_train(int argc, char **argv) {
         parallel_scatter_full(&par, &m, full[0], full[1], full[2]);
         for (int k = 0; k < 3; k++) xfree(full[k]);
         int steps = o.steps, quiet = o.quiet, stop_after = o.stop_after, mbatch = o.micro_batch, bad = o.max_bad_steps;
+        const int precision = o.precision;
         const char *data = o.data;
         o = saved;
         if (saved.data == saved.data_saved) o.data = o.data_saved; /* the copy owns its path */
@@ -215,6 +276,7 @@ int cmd_train(int argc, char **argv) {
         o.stop_after = stop_after;
         o.micro_batch = mbatch;
         o.max_bad_steps = bad;
+        if (precision >= 0) o.precision = precision; /* else the run's own */
         if (steps_set) o.steps = steps;
         if (data) o.data = data;
         if (!o.data) {
@@ -228,7 +290,14 @@ int cmd_train(int argc, char **argv) {
     }
     o.inject_nan = getenv("JARIP_INJECT_NAN"); /* test hooks: see TrainOptions */
     if (getenv("JARIP_TEST_CKPT_SLEEP_MS")) o.test_ckpt_sleep_ms = atoi(getenv("JARIP_TEST_CKPT_SLEEP_MS"));
-    if (train_run(&m, &o, start, &par, &err)) goto fail;
+    int32_t *eval_ids = NULL;
+    if (eval_text && eval_text_tokens(eval_text, &c, &o, tok_path, resume, &eval_ids, &err)) goto fail;
+    rc = train_run(&m, &o, start, &par, &err);
+    free(eval_ids);
+    if (rc) {
+        rc = 0;
+        goto fail;
+    }
     goto out;
 fail:
     rc = cli_error(1, "%s%s", world->size > 1 ? "" : "", err.msg);

@@ -22,8 +22,11 @@ static const Command commands[] = {
     {"plan", cmd_plan, "plan memory, compute and time of training runs at any scale"},
     {"generate", cmd_generate, "generate text with a GGUF model"},
     {"chat", cmd_chat, "chat interactively with a GGUF model"},
+    {"finetune", cmd_finetune, "fine-tune a GGUF model (LoRA or full) on chat or text data"},
     {"export", cmd_export, "export a checkpoint to GGUF"},
     {"quantize", cmd_quantize, "convert a GGUF model to another tensor type"},
+    {"eval", cmd_eval, "perplexity, KL divergence and multiple-choice accuracy of a model"},
+    {"serve", cmd_serve, "serve a GGUF model over the OpenAI HTTP API (and a chat page)"},
 };
 
 static void usage(FILE *f) {

@@ -10,6 +10,8 @@ int model_arg_config(const char *preset, const char *config, Config *c) {
     if (!preset && !config) return cli_error(2, "a model is needed: --preset NAME or --config FILE");
     int rc = preset ? config_preset(c, preset, &err) : config_load(c, config, &err);
     if (rc) return cli_error(2, "%s", err.msg);
+    if (c->lora_rank > 0) /* adapters alone, without the frozen model they adapt */
+        return cli_error(2, "%s: lora_rank is for jarip finetune (LoRA adapts a base model: --model BASE.gguf)", config);
     return 0;
 }
 

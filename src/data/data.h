@@ -17,7 +17,7 @@ enum { SPLIT_TRAIN = 0, SPLIT_VAL = 1 };
 
 typedef struct DataLoader DataLoader;
 
-/* Open path (text file or shard directory). vocab_size is the model's:
+/* Open path (text file, examples file, or shard directory). vocab_size is the model's:
  * a token >= vocab_size is an error naming the file. */
 int loader_open(DataLoader **dl, const char *path, int vocab_size, double val_fraction, uint64_t seed, Err *err);
 /* Rows [row0, row0+nrows) of batch `step` of split: inputs and targets are
@@ -29,6 +29,30 @@ uint64_t loader_tokens(const DataLoader *dl, int split);
 /* Vocabulary the data was made with (256 for text). */
 int loader_vocab(const DataLoader *dl);
 void loader_close(DataLoader *dl);
+
+/* ---- fine-tuning examples (docs/examples.md) ----------------------------
+ * A file "JARIPSFT": header (version 1, row length, train and validation
+ * example counts, vocabulary, CRC-32 of the rest), then one row of `row`
+ * int32 token ids per example (train rows first, padded), then as many rows
+ * of uint8 label flags (1: the model is taught to predict this token).
+ * loader_open reads such a file: row g of a batch is example
+ * rng(seed, split, step, g) mod n, targets[t] = ids[t+1] where its flag is
+ * set, -1 elsewhere (ignored by the loss). */
+#define EXAMPLES_MAGIC "JARIPSFT"
+typedef struct {
+    int row;           /* tokens per row (sequence + 1) */
+    uint64_t n[2];     /* examples in the train / validation split */
+    int vocab;
+    int32_t *ids;      /* (n[0] + n[1], row) */
+    uint8_t *labels;   /* (n[0] + n[1], row) */
+} Examples;
+/* Write atomically (temp + fsync + rename). */
+int examples_write(const char *path, const Examples *ex, Err *err);
+/* Check a mapped file (magic, sizes, CRC, ids < vocab) and point ex into it. */
+int examples_check(const void *data, size_t len, const char *path, Examples *ex, Err *err);
+/* Rows [row0, row0 + nrows) of a batch (split's examples, key per step). T < row. */
+void examples_batch(const Examples *ex, int split, uint64_t key, int row0, int nrows, int T, int32_t *inputs,
+                    int32_t *targets);
 
 /* ---- token shards (docs/shards.md) --------------------------------------
  * One file per shard: a 64-byte little-endian header (magic "JARIPTOK",

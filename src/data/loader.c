@@ -28,6 +28,7 @@ struct DataLoader {
     size_t map_len;
     ShardView *shards;
     int nshards;
+    Examples ex;         /* an examples file (ex.row > 0): rows are padded examples */
 };
 
 static int add_span(DataLoader *dl, int split, const void *p, uint64_t n, int width) {
@@ -126,11 +127,6 @@ int loader_open(DataLoader **out, const char *path, int vocab_size, double val_f
             return rc;
         }
     } else {
-        if (vocab_size < 256) {
-            free(dl);
-            return err_set(err, ERR_INVALID, "text data is byte-level (256 tokens) but the model's vocab_size is %d",
-                           vocab_size);
-        }
         int fd = open(path, O_RDONLY);
         if (fd < 0) {
             free(dl);
@@ -145,6 +141,27 @@ int loader_open(DataLoader **out, const char *path, int vocab_size, double val_f
         }
         dl->map = map;
         dl->map_len = len;
+        if (len >= 8 && !memcmp(map, EXAMPLES_MAGIC, 8)) { /* fine-tuning examples (jarip finetune) */
+            int rc = examples_check(map, len, path, &dl->ex, err);
+            if (!rc && dl->ex.vocab > vocab_size)
+                rc = err_set(err, ERR_INVALID, "%s was made for a vocabulary of %d but the model's is %d", path,
+                             dl->ex.vocab, vocab_size);
+            if (!rc && dl->ex.n[SPLIT_TRAIN] == 0) rc = err_set(err, ERR_FORMAT, "%s holds no training examples", path);
+            if (rc) {
+                loader_close(dl);
+                return rc;
+            }
+            dl->vocab = dl->ex.vocab;
+            for (int s = 0; s < 2; s++) dl->n[s] = dl->ex.n[s] * (uint64_t)dl->ex.row;
+            *out = dl;
+            return 0;
+        }
+        if (vocab_size < 256) {
+            munmap(map, len);
+            free(dl);
+            return err_set(err, ERR_INVALID, "text data is byte-level (256 tokens) but the model's vocab_size is %d",
+                           vocab_size);
+        }
         dl->vocab = 256;
         uint64_t nval = (uint64_t)(len * val_fraction);
         if (add_span(dl, SPLIT_TRAIN, map, len - nval, 1) ||
@@ -161,6 +178,14 @@ int loader_batch(DataLoader *dl, int split, uint64_t step, int row0, int nrows, 
                  int32_t *targets, Err *err) {
     if (split != SPLIT_TRAIN && split != SPLIT_VAL) return err_set(err, ERR_INVALID, "bad split %d", split);
     uint64_t n = dl->n[split];
+    if (dl->ex.row > 0) {
+        if (T < 1 || T >= dl->ex.row || dl->ex.n[split] == 0)
+            return err_set(err, ERR_INVALID, "the examples are rows of %d tokens (%llu in the %s split): sequence %d does not fit",
+                           dl->ex.row - 1, (unsigned long long)dl->ex.n[split], split == SPLIT_TRAIN ? "training" : "validation", T);
+        examples_batch(&dl->ex, split, rng_key(dl->seed, 0x6461746100ULL + (uint64_t)split, step), row0, nrows, T, inputs,
+                       targets);
+        return 0;
+    }
     if (T < 1 || n < (uint64_t)T + 1)
         return err_set(err, ERR_INVALID, "%s split has %llu tokens, fewer than one window of %d",
                        split == SPLIT_TRAIN ? "training" : "validation", (unsigned long long)n, T + 1);

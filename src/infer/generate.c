@@ -106,13 +106,7 @@ static size_t utf8_incomplete_tail(const char *p, size_t n) {
     return 0;
 }
 
-/* Generated text: what was produced and how much is already streamed. */
-typedef struct {
-    char *p;
-    size_t n, cap, sent;
-} Text;
-
-static int text_add(Text *t, const uint8_t *b, size_t n) {
+static int text_add(InferText *t, const uint8_t *b, size_t n) {
     if (t->n + n + 1 > t->cap) {
         size_t cap = (t->n + n + 1) * 2 + 64;
         char *q = realloc(t->p, cap);
@@ -128,7 +122,7 @@ static int text_add(Text *t, const uint8_t *b, size_t n) {
 
 /* Find the first stop string in the text (searching only where a new one can
  * start); returns its position or (size_t)-1. */
-static size_t find_stop(const Text *t, const GenOptions *go, size_t from) {
+static size_t find_stop(const InferText *t, const GenOptions *go, size_t from) {
     size_t best = (size_t)-1;
     for (int i = 0; i < go->n_stops; i++) {
         size_t sl = strlen(go->stops[i]);
@@ -143,7 +137,7 @@ static size_t find_stop(const Text *t, const GenOptions *go, size_t from) {
 }
 
 /* How many bytes at the end may still become a stop string. */
-static size_t stop_holdback(const Text *t, const GenOptions *go) {
+static size_t stop_holdback(const InferText *t, const GenOptions *go) {
     size_t hold = 0;
     for (int i = 0; i < go->n_stops; i++) {
         size_t sl = strlen(go->stops[i]);
@@ -156,17 +150,50 @@ static size_t stop_holdback(const Text *t, const GenOptions *go) {
     return hold;
 }
 
+int infer_text_push(InferText *t, const GenOptions *go, const uint8_t *b, size_t len, size_t *from, size_t *n) {
+    size_t max_stop = 0;
+    for (int i = 0; i < go->n_stops; i++)
+        if (strlen(go->stops[i]) > max_stop) max_stop = strlen(go->stops[i]);
+    size_t before = t->n;
+    *from = t->sent;
+    *n = 0;
+    if (b && len && text_add(t, b, len)) return ERR_NOMEM;
+    if (!t->p && text_add(t, (const uint8_t *)"", 0)) return ERR_NOMEM;
+    size_t start = before > max_stop ? before - max_stop : 0;
+    size_t at = go->n_stops ? find_stop(t, go, start > t->sent ? start : t->sent) : (size_t)-1;
+    size_t ready;
+    int stopped = 0;
+    if (at != (size_t)-1) {
+        t->n = at;
+        t->p[at] = 0;
+        ready = at;
+        stopped = 1;
+    } else {
+        ready = t->n - stop_holdback(t, go);
+        ready -= utf8_incomplete_tail(t->p, ready);
+    }
+    if (ready > t->sent) {
+        *n = ready - t->sent;
+        t->sent = ready;
+    }
+    return stopped;
+}
+
+void infer_text_flush(InferText *t, size_t *from, size_t *n) {
+    *from = t->sent;
+    *n = t->n > t->sent ? t->n - t->sent : 0;
+    t->sent = t->n;
+}
+
 int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *ctx, int32_t *ids, int max_ids,
                    GenResult *res, Err *err) {
     memset(res, 0, sizeof *res);
     if (!s->have_logits) return err_set(err, ERR_INVALID, "generate: no prompt has been processed");
     const InferModel *im = s->im;
     const int V = im->model.cfg.vocab_size;
-    Text text = {0};
+    InferText text = {0};
     int rc = 0, stop = 0;
-    size_t max_stop = 0;
-    for (int i = 0; i < go->n_stops; i++)
-        if (strlen(go->stops[i]) > max_stop) max_stop = strlen(go->stops[i]);
+    size_t from, n;
     double t0 = time_now();
     for (int g = 0; go->max_tokens <= 0 || g < go->max_tokens; g++) {
         int32_t id = sampler_next(&s->sampler, &s->so, s->logits, s->hist, s->n_hist, s->draws++);
@@ -181,24 +208,13 @@ int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *
         }
         size_t len = 0;
         const uint8_t *b = infer_token_bytes(im, id, &len);
-        size_t before = text.n;
-        if (b && len && text_add(&text, b, len)) {
+        int found = infer_text_push(&text, go, b, len, &from, &n);
+        if (found < 0) {
             rc = err_set(err, ERR_NOMEM, "out of memory");
             goto done;
         }
-        size_t from = before > max_stop ? before - max_stop : 0;
-        size_t at = go->n_stops ? find_stop(&text, go, from > text.sent ? from : text.sent) : (size_t)-1;
-        size_t ready;
-        if (at != (size_t)-1) {
-            text.n = at;
-            ready = at;
-            stop = 2;
-        } else {
-            ready = text.n - stop_holdback(&text, go);
-            ready -= utf8_incomplete_tail(text.p, ready);
-        }
-        if (ready > text.sent && cb && cb(ctx, text.p + text.sent, ready - text.sent)) stop = 4;
-        if (ready > text.sent) text.sent = ready;
+        if (found) stop = 2;
+        if (n && cb && cb(ctx, text.p + from, n)) stop = 4;
         if (stop) break;
         if (s->n_hist >= s->cap) {
             stop = 3;
@@ -207,7 +223,8 @@ int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *
         if ((rc = infer_session_push(s, id, err))) goto done;
     }
     /* what was held back (a partial stop string, a cut character) is final now */
-    if (stop != 2 && stop != 4 && text.n > text.sent && cb) cb(ctx, text.p + text.sent, text.n - text.sent);
+    infer_text_flush(&text, &from, &n);
+    if (stop != 2 && stop != 4 && n && cb) cb(ctx, text.p + from, n);
     res->stopped_by = stop;
 done:
     res->gen_s = time_now() - t0;

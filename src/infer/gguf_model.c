@@ -353,6 +353,8 @@ fail:
 }
 
 void infer_model_close(InferModel *im) {
+    if (im->lora) model_free(im->lora);
+    free(im->lora);
     if (im->model.tensors) model_free_gguf(&im->model);
     tokenizer_free(im->tok);
     gguf_close(im->gguf);

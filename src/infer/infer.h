@@ -45,12 +45,20 @@ typedef struct {
     int32_t end_ids[8]; /* tokens that end a turn (eos, <|im_end|>, <|eot_id|>, ...) */
     int n_end;
     char name[128];     /* general.name or the file name */
+    Model *lora;        /* a run-time LoRA adapter on the model's weights, or NULL */
 } InferModel;
 
 /* Open path, load the model and its tokenizer. A file without a tokenizer
  * loads only when its vocabulary is 256 (bytes); otherwise an error says so. */
 int infer_model_open(InferModel *im, const char *path, Err *err);
 void infer_model_close(InferModel *im);
+/* Apply the LoRA adapter in path (llama.cpp's adapter GGUF, as `jarip export
+ * --lora-out` writes) to im's linear weights at run time, scaled by
+ * scale x alpha / r (llama.cpp's --lora-scaled). An adapter whose
+ * architecture, tensor names or shapes do not fit the model is an error
+ * naming the tensor. Call before creating sessions (their activations
+ * include the adapter's scratch). */
+int infer_model_add_lora(InferModel *im, const char *path, float scale, Err *err);
 
 /* Text -> ids (special tokens like <|im_start|> are recognised; bos prepended
  * when the tokenizer asks for it and add_bos is set). *ids malloc'd. */
@@ -134,6 +142,21 @@ typedef struct {
     size_t text_len;
 } GenResult;
 
+/* Generated text as it grows token by token: what is final to stream (whole
+ * UTF-8 characters, never part of a possible stop string) and where a stop
+ * string cuts it. Zero-initialise; free p. */
+typedef struct {
+    char *p;        /* the text so far (NUL-terminated once anything was pushed) */
+    size_t n, cap;
+    size_t sent;    /* bytes already handed out as final */
+} InferText;
+/* Append a token's bytes b[0..len). The newly final text is p[*from ..
+ * *from + *n). Returns 1 when a stop string appeared (the text is cut
+ * before it, nothing after it is handed out), 0 otherwise, ERR_NOMEM. */
+int infer_text_push(InferText *t, const GenOptions *go, const uint8_t *b, size_t len, size_t *from, size_t *n);
+/* At the end of generation: what was held back becomes final. */
+void infer_text_flush(InferText *t, size_t *from, size_t *n);
+
 /* Generate after infer_session_prompt: sample, stream, stop. ids (may be
  * NULL) receives the generated ids, at most max_ids of them. */
 int infer_generate(InferSession *s, const GenOptions *go, InferTextCb cb, void *ctx, int32_t *ids, int max_ids,
@@ -145,6 +168,8 @@ typedef struct {
     const char *model, *system, *prompt;
     int n, threads, ctx, batch, ignore_eos, stats, chat;
     int kv_type;         /* DT_F16 (default) or DT_F32 */
+    const char *lora;    /* a LoRA adapter GGUF to apply at run time, or NULL */
+    float lora_scale;    /* its scale (default 1) */
     SamplerOptions so;
     const char *stops[INFER_MAX_STOPS];
     int n_stops;

@@ -50,6 +50,11 @@ int matmul_forward(float *out, const float *inp, const void *W, int wtype, const
  * dbias (N) += column sums of dout. Any of dinp/dW/dbias may be NULL. f32 W only. */
 void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, const float *inp,
                      const float *W, int M, int N, int K);
+/* dinp (M,K) += dout (M,N) · W (N,K) for W of any type with a dequantizer
+ * (the input gradient through a frozen weight): f32 is one GEMM, other
+ * types are dequantized a tile of rows at a time into a small buffer (never
+ * the whole matrix). Returns 0, ERR_NOMEM or ERR_UNSUPPORTED. */
+int matmul_backward_input(float *dinp, const float *dout, const void *W, int wtype, int M, int N, int K);
 /* Plain row-major GEMM, C (M,N) = alpha·op(A)·op(B) + beta·C. */
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
@@ -84,7 +89,8 @@ void embedding_backward(float *dtok_emb, float *dpos_emb, const float *dout, con
                         int B, int T, int C);
 
 /* ---- norms -------------------------------------------------------------- */
-/* out (N,C) = (x - mean) * rstd * w + b ; saves mean (N), rstd (N). b may be NULL. */
+/* out (N,C) = (x - mean) * rstd * w + b ; saves mean (N), rstd (N). b may be NULL.
+ * In the backwards dw and db may be NULL (a frozen norm). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                        const float *b, int N, int C, float eps);
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,

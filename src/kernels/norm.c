@@ -47,6 +47,7 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
         sum_gx /= C;
         for (int j = 0; j < C; j++) dxi[j] += (gi[j] * w[j] - sum_g - (xi[j] - m) * s * sum_gx) * s;
     }
+    if (!dw && !db) return; /* a frozen norm (fine-tuning) */
 #pragma omp parallel for
     for (int j0 = 0; j0 < C; j0 += COLS) {
         int j1 = j0 + COLS < C ? j0 + COLS : C;
@@ -60,7 +61,7 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
             }
         }
         for (int j = j0; j < j1; j++) {
-            dw[j] += aw[j - j0];
+            if (dw) dw[j] += aw[j - j0];
             if (db) db[j] += ab[j - j0];
         }
     }
@@ -91,6 +92,7 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
         float k = dot * s * s * s / C;
         for (int j = 0; j < C; j++) dxi[j] += gi[j] * w[j] * s - xi[j] * k;
     }
+    if (!dw) return; /* a frozen norm (fine-tuning) */
 #pragma omp parallel for
     for (int j0 = 0; j0 < C; j0 += COLS) {
         int j1 = j0 + COLS < C ? j0 + COLS : C;

@@ -87,6 +87,24 @@ int config_validate(const Config *c, Err *err) {
         REQ(c->n_expert_active == 0, "n_expert_active needs n_expert > 0");
     }
     REQ(c->moe_aux_coef >= 0, "moe_aux_coef must be >= 0");
+    REQ(c->lora_rank >= 0, "lora_rank must be > 0 (got %d)", c->lora_rank);
+    if (c->lora_rank > 0) {
+        const int qdim = c->n_head * c->head_dim, kvdim = c->n_kv_head * c->head_dim;
+        const int out[7] = {qdim, kvdim, kvdim, c->d_model, c->d_ff, c->d_ff, c->d_model};
+        const int in[7] = {c->d_model, c->d_model, c->d_model, qdim, c->d_model, c->d_model, c->d_ff};
+        REQ(c->lora_targets && !(c->lora_targets & ~(unsigned)LORA_ALL), "lora_targets must name at least one of "
+            "q,k,v,o,gate,up,down");
+        REQ(c->lora_alpha > 0, "lora_alpha must be > 0");
+        REQ(!(c->lora_targets & LORA_GATE) || c->act == ACT_SWIGLU, "lora_targets: gate needs a SwiGLU model");
+        REQ(c->n_expert == 0 || !(c->lora_targets & (LORA_GATE | LORA_UP | LORA_DOWN)),
+            "lora_targets: gate, up and down of MoE experts are not supported (attention targets are)");
+        for (int i = 0; i < 7; i++) {
+            if (!(c->lora_targets & (1u << i)) || (i == 4 && c->act != ACT_SWIGLU)) continue;
+            int lim = out[i] < in[i] ? out[i] : in[i];
+            REQ(c->lora_rank <= lim, "lora_rank %d exceeds the smaller side of %s (%d x %d)", c->lora_rank,
+                lora_target_weight(i), out[i], in[i]);
+        }
+    }
     /* keep int32 products in kernels safe */
     REQ((int64_t)c->vocab_size * c->d_model < ((int64_t)1 << 40), "vocab_size x d_model too large");
     return 0;
@@ -96,7 +114,38 @@ int config_validate(const Config *c, Err *err) {
 static const char *const known_keys[] = {
     "arch", "vocab_size", "context_length", "n_layer", "d_model", "n_head", "n_kv_head", "head_dim",
     "d_ff", "norm", "norm_eps", "pos", "rope_theta", "rope_style", "act", "bias", "tie_embeddings",
-    "n_expert", "n_expert_active", "moe_aux_coef", "note", NULL};
+    "n_expert", "n_expert_active", "moe_aux_coef", "note", "lora_rank", "lora_alpha", "lora_targets", NULL};
+
+static const char *const lora_names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+static const char *const lora_weights[7] = {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                                            "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+
+const char *lora_target_weight(int i) { return i >= 0 && i < 7 ? lora_weights[i] : ""; }
+
+int lora_targets_parse(const char *s, unsigned *mask, Err *err) {
+    *mask = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        int found = -1;
+        for (int i = 0; i < 7; i++)
+            if (strlen(lora_names[i]) == n && !strncmp(s, lora_names[i], n)) found = i;
+        if (found < 0)
+            return err_set(err, ERR_INVALID, "LoRA target '%.*s' is not one of q,k,v,o,gate,up,down", (int)(n > 32 ? 32 : n), s);
+        *mask |= 1u << found;
+        s += n;
+        if (*s == ',') s++;
+    }
+    if (!*mask) return err_set(err, ERR_INVALID, "no LoRA targets given (q,k,v,o,gate,up,down)");
+    return 0;
+}
+
+const char *lora_targets_str(unsigned mask, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < 7; i++)
+        if (mask & (1u << i)) n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", n ? "," : "", lora_names[i]);
+    return buf;
+}
 
 static int get_int(json_t *o, const char *key, int *out, Err *err) {
     json_t *v = json_object_get(o, key);
@@ -177,8 +226,14 @@ int config_from_json(Config *c, const char *text, Err *err) {
         (rc = get_enum(o, "rope_style", styles, &c->rope_neox, err)) || (rc = get_enum(o, "act", acts, &c->act, err)) ||
         (rc = get_bool(o, "bias", &c->bias, err)) || (rc = get_bool(o, "tie_embeddings", &c->tie_embeddings, err)) ||
         (rc = get_int(o, "n_expert", &c->n_expert, err)) || (rc = get_int(o, "n_expert_active", &c->n_expert_active, err)) ||
-        (rc = get_float(o, "moe_aux_coef", &c->moe_aux_coef, err)))
+        (rc = get_float(o, "moe_aux_coef", &c->moe_aux_coef, err)) || (rc = get_int(o, "lora_rank", &c->lora_rank, err)) ||
+        (rc = get_float(o, "lora_alpha", &c->lora_alpha, err)))
         goto done;
+    json_t *lt = json_object_get(o, "lora_targets");
+    if (lt && (!json_is_string(lt) || (rc = lora_targets_parse(json_string_value(lt), &c->lora_targets, err)))) {
+        if (!rc) rc = err_set(err, ERR_INVALID, "config: \"lora_targets\" must be a string like \"q,k,v,o\"");
+        goto done;
+    }
     json_t *note = json_object_get(o, "note");
     if (note && json_is_string(note)) snprintf(c->note, sizeof c->note, "%s", json_string_value(note));
     if (c->pos == POS_ROPE && c->rope_theta == 0) c->rope_theta = 10000.0f;
@@ -229,6 +284,12 @@ char *config_to_json(const Config *c) {
     json_object_set_new(o, "n_expert_active", json_integer(c->n_expert_active));
     if (c->n_expert) json_object_set_new(o, "moe_aux_coef", json_real(c->moe_aux_coef));
     if (c->note[0]) json_object_set_new(o, "note", json_string(c->note));
+    if (c->lora_rank > 0) {
+        char t[64];
+        json_object_set_new(o, "lora_rank", json_integer(c->lora_rank));
+        json_object_set_new(o, "lora_alpha", json_real(c->lora_alpha));
+        json_object_set_new(o, "lora_targets", json_string(lora_targets_str(c->lora_targets, t, sizeof t)));
+    }
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);
     return s;

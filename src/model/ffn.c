@@ -36,6 +36,14 @@ static float *expert_g(const Tensor *t, int e) {
 /* Feed-forward width held by this rank (d_ff / tp). */
 static int local_ff(const Model *m) { return m->cfg.d_ff / m->shard.tp_size; }
 
+/* y (rows, N) = x (rows, K) W_e^T + b_e: expert e's block of a stacked
+ * tensor, or a dense weight through the linear layer (its precision and
+ * LoRA adapter: linear_forward). */
+static int weight_forward(float *y, const float *x, const Tensor *wt, const Tensor *b, int e, int rows, int N, int K) {
+    if (!(wt->flags & PF_EXPERT)) return linear_forward(y, x, wt, b, rows);
+    return matmul_forward(y, x, expert_w(wt, e), wt->dtype, expert_w(b, e), rows, N, K);
+}
+
 /* y (rows, C) = down(act(up(x) [, gate(x)])) for one expert. h, g, a (rows, F).
  * Under tensor parallelism y is this rank's partial sum; the down bias is
  * added by rank 0 only. */
@@ -44,36 +52,50 @@ static int expert_forward(const Model *m, const LayerWeights *w, int e, const fl
     const Config *c = &m->cfg;
     const int C = c->d_model, F = local_ff(m);
     int rc;
-    if ((rc = matmul_forward(h, x, expert_w(w->w_up, e), w->w_up->dtype, expert_w(w->b_up, e), rows, F, C)))
-        return rc;
+    if ((rc = weight_forward(h, x, w->w_up, w->b_up, e, rows, F, C))) return rc;
     if (c->act == ACT_SWIGLU) {
-        if ((rc = matmul_forward(g, x, expert_w(w->w_gate, e), w->w_gate->dtype, NULL, rows, F, C))) return rc;
+        if ((rc = weight_forward(g, x, w->w_gate, NULL, e, rows, F, C))) return rc;
         swiglu_forward(a, g, h, (size_t)rows * F);
     } else {
         gelu_forward(a, h, (size_t)rows * F);
     }
-    const void *bias = m->shard.tp_rank == 0 ? expert_w(w->b_down, e) : NULL;
-    return matmul_forward(y, a, expert_w(w->w_down, e), w->w_down->dtype, bias, rows, C, F);
+    return weight_forward(y, a, w->w_down, m->shard.tp_rank == 0 ? w->b_down : NULL, e, rows, C, F);
+}
+
+/* dx (rows, K) += dy (rows, N) W_e, and W_e's / the bias's gradients when
+ * they train: expert e's block of a stacked tensor, or a dense weight (any
+ * type, with its LoRA adapter: linear_backward). */
+static int weight_backward(float *dx, const float *dy, const float *x, const Tensor *wt, const Tensor *b, int e,
+                           int rows, int N, int K) {
+    if (!(wt->flags & PF_EXPERT)) return linear_backward(dx, dy, x, wt, b, rows);
+    if (wt->dtype != DT_F32) { /* frozen experts: the input gradient from their blocks */
+        int rc = dx ? matmul_backward_input(dx, dy, expert_w(wt, e), wt->dtype, rows, N, K) : 0;
+        if (!rc && expert_g(b, e)) matmul_backward(NULL, NULL, expert_g(b, e), dy, x, NULL, rows, N, K);
+        return rc;
+    }
+    matmul_backward(dx, expert_g(wt, e), expert_g(b, e), dy, x, expert_w(wt, e), rows, N, K);
+    return 0;
 }
 
 /* Backward of expert_forward; dx (rows, C) accumulated. dh, dg, da scratch. */
-static void expert_backward(const Model *m, const LayerWeights *w, int e, const float *x, int rows, const float *h,
-                            const float *g, const float *a, const float *dy, float *dx, float *dh, float *dg,
-                            float *da) {
+static int expert_backward(const Model *m, const LayerWeights *w, int e, const float *x, int rows, const float *h,
+                           const float *g, const float *a, const float *dy, float *dx, float *dh, float *dg,
+                           float *da) {
     const Config *c = &m->cfg;
     const int C = c->d_model, F = local_ff(m);
     const size_t n = (size_t)rows * F;
+    int rc;
     memset(da, 0, n * sizeof(float));
-    matmul_backward(da, expert_g(w->w_down, e), expert_g(w->b_down, e), dy, a, expert_w(w->w_down, e), rows, C, F);
+    if ((rc = weight_backward(da, dy, a, w->w_down, w->b_down, e, rows, C, F))) return rc;
     memset(dh, 0, n * sizeof(float));
     if (c->act == ACT_SWIGLU) {
         memset(dg, 0, n * sizeof(float));
         swiglu_backward(dg, dh, g, h, da, n);
-        matmul_backward(dx, expert_g(w->w_gate, e), NULL, dg, x, expert_w(w->w_gate, e), rows, F, C);
+        if ((rc = weight_backward(dx, dg, x, w->w_gate, NULL, e, rows, F, C))) return rc;
     } else {
         gelu_backward(dh, h, da, n);
     }
-    matmul_backward(dx, expert_g(w->w_up, e), expert_g(w->b_up, e), dh, x, expert_w(w->w_up, e), rows, F, C);
+    return weight_backward(dx, dh, x, w->w_up, w->b_up, e, rows, F, C);
 }
 
 /* Route N tokens: probs, top-k indices and weights, sorted rows, aux loss. */
@@ -194,15 +216,16 @@ int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err) {
     return 0;
 }
 
-void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale) {
+int ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale, Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
     const int C = c->d_model, F = local_ff(m);
+    int brc = 0; /* the first failure of a backward through a weight */
     if (c->n_expert == 0) {
-        expert_backward(m, w, 0, x, N, a->ffn_h[l], a->ffn_g[l], a->ffn_a[l], dout, dx, a->d_ffn_h, a->d_ffn_g,
-                        a->d_ffn_a);
-        return;
+        brc = expert_backward(m, w, 0, x, N, a->ffn_h[l], a->ffn_g[l], a->ffn_a[l], dout, dx, a->d_ffn_h, a->d_ffn_g,
+                              a->d_ffn_a);
+        return brc ? err_set(err, brc, "layer %d: FFN backward through weight type %s", l, dtype_name(w->w_up->dtype)) : 0;
     }
     const int E = c->n_expert, K = c->n_expert_active;
     const int32_t *row = a->moe_row[l], *off = a->moe_off[l], *idx = a->expert_idx[l];
@@ -237,7 +260,6 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
             memcpy(a->moe_x + (size_t)row[(size_t)i * K + s] * C, x + (size_t)i * C, (size_t)C * sizeof(float));
     if (m->shard.ep_size > 1) {
         MoeExchange ex;
-        Err *err = &m->comm_err;
         int rc = moe_ep_plan(m, l, &ex, err);
         if (!rc) rc = moe_ep_dispatch(m, &ex, a->moe_x, a->moe_xe, err);
         if (!rc) rc = moe_ep_dispatch(m, &ex, a->moe_dy, a->moe_ye, err);
@@ -245,12 +267,15 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
         for (int j = 0; j < ex.El && !rc; j++) {
             int r0 = ex.goff[j], n = ex.goff[j + 1] - r0;
             if (n == 0) continue;
-            expert_backward(m, w, j, a->moe_xe + (size_t)r0 * C, n, a->ffn_h[l] + (size_t)r0 * F,
-                            a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL, a->ffn_a[l] + (size_t)r0 * F,
-                            a->moe_ye + (size_t)r0 * C, a->moe_dxe + (size_t)r0 * C, a->d_ffn_h, a->d_ffn_g, a->d_ffn_a);
+            rc = expert_backward(m, w, j, a->moe_xe + (size_t)r0 * C, n, a->ffn_h[l] + (size_t)r0 * F,
+                                 a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL, a->ffn_a[l] + (size_t)r0 * F,
+                                 a->moe_ye + (size_t)r0 * C, a->moe_dxe + (size_t)r0 * C, a->d_ffn_h, a->d_ffn_g,
+                                 a->d_ffn_a);
         }
+        if (rc && !err->code) brc = rc; /* a backward through a weight failed (not the exchange) */
         if (!rc) rc = moe_ep_combine(m, &ex, a->moe_dxe, a->moe_dy, err);
         moe_ep_free(&ex);
+        if (rc && !brc) return rc;
     }
     for (int e = 0; e < E && m->shard.ep_size == 1; e++) {
         int r0 = off[e], n = off[e + 1] - off[e];
@@ -259,8 +284,10 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
         float *dxe = a->moe_dy + (size_t)r0 * C; /* reuse: dy rows of e are consumed first */
         float *tmp = a->d_tmp;                   /* (n <= N rows, C) */
         memset(tmp, 0, (size_t)n * C * sizeof(float));
-        expert_backward(m, w, e, xe, n, a->ffn_h[l] + (size_t)r0 * F, a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL,
-                        a->ffn_a[l] + (size_t)r0 * F, dxe, tmp, a->d_ffn_h, a->d_ffn_g, a->d_ffn_a);
+        int rc = expert_backward(m, w, e, xe, n, a->ffn_h[l] + (size_t)r0 * F,
+                                 a->ffn_g[l] ? a->ffn_g[l] + (size_t)r0 * F : NULL, a->ffn_a[l] + (size_t)r0 * F, dxe, tmp,
+                                 a->d_ffn_h, a->d_ffn_g, a->d_ffn_a);
+        if (rc && !brc) brc = rc;
         memcpy(dxe, tmp, (size_t)n * C * sizeof(float));
     }
 #pragma omp parallel for
@@ -289,5 +316,6 @@ void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx,
     }
     /* the router is replicated over tp: its input gradient is added once,
      * since the caller sums dx over the tensor-parallel group */
-    matmul_backward(m->shard.tp_rank == 0 ? dx : NULL, w->router->grad, NULL, dp, x, w->router->data, N, E, C);
+    if (!brc) brc = linear_backward(m->shard.tp_rank == 0 ? dx : NULL, dp, x, w->router, NULL, N);
+    return brc ? err_set(err, brc, "layer %d: MoE backward through weight type %s", l, dtype_name(w->w_up->dtype)) : 0;
 }

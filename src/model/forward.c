@@ -13,8 +13,9 @@
 static const float *F(const Tensor *t) { return t ? (const float *)t->data : NULL; }
 static float *G(const Tensor *t) { return t ? t->grad : NULL; }
 
+/* out = in W^T + b, plus W's LoRA adapter when it carries one (lora.c). */
 static int linear(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
-    return matmul_forward(out, in, w->data, w->dtype, F(b), M, (int)w->shape[0], (int)w->shape[1]);
+    return linear_forward(out, in, w, b, M);
 }
 
 static void norm_forward(const Config *c, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
@@ -131,47 +132,62 @@ static int native_attention(float *out, float *att, const float *q, const void *
 static const BlockOps NATIVE_OPS = {native_norm, native_linears, rope_forward, native_attention, ffn_forward,
                                     add_inplace};
 
-/* One block on x (B,T,C) at positions pos0.. ; result in act.res_ffn[l].
- * kv == NULL: training/eval, keys and values are this batch's (S = T).
- * kv != NULL: inference, keys and values appended to the cache (B = 1). */
-static int block_forward(Model *m, const BlockOps *ops, int l, const float *x, int B, int T, int pos0, KVCache *kv,
-                         Err *err) {
+/* One block on x (N,C); result in act.res_ffn[l].
+ * seqs == NULL: training/eval, B sequences of T tokens at positions 0..T-1,
+ * keys and values are the batch's own (S = T).
+ * seqs != NULL: inference, N = the sum of seqs[i].n rows, sequence after
+ * sequence; the norms, linears and FFN run over all N rows at once (M = N),
+ * RoPE, the cache append and attention per sequence over its own cache. */
+static int block_forward(Model *m, const BlockOps *ops, int l, const float *x, int B, int T, const SeqSpan *seqs,
+                         int n_seqs, Err *err) {
     const Config *c = &m->cfg;
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
     const int tp = m->shard.tp_size;
-    const int N = B * T, C = c->d_model, D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp;
-    const int KVD = Hkv * D;
-    int rc;
+    const int C = c->d_model, D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp;
+    const int KVD = Hkv * D, QD = Hq * D;
+    int N = B * T, rc;
+    if (seqs)
+        for (int i = N = 0; i < n_seqs; i++) N += seqs[i].n;
     ops->norm(m, a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], x, w->attn_norm, w->attn_norm_b, N);
     const Tensor *qkv_w[3] = {w->wq, w->wk, w->wv}, *qkv_b[3] = {w->bq, w->bk, w->bv};
     float *const qkv_out[3] = {a->q[l], a->k[l], a->v[l]};
     if ((rc = ops->linears(a->ln1[l], N, qkv_w, qkv_b, qkv_out, 3)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->wq->dtype));
-    if (c->pos == POS_ROPE) {
-        ops->rope(a->q[l], B, T, Hq, D, pos0, c->rope_theta, c->rope_neox);
-        ops->rope(a->k[l], B, T, Hkv, D, pos0, c->rope_theta, c->rope_neox);
+    if (!seqs) {
+        if (c->pos == POS_ROPE) {
+            ops->rope(a->q[l], B, T, Hq, D, 0, c->rope_theta, c->rope_neox);
+            ops->rope(a->k[l], B, T, Hkv, D, 0, c->rope_theta, c->rope_neox);
+        }
+        if ((rc = ops->attention(a->atty[l], a->att[l], a->q[l], a->k[l], a->v[l], DT_F32, B, T, T, 0, Hq, Hkv, D)))
+            return err_set(err, rc, "layer %d: attention scratch for %d positions", l, T);
     }
-    const void *kbuf = a->k[l], *vbuf = a->v[l];
-    int S = T, kv_dtype = DT_F32;
-    if (kv) { /* append this chunk's keys and values to the cache, then attend over it */
-        const size_t layer = (size_t)l * kv->ctx * KVD, at = layer + (size_t)pos0 * KVD, n = (size_t)T * KVD;
-        kv_dtype = kv->dtype;
-        if (kv_dtype == DT_F16) {
-            kv_store_f16((uint16_t *)kv->k + at, a->k[l], n);
-            kv_store_f16((uint16_t *)kv->v + at, a->v[l], n);
+    for (int i = 0, row = 0; seqs && i < n_seqs; row += seqs[i++].n) {
+        /* append this sequence's keys and values to its cache, then attend over it */
+        KVCache *kv = seqs[i].kv;
+        const int n = seqs[i].n, pos0 = kv->len;
+        float *q = a->q[l] + (size_t)row * QD, *k = a->k[l] + (size_t)row * KVD, *v = a->v[l] + (size_t)row * KVD;
+        if (c->pos == POS_ROPE) {
+            ops->rope(q, 1, n, Hq, D, pos0, c->rope_theta, c->rope_neox);
+            ops->rope(k, 1, n, Hkv, D, pos0, c->rope_theta, c->rope_neox);
+        }
+        const size_t layer = (size_t)l * kv->ctx * KVD, at = layer + (size_t)pos0 * KVD, nkv = (size_t)n * KVD;
+        const void *kbuf, *vbuf;
+        if (kv->dtype == DT_F16) {
+            kv_store_f16((uint16_t *)kv->k + at, k, nkv);
+            kv_store_f16((uint16_t *)kv->v + at, v, nkv);
             kbuf = (const uint16_t *)kv->k + layer;
             vbuf = (const uint16_t *)kv->v + layer;
         } else {
-            memcpy((float *)kv->k + at, a->k[l], n * sizeof(float));
-            memcpy((float *)kv->v + at, a->v[l], n * sizeof(float));
+            memcpy((float *)kv->k + at, k, nkv * sizeof(float));
+            memcpy((float *)kv->v + at, v, nkv * sizeof(float));
             kbuf = (const float *)kv->k + layer;
             vbuf = (const float *)kv->v + layer;
         }
-        S = kv->ctx;
+        if ((rc = ops->attention(a->atty[l] + (size_t)row * QD, a->att[l], q, kbuf, vbuf, kv->dtype, 1, n, kv->ctx, pos0,
+                                 Hq, Hkv, D)))
+            return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + n);
     }
-    if ((rc = ops->attention(a->atty[l], a->att[l], a->q[l], kbuf, vbuf, kv_dtype, B, T, S, pos0, Hq, Hkv, D)))
-        return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + T);
     const Tensor *wo[1] = {w->wo}, *bo[1] = {row_bias(m, w->bo)};
     float *const res_att[1] = {a->res_att[l]};
     if ((rc = ops->linears(a->atty[l], N, wo, bo, res_att, 1)))
@@ -264,7 +280,7 @@ int model_forward_stage(Model *m, const int32_t *tokens, const float *x_in, int 
     }
     const float *x = a->embed;
     for (int l = s->layer0; l < s->layer1; l++) {
-        if ((rc = hook(m, l, 1, err)) || (rc = block_forward(m, &NATIVE_OPS, l, x, B, T, 0, NULL, err)) || (rc = hook(m, l, 0, err)))
+        if ((rc = hook(m, l, 1, err)) || (rc = block_forward(m, &NATIVE_OPS, l, x, B, T, NULL, 0, err)) || (rc = hook(m, l, 0, err)))
             return rc;
         x = a->res_ffn[l];
     }
@@ -308,6 +324,10 @@ float model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int
     return targets ? (float)(loss + m->aux_loss) : 0.0f;
 }
 
+static int backward_fail(Err *err, int rc, int l, const Tensor *w) {
+    return err_set(err, rc, "layer %d: backward through weight type %s", l, dtype_name(w->dtype));
+}
+
 int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets, const float *d_out, float loss_scale,
                          Err *err) {
     const Config *c = &m->cfg;
@@ -328,7 +348,8 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         else
             crossentropy_backward(a->logits, a->logits, a->ce_max, targets, N, Vl, scale);
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-        matmul_backward(a->d_ln, m->lm_head->grad, NULL, a->logits, a->lnf, F(m->lm_head), N, Vl, C);
+        if ((rc = linear_backward(a->d_ln, a->logits, a->lnf, m->lm_head, NULL, N)))
+            return err_set(err, rc, "backward through the output weight (type %s)", dtype_name(m->lm_head->dtype));
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         memset(a->d_res, 0, (size_t)N * C * sizeof(float));
         norm_backward(c, a->d_res, m->out_norm, m->out_norm_b, a->d_ln, model_stage_output(m), a->lnf_mean, a->lnf_rstd, N);
@@ -341,12 +362,12 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
         if ((rc = hook(m, l, 1, err))) return rc;
         /* FFN half: res_ffn = res_att + ffn(norm(res_att)) */
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-        ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale);
+        if ((rc = ffn_backward(m, l, a->ln2[l], a->d_res, a->d_ln, N, loss_scale, err))) return rc;
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->ffn_norm, w->ffn_norm_b, a->d_ln, a->res_att[l], a->ln2_mean[l], a->ln2_rstd[l], N);
         /* attention half: res_att = x + proj(attention(q, k, v)) */
         memset(a->d_atty, 0, (size_t)N * QD * sizeof(float));
-        matmul_backward(a->d_atty, G(w->wo), G(w->bo), a->d_res, a->atty[l], F(w->wo), N, C, QD);
+        if ((rc = linear_backward(a->d_atty, a->d_res, a->atty[l], w->wo, w->bo, N))) return backward_fail(err, rc, l, w->wo);
         memset(a->d_q, 0, (size_t)N * QD * sizeof(float));
         memset(a->d_k, 0, (size_t)N * KVD * sizeof(float));
         memset(a->d_v, 0, (size_t)N * KVD * sizeof(float));
@@ -357,9 +378,9 @@ int model_backward_stage(Model *m, const int32_t *tokens, const int32_t *targets
             rope_backward(a->d_k, B, T, Hkv, D, 0, c->rope_theta, c->rope_neox);
         }
         memset(a->d_ln, 0, (size_t)N * C * sizeof(float));
-        matmul_backward(a->d_ln, G(w->wq), G(w->bq), a->d_q, a->ln1[l], F(w->wq), N, QD, C);
-        matmul_backward(a->d_ln, G(w->wk), G(w->bk), a->d_k, a->ln1[l], F(w->wk), N, KVD, C);
-        matmul_backward(a->d_ln, G(w->wv), G(w->bv), a->d_v, a->ln1[l], F(w->wv), N, KVD, C);
+        if ((rc = linear_backward(a->d_ln, a->d_q, a->ln1[l], w->wq, w->bq, N))) return backward_fail(err, rc, l, w->wq);
+        if ((rc = linear_backward(a->d_ln, a->d_k, a->ln1[l], w->wk, w->bk, N))) return backward_fail(err, rc, l, w->wk);
+        if ((rc = linear_backward(a->d_ln, a->d_v, a->ln1[l], w->wv, w->bv, N))) return backward_fail(err, rc, l, w->wv);
         if ((rc = tp_reduce(m, a->d_ln, (size_t)N * C, err))) return rc;
         norm_backward(c, a->d_res, w->attn_norm, w->attn_norm_b, a->d_ln, x, a->ln1_mean[l], a->ln1_rstd[l], N);
         if ((rc = hook(m, l, 0, err))) return rc;
@@ -435,13 +456,16 @@ static int lcpp_shaped(const Model *m) {
  * llama.cpp's (quant_matches_llamacpp) dot 8-bit activations for every M,
  * as llama.cpp does; the others keep the faster dequantize + GEMM path for
  * prompts, their results being close to llama.cpp's but not identical anyway. */
-static int linear_infer(float *out, const float *in, const Tensor *w, const Tensor *b, int M) {
-    if (!quant_matches_llamacpp(w->dtype)) return linear(out, in, w, b, M);
+static int linear_infer_f(float *out, const float *in, const Tensor *w, const Tensor *b, int M, int rows_exact) {
+    if (!quant_matches_llamacpp(w->dtype) && !rows_exact) return linear(out, in, w, b, M);
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
-    if (rc || !b) return rc;
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) out[(size_t)i * N + j] += F(b)[j];
+    if (rc == ERR_UNSUPPORTED && rows_exact) return linear(out, in, w, b, M); /* a type without a dot kernel (f32) */
+    if (rc) return rc;
+    if (b)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) out[(size_t)i * N + j] += F(b)[j];
+    lora_forward(out, in, w, M); /* a run-time adapter, after the base as llama.cpp adds it */
     return 0;
 }
 
@@ -449,24 +473,38 @@ static int linear_infer(float *out, const float *in, const Tensor *w, const Tens
  * quantization of the input and one parallel region when the weights share
  * a block or half type and have no bias (types that match llama.cpp take
  * 8-bit activations at every M, the others the GEMM path for prompts, as
- * linear_infer); else one at a time. */
-static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
-                              int n) {
-    if (n == 1) return linear_infer(out[0], in, w[0], b[0], M);
-    const int exact = quant_matches_llamacpp(w[0]->dtype);
+ * linear_infer); else one at a time. rows_exact: every type takes the dot
+ * kernels at every M, whose rows do not depend on M (batch invariance;
+ * the GEMM path and the f32 matmul of a lone weight do). */
+static int linear_infer_multi_f(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                                int n, int rows_exact) {
+    if (n == 1) return linear_infer_f(out[0], in, w[0], b[0], M, rows_exact);
+    const int exact = quant_matches_llamacpp(w[0]->dtype) || rows_exact;
     int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32;
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
     if (joint) {
         QMMPart parts[QMM_MAX_PARTS];
         for (int i = 0; i < n; i++) parts[i] = (QMMPart){out[i], w[i]->data, (int)w[i]->shape[0]};
         int rc = matmul_quant_forward_multi(in, w[0]->dtype, M, (int)w[0]->shape[1], parts, n, exact ? QMM_Q8_ACTIVATIONS : 0);
+        if (!rc)
+            for (int i = 0; i < n; i++) lora_forward(out[i], in, w[i], M);
         if (rc != ERR_UNSUPPORTED) return rc; /* else: a type without a dot kernel, one at a time below */
     }
     for (int i = 0; i < n; i++) {
-        int rc = linear_infer(out[i], in, w[i], b[i], M);
+        int rc = linear_infer_f(out[i], in, w[i], b[i], M, rows_exact);
         if (rc) return rc;
     }
     return 0;
+}
+
+static int linear_infer_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                              int n) {
+    return linear_infer_multi_f(in, M, w, b, out, n, 0);
+}
+
+static int linear_rows_multi(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
+                             int n) {
+    return linear_infer_multi_f(in, M, w, b, out, n, 1);
 }
 
 /* y += x without a fork for the few hundred values of a decoding step. */
@@ -494,48 +532,120 @@ static int lcpp_attention_ops(float *out, float *att, const float *q, const void
 }
 
 /* Dense SwiGLU FFN: up and gate in one call, llama.cpp's SiLU, down. */
-static int lcpp_ffn(Model *m, int l, const float *x, float *out, int N, Err *err) {
+static int lcpp_ffn_f(Model *m, int l, const float *x, float *out, int N, int rows_exact, Err *err) {
     const Activations *a = &m->act;
     const LayerWeights *w = &m->layers[l];
     const Tensor *ug_w[2] = {w->w_up, w->w_gate}, *ug_b[2] = {w->b_up, NULL};
     float *const ug_out[2] = {a->ffn_h[l], a->ffn_g[l]};
-    int rc = linear_infer_multi(x, N, ug_w, ug_b, ug_out, 2);
+    int rc = linear_infer_multi_f(x, N, ug_w, ug_b, ug_out, 2, rows_exact);
     if (rc) return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_up->dtype));
     lcpp_swiglu(a->ffn_a[l], a->ffn_g[l], a->ffn_h[l], (size_t)N * m->cfg.d_ff);
     const Tensor *dw[1] = {w->w_down}, *db[1] = {w->b_down};
     float *const o[1] = {out};
-    if ((rc = linear_infer_multi(a->ffn_a[l], N, dw, db, o, 1)))
+    if ((rc = linear_infer_multi_f(a->ffn_a[l], N, dw, db, o, 1, rows_exact)))
         return err_set(err, rc, "layer %d: no matmul kernel for weight type %s", l, dtype_name(w->w_down->dtype));
     return 0;
 }
 
+static int lcpp_ffn(Model *m, int l, const float *x, float *out, int N, Err *err) { return lcpp_ffn_f(m, l, x, out, N, 0, err); }
+
+static int lcpp_ffn_rows(Model *m, int l, const float *x, float *out, int N, Err *err) {
+    return lcpp_ffn_f(m, l, x, out, N, 1, err);
+}
+
 static const BlockOps LLAMACPP_OPS = {lcpp_norm, linear_infer_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn,
                                       add_infer};
+/* The same, every matmul row computed as if alone (FWD_ROWS_EXACT). */
+static const BlockOps LLAMACPP_ROWS_OPS = {lcpp_norm, linear_rows_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn_rows,
+                                           add_infer};
 
-int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
+/* The blocks of a batched inference step: checks, embeddings, every layer.
+ * Leaves the rows (N, C) after the last block in *out and the ops used. */
+static int batch_blocks(Model *m, const SeqSpan *seqs, int n_seqs, int flags, const float **out, const BlockOps **used,
+                        Err *err) {
     const Config *c = &m->cfg;
     Activations *a = &m->act;
-    if (!a->mem || a->training || a->B != 1 || n > a->T || n <= 0)
-        return err_set(err, ERR_INVALID, "model_forward_cached: %d tokens exceed the planned inference chunk %d", n, a->T);
-    const int pos0 = kv->len, C = c->d_model;
-    if (pos0 + n > kv->ctx)
-        return err_set(err, ERR_INVALID, "context full: %d + %d tokens exceed the KV cache of %d", pos0, n, kv->ctx);
+    const int C = c->d_model;
+    int N = 0, rc;
+    for (int i = 0; i < n_seqs; i++) {
+        const KVCache *kv = seqs[i].kv;
+        if (seqs[i].n <= 0 || !seqs[i].tokens)
+            return err_set(err, ERR_INVALID, "model_forward_batch: sequence %d has no tokens", i);
+        if (kv->len + seqs[i].n > kv->ctx)
+            return err_set(err, ERR_INVALID, "context full: %d + %d tokens exceed the KV cache of %d", kv->len,
+                           seqs[i].n, kv->ctx);
+        for (int j = 0; j < i; j++)
+            if (seqs[j].kv == kv) return err_set(err, ERR_INVALID, "model_forward_batch: sequences %d and %d share a cache", j, i);
+        N += seqs[i].n;
+    }
+    if (!a->mem || a->training || a->B != 1 || N > a->T || n_seqs <= 0)
+        return err_set(err, ERR_INVALID, "model_forward_batch: %d tokens in %d sequences exceed the planned inference chunk %d",
+                       N, n_seqs, a->T);
     a->cur_B = 1;
-    a->cur_T = n;
-    int rc = embed(m, a->embed, tokens, 1, n, pos0, err);
-    if (rc) return rc;
+    a->cur_T = N;
+    for (int i = 0, row = 0; i < n_seqs; row += seqs[i++].n)
+        if ((rc = embed(m, a->embed + (size_t)row * C, seqs[i].tokens, 1, seqs[i].n, seqs[i].kv->len, err))) return rc;
     const float *x = a->embed;
-    const BlockOps *ops = lcpp_shaped(m) ? &LLAMACPP_OPS : &NATIVE_OPS;
+    const BlockOps *ops = !lcpp_shaped(m) ? &NATIVE_OPS : flags & FWD_ROWS_EXACT ? &LLAMACPP_ROWS_OPS : &LLAMACPP_OPS;
     for (int l = 0; l < c->n_layer; l++) {
-        if ((rc = block_forward(m, ops, l, x, 1, n, pos0, kv, err))) return rc;
+        if ((rc = block_forward(m, ops, l, x, 1, N, seqs, n_seqs, err))) return rc;
         x = a->res_ffn[l];
     }
-    const float *last = x + (size_t)(n - 1) * C;
-    ops->norm(m, a->lnf, a->lnf_mean, a->lnf_rstd, last, m->out_norm, m->out_norm_b, 1);
+    *out = x, *used = ops;
+    return 0;
+}
+
+int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, int flags, Err *err) {
+    Activations *a = &m->act;
+    const int C = m->cfg.d_model;
+    const float *x = NULL;
+    const BlockOps *ops = NULL;
+    int rc = batch_blocks(m, seqs, n_seqs, flags, &x, &ops, err);
+    if (rc) return rc;
+    /* the last row of each sequence through the final norm and the output
+     * layer, all sequences in one product (M = n_seqs) */
+    float *last = n_seqs == 1 ? a->lnf : malloc((size_t)n_seqs * C * sizeof(float));
+    if (!last) return err_set(err, ERR_NOMEM, "out of memory");
+    for (int i = 0, row = 0; i < n_seqs; i++) {
+        row += seqs[i].n;
+        ops->norm(m, last + (size_t)i * C, a->lnf_mean, a->lnf_rstd, x + (size_t)(row - 1) * C, m->out_norm,
+                  m->out_norm_b, 1);
+    }
     const Tensor *head[1] = {m->lm_head}, *nob[1] = {NULL};
     float *const lo[1] = {logits};
-    if ((rc = ops->linears(a->lnf, 1, head, nob, lo, 1)))
-        return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
+    rc = ops->linears(last, n_seqs, head, nob, lo, 1);
+    if (last != a->lnf) free(last);
+    if (rc) return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
+    for (int i = 0; i < n_seqs; i++) seqs[i].kv->len += seqs[i].n;
+    return 0;
+}
+
+int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err) {
+    const SeqSpan one = {kv, tokens, n};
+    return model_forward_batch(m, &one, 1, logits, 0, err);
+}
+
+int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err) {
+    Activations *a = &m->act;
+    const int C = m->cfg.d_model;
+    if (out0 < 0 || out0 > n) return err_set(err, ERR_INVALID, "model_forward_cached: output rows from %d of %d", out0, n);
+    const SeqSpan one = {kv, tokens, n};
+    const float *x = NULL;
+    const BlockOps *ops = NULL;
+    int rc = batch_blocks(m, &one, 1, 0, &x, &ops, err);
+    if (rc) return rc;
+    if (out0 < n) {
+        /* the plan holds the final norm of one row; several rows go to the
+         * first layer's norm buffers (N rows), dead once the last block is done */
+        const int rows = n - out0;
+        float *lnf = rows > 1 ? a->ln1[0] : a->lnf, *mean = rows > 1 ? a->ln1_mean[0] : a->lnf_mean;
+        float *rstd = rows > 1 ? a->ln1_rstd[0] : a->lnf_rstd;
+        ops->norm(m, lnf, mean, rstd, x + (size_t)out0 * C, m->out_norm, m->out_norm_b, rows);
+        const Tensor *head[1] = {m->lm_head}, *nob[1] = {NULL};
+        float *const lo[1] = {logits};
+        if ((rc = ops->linears(lnf, rows, head, nob, lo, 1)))
+            return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
+    }
     kv->len += n;
     return 0;
 }

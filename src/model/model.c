@@ -1,6 +1,6 @@
 /* Model lifetime: allocation by the registry, initialisation, and the
  * activation plan (sized once from config, batch and sequence length). */
-#include "model.h"
+#include "model_internal.h"
 
 #include <math.h>
 #include <omp.h>
@@ -131,6 +131,12 @@ void model_init_weights(Model *m, uint64_t seed) {
             for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
         } else if (t->flags & PF_ZEROS) {
             memset(p, 0, t->numel * sizeof(float));
+        } else if (t->flags & PF_LORA_A) {
+            /* PEFT: kaiming_uniform_(a=sqrt(5)), bound = 1/sqrt(fan_in) */
+            uint64_t key = rng_key(seed, 0x6c6f7261ULL, tensor_name_hash(t->name));
+            const float bound = 1.0f / sqrtf((float)t->shape[1]);
+#pragma omp parallel for
+            for (size_t e = 0; e < t->numel; e++) p[e] = bound * (2.0f * rng_uniform(key, e) - 1.0f);
         } else {
             /* one stream per tensor, so adding a tensor never shifts another's values */
             uint64_t key = rng_key(seed, 0x696e6974ULL, tensor_name_hash(t->name));
@@ -168,7 +174,7 @@ static float *bump(Bump *b, size_t n) {
 }
 
 /* ep > 1: a rank's experts may receive rows from every rank of its group. */
-static void plan_walk(Activations *a, const Config *c, int ep, int tp, int B, int T, int training, Bump *b) {
+static void plan_walk(Activations *a, const Config *c, int ep, int tp, int lora_r, int B, int T, int training, Bump *b) {
     const size_t N = (size_t)B * T, C = c->d_model, V = c->vocab_size, F = c->d_ff;
     const size_t QD = (size_t)c->n_head * c->head_dim, KVD = (size_t)c->n_kv_head * c->head_dim;
     const size_t E = c->n_expert, K = (E ? (size_t)c->n_expert_active : 1) * (size_t)ep;
@@ -239,6 +245,10 @@ static void plan_walk(Activations *a, const Config *c, int ep, int tp, int B, in
             a->moe_dxe = training ? bump(b, N * K * C) : NULL;
         }
     }
+    if (lora_r > 0) {
+        a->lora_u = bump(b, N * (size_t)lora_r);
+        a->lora_du = training ? bump(b, N * (size_t)lora_r) : NULL;
+    }
     if (training) {
         a->d_res = bump(b, N * C);
         a->d_tmp = bump(b, N * C);
@@ -294,7 +304,7 @@ size_t model_activation_bytes(const Config *c, int B, int T, int training) {
     memset(&a, 0, sizeof a);
     if (!activations_arrays(&a, c->n_layer)) return 0;
     Bump b = {NULL, 0};
-    plan_walk(&a, c, 1, 1, B, T, training, &b);
+    plan_walk(&a, c, 1, 1, c->lora_rank, B, T, training, &b);
     model_activations_free(&a);
     return b.off * sizeof(float);
 }
@@ -312,7 +322,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     Activations *a = &m->act;
     if (!activations_arrays(a, c->n_layer)) return err_set(err, ERR_NOMEM, "out of memory");
     Bump b = {NULL, 0};
-    plan_walk(a, c, m->shard.ep_size, m->shard.tp_size, B, T, training, &b);
+    plan_walk(a, c, m->shard.ep_size, m->shard.tp_size, m->lora_r, B, T, training, &b);
     a->mem = xalloc(b.off * sizeof(float), err);
     if (!a->mem) {
         model_activations_free(a);
@@ -320,7 +330,8 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     }
     b.base = a->mem;
     b.off = 0;
-    plan_walk(a, c, m->shard.ep_size, m->shard.tp_size, B, T, training, &b);
+    plan_walk(a, c, m->shard.ep_size, m->shard.tp_size, m->lora_r, B, T, training, &b);
+    lora_bind_scratch(m);
     a->B = B;
     a->T = T;
     a->training = training;
@@ -336,5 +347,7 @@ void model_free(Model *m) {
     xfree(m->adam_v);
     free(m->tensors);
     free(m->layers);
+    free(m->lora_links);
+    model_precision_free(m);
     memset(m, 0, sizeof *m);
 }

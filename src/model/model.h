@@ -44,7 +44,28 @@ typedef struct {
     int n_expert_active; /* top-k */
     float moe_aux_coef;  /* weight of the load-balancing loss (Switch) */
     char note[256];      /* free text, e.g. assumptions of estimated presets */
+    /* LoRA fine-tuning (Hu et al. 2021, as PEFT): lora_rank > 0 makes the
+     * parameter registry the adapters alone, A (r, in) and B (out, r) for
+     * each target linear layer of each block (named "<base weight>.lora_a"
+     * / ".lora_b", as llama.cpp's adapter files); the base weights are
+     * frozen and come from elsewhere (model_lora_attach). The layer computes
+     * x W^T + (alpha / r) (x A^T) B^T. */
+    int lora_rank;
+    float lora_alpha;
+    unsigned lora_targets; /* LORA_* bits */
 } Config;
+
+enum {
+    LORA_Q = 1u << 0, LORA_K = 1u << 1, LORA_V = 1u << 2, LORA_O = 1u << 3,
+    LORA_GATE = 1u << 4, LORA_UP = 1u << 5, LORA_DOWN = 1u << 6, LORA_ALL = 0x7f
+};
+/* "q,k,v,o,gate,up,down" (any subset, any order) -> LORA_* bits; an unknown
+ * name is an error naming it. */
+int lora_targets_parse(const char *s, unsigned *mask, Err *err);
+/* LORA_* bits -> "q,k,v" into buf (cap >= 32). */
+const char *lora_targets_str(unsigned mask, char *buf, size_t cap);
+/* Base tensor suffix ("attn_q.weight", ...) of LoRA target bit i (0..6). */
+const char *lora_target_weight(int i);
 
 /* Defaults for an arch ("gpt2" or "llama"); other fields zero. */
 int config_defaults(Config *c, const char *arch, Err *err);
@@ -71,7 +92,10 @@ enum {
     PF_ONES = 1u << 2,       /* norm gain: init to 1 */
     PF_ZEROS = 1u << 3,      /* bias: init to 0 */
     PF_EXPERT = 1u << 4,     /* stacked expert weights (leading dim n_expert) */
+    PF_LORA_A = 1u << 5,     /* LoRA A: init Kaiming-uniform, U(-1/sqrt(in), 1/sqrt(in)), as PEFT */
 };
+
+struct LoraLink_;
 
 typedef struct {
     char name[48];
@@ -88,8 +112,21 @@ typedef struct {
     int layer;         /* -1 outside the blocks */
     unsigned flags;    /* PF_* */
     void *data;        /* weights: into Model.params or a GGUF mapping */
-    float *grad;       /* into Model.grads; NULL when not training */
+    float *grad;       /* into Model.grads; NULL when not training (or frozen) */
+    const struct LoraLink_ *lora; /* a LoRA adapter on this (frozen) linear weight, or NULL */
+    struct Bf16Linear_ *bf16;     /* non-NULL: this float32 weight's products run in bf16 (model_set_precision) */
 } Tensor;
+
+/* A LoRA adapter attached to a linear weight W (out, in): the layer adds
+ * scale * (x A^T) B^T. a, b are registry tensors of the model that trains
+ * (or holds) the adapter; u, du: (M, r) scratch in the activations of the
+ * model that planned last (model_plan_activations sets them). */
+typedef struct LoraLink_ {
+    const Tensor *a, *b; /* (r, in), (out, r) */
+    float scale;         /* alpha / r, times a run-time scale */
+    int r;
+    float *u, *du;       /* Activations.lora_u / lora_du of the running model */
+} LoraLink;
 
 typedef struct {
     Tensor *attn_norm, *attn_norm_b;
@@ -175,6 +212,8 @@ typedef struct {
     float *moe_x, *moe_dy;                 /* (B*T*k, C) gathered inputs / output grads */
     float *moe_recv, *moe_xe, *moe_ye, *moe_dxe; /* (B*T*k*ep, C) expert-parallel exchange (ep > 1) */
     float *d_router;                       /* (B,T,E) */
+    float *lora_u, *lora_du;               /* (B*T, lora rank): x A^T of one LoRA layer and its
+                                              gradient (recomputed in backward); NULL without LoRA */
 } Activations;
 
 /* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1,
@@ -210,7 +249,29 @@ typedef struct Model_ {
     int (*weights_hook)(void *ctx, struct Model_ *m, int layer, int acquire, Err *err);
     void *hook_ctx;
     void *owner;                             /* e.g. the GGUF mapping the weights live in */
+    int lora_r;                              /* rank of LoRA adapters attached to this model's linear
+                                                weights (0: none): sizes Activations.lora_u */
+    LoraLink *lora_links;                    /* adapters this model's registry holds (model_lora_attach) */
+    int n_lora_links;
+    int precision;                           /* PRECISION_*: how the linear layers multiply */
+    struct Bf16Linear_ *bf16;                /* bf16 scratch and GEMM plans (model_set_precision) */
 } Model;
+
+/* ---- mixed precision ---------------------------------------------------------
+ * PRECISION_BF16 (bf16 mixed precision as the literature defines it): the
+ * products of the dense linear layers (attention q/k/v/o, the FFN, the
+ * output head) take bfloat16 inputs, rounded from the float32 activations,
+ * gradients and master weights at each use, and accumulate in float32;
+ * everything else (embeddings, norms, softmax, loss, AdamW and its moments,
+ * checkpoints) stays float32. No loss scaling: bf16 has float32's range. */
+enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
+/* "fp32"/"bf16" -> PRECISION_*; -1 for anything else. */
+int precision_from_name(const char *name);
+const char *precision_name(int precision);
+/* Choose how m's linear layers multiply. bf16 needs native bf16 GEMMs
+ * (AVX512-BF16 or AMX through oneDNN): elsewhere an error says so. Sharded
+ * experts (MoE) keep float32 (their row counts change every step). */
+int model_set_precision(Model *m, int precision, Err *err);
 
 /* Allocate weights (and, if training, grads and Adam moments) for c. */
 int model_create(Model *m, const Config *c, int training, Err *err);
@@ -253,10 +314,61 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
  * planned with B=1, T>=n, training=0. */
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
+/* The same forward with the logits of every row from out0 on: rows
+ * out0..n-1 of this call into logits ((n - out0), V), each the bits
+ * model_forward_cached gives for that position (evaluation scores every
+ * position of a chunk; llama-perplexity asks for the same rows). out0 == n:
+ * the cache is filled and no logits are computed. */
+int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err);
+/* One sequence of a batched inference step: n tokens appended to its own
+ * cache at positions kv->len.. */
+typedef struct {
+    KVCache *kv;
+    const int32_t *tokens; /* (n) */
+    int n;
+} SeqSpan;
+/* Continuous batching: several sequences, each with its own cache, in one
+ * forward. The linears and FFNs run once over all rows (M = the sum of the
+ * n), RoPE and attention per sequence over its cache. logits (n_seqs, V):
+ * after each sequence's last token. With FWD_ROWS_EXACT every matmul row is
+ * computed as if alone, for every weight type, so (Llama-shaped models) a
+ * sequence's results do not depend on the others in the batch nor on how
+ * its prompt was cut into chunks of two tokens or more (batch invariance);
+ * without it, only Q8_0/Q4_1 weights promise that (other types take the
+ * faster GEMM path for many rows). Needs activations planned with B=1,
+ * T >= the total tokens; caches must be distinct. Each cache's len
+ * advances by its n on success. */
+#define FWD_ROWS_EXACT 1
+int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, int flags, Err *err);
 /* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
  * is an error naming it). */
 int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);
 void kvcache_free(KVCache *kv);
+
+/* ---- LoRA (lora.c) ----------------------------------------------------------
+ * m: a model created from a config with lora_rank > 0 (its registry: the
+ * adapters). base: the frozen model (any weight types, e.g. a GGUF; same
+ * shapes without LoRA). m takes base's weights as its own views and links
+ * each adapter to its base weight, so m's forward computes base + adapters
+ * and its backward gives gradients to the adapters only (the input gradient
+ * flows through the frozen weights in their own type). The scale is
+ * alpha / r times run_scale. base must outlive m and is tied to m's adapters
+ * (base's own forward applies them too: run-time adapters for inference,
+ * base->lora_r is set). A tensor of m that does not match base (name or
+ * shape) is an error naming it. */
+int model_lora_attach(Model *m, Model *base, float run_scale, Err *err);
+/* out (M, out) += scale * (in A^T) B^T when w carries an adapter. */
+void lora_forward(float *out, const float *in, const Tensor *w, int M);
+/* The linear layer: out (M,N) = in (M,K) W^T + bias, in W's precision
+ * (model_set_precision) and type, plus W's LoRA adapter. 0 or an error
+ * code (ERR_UNSUPPORTED: no kernel for W's type). */
+int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M);
+/* The backward of out = in W^T + bias (+ LoRA) for one linear weight of any
+ * type: dinp (M, in) += dout W (+ the adapter's term; dinp may be NULL);
+ * W's and bias's gradients when they have one (f32 weights that train);
+ * the adapter's dA, dB. Returns 0, or ERR_UNSUPPORTED / ERR_NOMEM (a weight
+ * type without a dequantizer; the tile buffer). */
+int linear_backward(float *dinp, const float *dout, const float *inp, const Tensor *w, const Tensor *bias, int M);
 
 /* Per-rank dimensions of a sharded model (heads, d_ff, vocabulary, experts
  * divided by tp / ep); the whole config when unsharded. */

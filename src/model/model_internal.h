@@ -7,8 +7,22 @@
 /* out (N,C) = FFN of layer l applied to x (N,C) (the normalised input).
  * MoE adds its weighted auxiliary loss to m->aux_loss. */
 int ffn_forward(Model *m, int l, const float *x, float *out, int N, Err *err);
-/* dx (N,C) += d FFN / dx given dout (N,C); parameter grads accumulated. */
-void ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale);
+/* dx (N,C) += d FFN / dx given dout (N,C); parameter grads accumulated.
+ * Returns 0, or an error (a weight type without a backward) in err. */
+int ffn_backward(Model *m, int l, const float *x, const float *dout, float *dx, int N, float loss_scale, Err *err);
+
+/* Point the LoRA adapters on m's linear weights at m's activation scratch
+ * (after planning: the model that plans last runs the adapters). */
+void lora_bind_scratch(Model *m);
+
+/* The bf16 products of a linear layer whose weight w carries w->bf16
+ * (precision.c): out (M,N) = in W^T (+ bias); the backward accumulates
+ * dinp (M,K) += dout W, dW += dout^T inp, dbias += column sums (any NULL). */
+struct Bf16Linear_;
+int bf16_linear_forward(struct Bf16Linear_ *b, float *out, const float *in, const Tensor *w, const float *bias, int M);
+int bf16_linear_backward(struct Bf16Linear_ *b, float *dinp, float *dW, float *dbias, const float *dout,
+                         const float *inp, const Tensor *w, int M);
+void model_precision_free(Model *m);
 
 /* Expert-parallel exchange of one MoE layer (moe_ep.c). ep <= 64. */
 typedef struct {

@@ -42,12 +42,32 @@ static int reg_add(RegBuilder *rb, int layer, const char *name, unsigned flags, 
     return 0;
 }
 
+/* LoRA configs: the adapters alone, A (r, in) and B (out, r) per target
+ * weight of each block, in forward order (the base is frozen elsewhere). */
+static int registry_fill_lora(const Config *c, RegBuilder *rb) {
+    const int64_t C = c->d_model, F = c->d_ff, r = c->lora_rank;
+    const int64_t qdim = (int64_t)c->n_head * c->head_dim, kvdim = (int64_t)c->n_kv_head * c->head_dim;
+    const int64_t out[7] = {qdim, kvdim, kvdim, C, F, F, C}, in[7] = {C, C, C, qdim, C, C, F};
+    for (int l = 0; l < c->n_layer; l++)
+        for (int i = 0; i < 7; i++) {
+            if (!(c->lora_targets & (1u << i))) continue;
+            char name[48];
+            int rc;
+            snprintf(name, sizeof name, "%s.lora_a", lora_target_weight(i));
+            if ((rc = reg_add(rb, l, name, PF_DECAY | PF_LORA_A, 2, r, in[i], 0))) return rc;
+            snprintf(name, sizeof name, "%s.lora_b", lora_target_weight(i));
+            if ((rc = reg_add(rb, l, name, PF_DECAY | PF_ZEROS, 2, out[i], r, 0))) return rc;
+        }
+    return 0;
+}
+
 /* Order matters only for the checkpoint layout; it follows the forward. */
 static int registry_fill(const Config *c, RegBuilder *rb) {
     const int64_t C = c->d_model, F = c->d_ff, V = c->vocab_size, E = c->n_expert;
     const int64_t qdim = (int64_t)c->n_head * c->head_dim, kvdim = (int64_t)c->n_kv_head * c->head_dim;
     const int ln = c->norm == NORM_LAYERNORM, b = c->bias;
     int rc = 0;
+    if (c->lora_rank > 0) return registry_fill_lora(c, rb);
 #define ADD(...) do { if ((rc = reg_add(rb, __VA_ARGS__))) return rc; } while (0)
     ADD(-1, "token_embd.weight", 0, 2, V, C, 0);
     if (c->pos == POS_LEARNED) ADD(-1, "position_embd.weight", 0, 2, c->context_length, C, 0);

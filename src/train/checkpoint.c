@@ -106,6 +106,7 @@ static int write_state(const TrainOptions *o, int step, const char *path, Err *e
     json_object_set_new(s, "eval_batches", json_integer(o->eval_batches));
     json_object_set_new(s, "save_every", json_integer(o->save_every));
     json_object_set_new(s, "keep", json_integer(o->keep));
+    json_object_set_new(s, "precision", json_string(precision_name(o->precision > 0 ? o->precision : PRECISION_FP32)));
     /* the data position is the step: batches are a pure function of (seed, step) */
     json_object_set_new(s, "data_position", json_integer(step));
     char *text = json_dumps(s, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
@@ -278,6 +279,9 @@ static int read_state(const char *path, int *step, TrainOptions *o, Err *err) {
 #undef GF
         json_t *v = json_object_get(s, "seed");
         if (json_is_integer(v)) o->seed = (uint64_t)json_integer_value(v);
+        v = json_object_get(s, "precision");
+        if (json_is_string(v) && precision_from_name(json_string_value(v)) >= 0)
+            o->precision = precision_from_name(json_string_value(v));
         v = json_object_get(s, "data");
         if (json_is_string(v) && json_string_value(v)[0]) {
             snprintf(o->data_saved, sizeof o->data_saved, "%s", json_string_value(v));

@@ -8,7 +8,7 @@
 #include "dist/comm.h"
 #include "model/model.h"
 
-typedef struct {
+typedef struct TrainOptions_ {
     const char *data;     /* text file or shard directory */
     char data_saved[4096]; /* storage for the path read back from a checkpoint */
     const char *out;      /* run directory */
@@ -31,6 +31,7 @@ typedef struct {
     int threads;
     int quiet;            /* no progress line */
     int max_bad_steps;    /* stop after this many steps in a row with a non-finite loss or gradient */
+    int precision;        /* PRECISION_* of the linear layers; -1: not chosen (a resumed run keeps its own, else fp32) */
     /* Test hook (JARIP_INJECT_NAN): comma-separated 1-based steps whose loss
      * is made NaN ("7") or whose gradient gets an Inf ("g7"); NULL = none. */
     const char *inject_nan;
@@ -38,6 +39,13 @@ typedef struct {
      * inside each checkpoint write (before model.bin, halfway through it,
      * between the rename and `latest`), so a kill -9 test lands there. */
     int test_ckpt_sleep_ms;
+    /* --eval-text: tokens of a text whose perplexity (llama-perplexity's
+     * definition: chunks of seq tokens, BOS over each chunk's first token
+     * when eval_bos >= 0, the second half scored) is reported at each
+     * evaluation; NULL: none. Not saved in checkpoints. */
+    const int32_t *eval_tokens;
+    size_t n_eval_tokens;
+    int32_t eval_bos;
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);

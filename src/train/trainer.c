@@ -32,6 +32,7 @@ void train_options_default(TrainOptions *o) {
     o->save_every = 500;
     o->keep = 2;
     o->max_bad_steps = 5;
+    o->precision = -1;
 }
 
 /* Whether the JARIP_INJECT_NAN list names 1-based step s with kind
@@ -117,6 +118,36 @@ static float evaluate(Model *m, DataLoader *dl, const TrainOptions *o, Parallel 
     return (float)(v[0] / ((double)o->eval_batches * (Bl / mb) * p->dp * p->tp));
 }
 
+/* Perplexity of o->eval_tokens as jarip eval perplexity (and llama-perplexity)
+ * defines it, at ctx = seq: chunks in rows of micro-batches, targets only on
+ * the second half of each chunk. Every data-parallel replica runs all the
+ * chunks (the same figure everywhere); rows past the last chunk ignore all
+ * their targets. */
+static double eval_text_ppl(Model *m, const TrainOptions *o, Parallel *p, Pipeline *pl, Err *err) {
+    const int T = o->seq, rows = pl->rows, first = T / 2, scored = T - 1 - first;
+    const int n_chunk = (int)(o->n_eval_tokens / (size_t)T);
+    double total = 0.0;
+    for (int c0 = 0; c0 < n_chunk; c0 += rows) {
+        const int nr = n_chunk - c0 < rows ? n_chunk - c0 : rows;
+        for (int r = 0; r < rows; r++) {
+            int32_t *in = pl->inputs + (size_t)r * T, *tg = pl->targets + (size_t)r * T;
+            const int32_t *chunk = o->eval_tokens + (size_t)(c0 + r) * T;
+            for (int k = 0; k < T; k++) {
+                in[k] = r < nr ? chunk[k] : 0;
+                tg[k] = r < nr && k >= first && k < T - 1 ? chunk[k + 1] : -1;
+            }
+            if (r < nr && o->eval_bos >= 0) in[0] = o->eval_bos;
+        }
+        double loss;
+        if (pipeline_forward_only(pl, p, m, pl->inputs, pl->targets, &loss, err)) return NAN;
+        total += loss * nr * scored; /* the loss is the mean over the scored targets */
+    }
+    if (p->zero == 3) parallel_release_layer(p, m, -1);
+    double v[1] = {total};
+    if (p->world->size > 1 && comm_allreduce_sum_f64(p->world, v, 1, err)) return NAN;
+    return exp(v[0] / ((double)p->dp * p->tp) / ((double)n_chunk * scored));
+}
+
 /* Peak resident memory of this process so far, MiB (Linux: ru_maxrss in KiB). */
 static double peak_rss_mib(void) {
     struct rusage ru;
@@ -170,6 +201,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
     const int Bl = o->batch / p->dp, mb = o->micro_batch > 0 ? o->micro_batch : Bl;
     if (Bl % mb)
         return err_set(err, ERR_INVALID, "each data-parallel rank's %d rows are not divisible by --micro-batch %d", Bl, mb);
+    if ((rc = model_set_precision(m, o->precision > 0 ? o->precision : PRECISION_FP32, err))) return rc;
     DataLoader *dl = NULL;
     if ((rc = loader_open(&dl, o->data, c->vocab_size, 0.1, o->seed, err))) return rc;
     if (loader_tokens(dl, SPLIT_VAL) < (uint64_t)T + 1 && o->eval_batches > 0) {
@@ -286,9 +318,11 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         run_steps++;
         int done_steps = step + 1, last = done_steps == o->steps;
         float val = NAN;
+        double ppl = NAN;
         if ((o->eval_every > 0 && done_steps % o->eval_every == 0) || (last && o->eval_batches > 0)) {
             val = evaluate(m, dl, o, p, &pl, err);
-            if (isnan(val)) {
+            if (!isnan(val) && o->eval_tokens) ppl = eval_text_ppl(m, o, p, &pl, err);
+            if (isnan(val) || (o->eval_tokens && isnan(ppl))) {
                 rc = err->code ? err->code : ERR_INVALID;
                 goto done;
             }
@@ -299,6 +333,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
             if (c->n_expert) fprintf(log, ", \"aux_loss\": %.9g", red[1] / per);
 
             if (!isnan(val)) fprintf(log, ", \"val_loss\": %.9g", val);
+            if (!isnan(ppl)) fprintf(log, ", \"eval_ppl\": %.9g", ppl);
             fprintf(log, "}\n");
             fflush(log);
             history_add(&hist, done_steps, (float)loss, 0);
@@ -310,6 +345,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
                 fprintf(stderr, "%sstep %d/%d | loss %.4f | lr %.2e | %.0f tok/s | MFU %.1f%% | ETA %s", tty ? "\r\033[K" : "",
                         done_steps, o->steps, loss, ao.lr, tps, 100.0 * mfu, eta);
                 if (!isnan(val)) fprintf(stderr, " | val %.4f", val);
+                if (!isnan(ppl)) fprintf(stderr, " | ppl %.4f", ppl);
                 if (!tty || !isnan(val) || last) fprintf(stderr, "\n");
             }
             if (!isnan(val) || last || done_steps % print_every == 0) plot_loss_svg(&hist, svg_path, NULL);

@@ -1,6 +1,9 @@
 /* The model's matmul interface in double precision for the float64 gradient
  * check (this directory is compiled with float defined as double; see
  * CMakeLists.txt). Plain loops: exactness matters here, not speed. */
+#include <math.h>
+#include <stdlib.h>
+
 #include "kernels/kernels.h"
 
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -18,9 +21,21 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const fl
         }
 }
 
+int dequantize_row(int dtype, const void *src, float *dst, int64_t n);
+
 int matmul_forward(float *out, const float *inp, const void *W, int wtype, const float *bias, int M, int N, int K) {
-    if (wtype != DT_F32) return ERR_UNSUPPORTED;
+    float *wf = NULL;
+    if (wtype != DT_F32) { /* a frozen half-precision base weight (the LoRA check): widened, exactly */
+        if (!(wf = malloc((size_t)N * K * sizeof(float)))) return ERR_NOMEM;
+        for (int j = 0; j < N; j++)
+            if (dequantize_row(wtype, (const uint16_t *)W + (size_t)j * K, wf + (size_t)j * K, K)) {
+                free(wf);
+                return ERR_UNSUPPORTED;
+            }
+        W = wf;
+    }
     gemm_f32(0, 1, M, N, K, 1, inp, K, W, K, 0, out, N);
+    free(wf);
     if (bias)
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) out[(size_t)i * N + j] += bias[j];
@@ -36,10 +51,19 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
             for (int j = 0; j < N; j++) dbias[j] += dout[(size_t)i * N + j];
 }
 
-/* This build has no quantized kernels: every f32-only model works without. */
+/* IEEE half -> double (exact), for frozen F16 weights. */
+static double half_to_double(uint16_t h) {
+    int e = (h >> 10) & 31, f = h & 1023;
+    double v = e == 0 ? ldexp(f, -24) : ldexp(1024 + f, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* This build has no quantized kernels; F16 (the LoRA check's frozen base)
+ * is widened exactly, other types are unsupported. */
 int dequantize_row(int dtype, const void *src, float *dst, int64_t n) {
-    (void)dtype; (void)src; (void)dst; (void)n;
-    return ERR_UNSUPPORTED;
+    if (dtype != DT_F16) return ERR_UNSUPPORTED;
+    for (int64_t i = 0; i < n; i++) dst[i] = half_to_double(((const uint16_t *)src)[i]);
+    return 0;
 }
 
 int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype, int M, int N, int K) {
@@ -88,3 +112,19 @@ int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uin
     (void)out; (void)q; (void)kc; (void)vc; (void)T; (void)pos0; (void)Hq; (void)Hkv; (void)D;
     return ERR_UNSUPPORTED;
 }
+
+/* No bf16 in the float64 check: model_set_precision refuses bf16 here. */
+int gemm_bf16_available(void) { return 0; }
+const char *gemm_isa_name(void) { return "none (float64 check)"; }
+int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc, int accumulate,
+                   Err *err) {
+    (void)g, (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)lda, (void)ldb, (void)ldc, (void)accumulate;
+    (void)err;
+    return ERR_UNSUPPORTED;
+}
+int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C) {
+    (void)g, (void)A, (void)B, (void)C;
+    return ERR_UNSUPPORTED;
+}
+void gemm_bf16_free(GemmBf16 *g) { (void)g; }
+void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n) { (void)dst, (void)src, (void)n; }

@@ -28,27 +28,85 @@ static double loss_at(Model *m, const int32_t *tok, const int32_t *tgt, int B, i
     return l;
 }
 
+static void die(const char *name, const Err *err) {
+    fprintf(stderr, "%s: %s\n", name, err->msg);
+    exit(1);
+}
+
+static void check_model(const char *name, Model *m);
+
 static void check_config(const char *name, const char *json) {
     Config c;
     Err err = {0};
-    if (config_from_json(&c, json, &err)) {
-        fprintf(stderr, "%s: %s\n", name, err.msg);
-        exit(1);
-    }
+    if (config_from_json(&c, json, &err)) die(name, &err);
     Model m;
-    if (model_create(&m, &c, 1, &err)) {
-        fprintf(stderr, "%s: %s\n", name, err.msg);
-        exit(1);
-    }
+    if (model_create(&m, &c, 1, &err)) die(name, &err);
     model_init_weights(&m, 5);
     /* larger-than-init weights so every path carries a sizable gradient */
     uint64_t key = rng_key(11, 0, 0);
     for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.3 * rng_normal(key, i);
-    const int B = 2, T = 7;
-    if (model_plan_activations(&m, B, T, 1, &err)) {
-        fprintf(stderr, "%s: %s\n", name, err.msg);
-        exit(1);
+    check_model(name, &m);
+    model_free(&m);
+}
+
+/* double -> IEEE half, round to nearest (ties away: any rounding will do,
+ * the check only needs the base to be stored in half). */
+static uint16_t double_to_half(double v) {
+    uint16_t sign = v < 0 ? 0x8000 : 0;
+    v = fabs(v);
+    if (v < ldexp(1, -14)) return sign | (uint16_t)lround(v / ldexp(1, -24));
+    int e;
+    double f = frexp(v, &e); /* v = f 2^e, f in [0.5, 1) */
+    long mant = lround((f * 2 - 1) * 1024);
+    if (mant == 1024) mant = 0, e++;
+    return sign | (uint16_t)((e + 14) << 10) | (uint16_t)mant;
+}
+
+/* LoRA on a frozen base stored in half precision (F16, as a GGUF's): the
+ * gradients of A and B by finite differences; the blocks' A/B gradients of
+ * early layers flow back through every later frozen weight (dX = dY W from
+ * W's own half-precision rows, a few rows at a time in this build's tiles)
+ * and the frozen F16 output and embedding weights. */
+static void check_lora(const char *name, const char *json, const char *targets, int rank) {
+    Config c;
+    Err err = {0};
+    if (config_from_json(&c, json, &err)) die(name, &err);
+    Model base;
+    if (model_create(&base, &c, 0, &err)) die(name, &err);
+    model_init_weights(&base, 5);
+    uint64_t key = rng_key(11, 0, 0);
+    for (size_t i = 0; i < base.n_params; i++) base.params[i] += 0.3 * rng_normal(key, i);
+    uint16_t *half = malloc(base.n_params * sizeof *half);
+    for (int i = 0; i < base.n_tensors; i++) {
+        Tensor *t = &base.tensors[i];
+        if (t->ndim != 2 || t == base.pos_emb) continue; /* positions are read as floats (GGUF loads them so) */
+        uint16_t *h = half + t->offset;
+        for (size_t j = 0; j < t->numel; j++) h[j] = double_to_half(((double *)t->data)[j]);
+        t->data = h;
+        t->dtype = DT_F16;
     }
+    Config lc = c;
+    lc.lora_rank = rank;
+    lc.lora_alpha = 2.0f * rank;
+    if (lora_targets_parse(targets, &lc.lora_targets, &err) || config_validate(&lc, &err)) die(name, &err);
+    Model m;
+    if (model_create(&m, &lc, 1, &err)) die(name, &err);
+    model_init_weights(&m, 6);
+    for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.3 * rng_normal(key, 77 + i); /* B = 0 at init */
+    if (model_lora_attach(&m, &base, 1.0f, &err)) die(name, &err);
+    check_model(name, &m);
+    model_free(&m);
+    model_free(&base);
+    free(half);
+}
+
+static void check_model(const char *name, Model *mp) {
+    Model m = *mp; /* the model's views; freed by the caller */
+    Err err = {0};
+    uint64_t key = rng_key(11, 0, 0);
+    const Config c = m.cfg;
+    const int B = 2, T = 7;
+    if (model_plan_activations(&m, B, T, 1, &err)) die(name, &err);
     int32_t tok[B * T], tgt[B * T];
     for (int i = 0; i < B * T; i++) {
         tok[i] = (int32_t)(rng_u64(key, 1000 + i) % (uint64_t)c.vocab_size);
@@ -102,7 +160,8 @@ static void check_config(const char *name, const char *json) {
     }
     printf("%-22s %2d tensors, %zu parameters: worst relative error %.2e\n", name, m.n_tensors, m.n_params, worst);
     free(g);
-    model_free(&m);
+    model_activations_free(&m.act);
+    mp->act = m.act;
 }
 
 int main(void) {
@@ -123,6 +182,10 @@ int main(void) {
     check_config("moe-gelu-bias", "{\"arch\": \"gpt2\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 1, "
                                   "\"d_model\": 16, \"n_head\": 2, \"d_ff\": 12, \"n_expert\": 3, "
                                   "\"n_expert_active\": 1, \"moe_aux_coef\": 0.3}");
+    check_lora("lora-llama-f16-base", "{\"arch\": \"llama\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
+               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3);
+    check_lora("lora-gpt2-f16-base", "{\"arch\": \"gpt2\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
+               "\"d_model\": 16, \"n_head\": 4}", "q,v,up,down", 2);
     if (failures) {
         printf("%d gradient checks failed\n", failures);
         return 1;

@@ -19,7 +19,13 @@
  * backward; result JSON {loss, aux_loss, count, steps: [{step, loss,
  * grad_norm, clip_scale, lr}]}; final weights (n_params) f32 after --steps
  * AdamW steps (default 3) on the same batch. The lr is held constant: the
- * schedule is tested separately through `jarip train`. */
+ * schedule is tested separately through `jarip train`.
+ *
+ * LoRA: --config FILE with lora_rank > 0 (the registry is the adapters)
+ * plus --base-config FILE --base-weights FILE (the frozen base, n_params of
+ * its registry) [--base-type T: the base's matrices quantized to type T, as
+ * a GGUF holds them; --base-out FILE: the base as the engine then holds it,
+ * dequantized, for the reference]. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -28,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/quant.h"
 #include "model/model.h"
 #include "train/train.h"
 
@@ -44,6 +51,7 @@ static int fail(const char *fmt, ...) {
 typedef struct {
     const char *config, *weights, *tokens, *targets;
     const char *registry_out, *logits_out, *grads_out, *result_out, *weights_out;
+    const char *base_config, *base_weights, *base_type, *base_out;
     int batch, seq, steps, threads;
     double lr, weight_decay, grad_clip, beta1, beta2, eps;
 } Args;
@@ -77,7 +85,9 @@ static int parse_args(int argc, char **argv, Args *a) {
         {"--tokens", offsetof(Args, tokens)},           {"--targets", offsetof(Args, targets)},
         {"--registry-out", offsetof(Args, registry_out)}, {"--logits-out", offsetof(Args, logits_out)},
         {"--grads-out", offsetof(Args, grads_out)},     {"--result-out", offsetof(Args, result_out)},
-        {"--weights-out", offsetof(Args, weights_out)},
+        {"--weights-out", offsetof(Args, weights_out)}, {"--base-config", offsetof(Args, base_config)},
+        {"--base-weights", offsetof(Args, base_weights)}, {"--base-type", offsetof(Args, base_type)},
+        {"--base-out", offsetof(Args, base_out)},
     };
     static const struct {
         const char *flag;
@@ -283,6 +293,39 @@ done:
     return rc;
 }
 
+/* The frozen base of a LoRA run: weights from a file, matrices (2-D) held
+ * in type `type` (quantized as a GGUF would hold them), written back out
+ * dequantized. *q: the quantized storage (caller frees). */
+static int load_base(const Args *a, Model *base, void **q) {
+    Err err = {0};
+    Config bc;
+    if (config_load(&bc, a->base_config, &err) || model_create(base, &bc, 0, &err)) return fail("%s", err.msg);
+    float *w = read_exact(a->base_weights, base->n_params, sizeof(float), "base weights");
+    if (!w) return 1;
+    memcpy(base->params, w, base->n_params * sizeof(float));
+    free(w);
+    int type = a->base_type ? dtype_from_name(a->base_type) : DT_F32;
+    if (type < 0) return fail("--base-type %s: unknown type", a->base_type);
+    *q = type == DT_F32 ? NULL : calloc(1, base->n_params * sizeof(float) + 4096);
+    size_t at = 0;
+    for (int i = 0; i < base->n_tensors && type != DT_F32; i++) {
+        Tensor *t = &base->tensors[i];
+        if (t->ndim != 2) continue;
+        const int64_t K = t->shape[1];
+        const size_t rb = dtype_row_bytes(type, K);
+        if (!rb) return fail("%s: rows of %lld do not fit %s blocks", t->name, (long long)K, a->base_type);
+        char *dst = (char *)*q + at;
+        for (int64_t r = 0; r < t->shape[0]; r++)
+            if (quantize_row(type, (float *)t->data + r * K, dst + r * rb, K) ||
+                dequantize_row(type, dst + r * rb, (float *)t->data + r * K, K))
+                return fail("%s: type %s", t->name, a->base_type);
+        t->data = dst;
+        t->dtype = type;
+        at += (size_t)t->shape[0] * rb;
+    }
+    return write_out(a->base_out, base->params, base->n_params * sizeof(float));
+}
+
 int main(int argc, char **argv) {
     Args a;
     if (parse_args(argc, argv, &a)) return 2;
@@ -290,11 +333,20 @@ int main(int argc, char **argv) {
     Err err = {0};
     Config c;
     if (config_load(&c, a.config, &err)) return fail("%s", err.msg);
-    Model m;
+    Model m, base;
+    void *q = NULL;
+    memset(&base, 0, sizeof base);
     if (model_create(&m, &c, 1, &err)) return fail("%s", err.msg);
     int rc = 0;
-    if (a.registry_out) rc = write_json(a.registry_out, registry_json(&m));
+    if (c.lora_rank > 0 && a.weights) {
+        if (!a.base_config || !a.base_weights) rc = fail("a LoRA config needs --base-config and --base-weights");
+        if (!rc) rc = load_base(&a, &base, &q);
+        if (!rc && model_lora_attach(&m, &base, 1.0f, &err)) rc = fail("%s", err.msg);
+    }
+    if (!rc && a.registry_out) rc = write_json(a.registry_out, registry_json(&m));
     if (!rc && a.weights) rc = run(&a, &m);
     model_free(&m);
+    model_free(&base);
+    free(q);
     return rc;
 }

@@ -4,6 +4,8 @@
 #define JARIP_TEST_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static int failures;
 #define CHECK(c, ...)                                                        \
@@ -15,5 +17,18 @@ static int failures;
             fputc('\n', stderr);                                             \
         }                                                                    \
     } while (0)
+
+/* rel (e.g. "models/x.gguf") under the repository root, found from this
+ * header's own path (tests/unit/check.h); malloc'd. */
+static inline char *test_root_path(const char *rel) {
+    const char *me = __FILE__, *cut = strstr(me, "tests/unit/");
+    size_t n = cut ? (size_t)(cut - me) : 0;
+    char *p = malloc(n + strlen(rel) + 3);
+    if (!p) return NULL;
+    if (n) memcpy(p, me, n);
+    else p[n++] = '.', p[n++] = '/';
+    strcpy(p + n, rel);
+    return p;
+}
 
 #endif

@@ -1,0 +1,169 @@
+/* Perplexity as llama-perplexity computes it (tools/perplexity/perplexity.cpp,
+ * perplexity()): chunks of ctx tokens, BOS over each chunk's first token,
+ * logits of the second half kept, -log p of tokens first+1..ctx-1 scored. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/eval.h"
+
+int eval_tokenize(const Tokenizer *tok, const char *text, size_t len, int allow_special, int32_t **ids, size_t *n,
+                  Err *err) {
+    if (tok) return tokenizer_encode(tok, text, len, allow_special, ids, n, err);
+    *ids = malloc((len + 1) * sizeof **ids);
+    if (!*ids) return err_set(err, ERR_NOMEM, "out of memory for %zu tokens", len);
+    for (size_t i = 0; i < len; i++) (*ids)[i] = (unsigned char)text[i];
+    *n = len;
+    return 0;
+}
+
+int32_t eval_bos(const Tokenizer *tok) {
+    return tok && tokenizer_add_bos(tok) && tokenizer_bos_id(tok) >= 0 ? tokenizer_bos_id(tok) : -1;
+}
+
+int eval_read_text(const Tokenizer *tok, const char *path, int32_t **ids, size_t *n, Err *err) {
+    char *text = NULL;
+    size_t len = 0, nr = 0;
+    int32_t *raw = NULL;
+    *ids = NULL;
+    int rc = file_read_all(path, &text, &len, err);
+    if (!rc) rc = eval_tokenize(tok, text, len, 0, &raw, &nr, err);
+    free(text);
+    const int32_t bos = eval_bos(tok);
+    if (!rc && !(*ids = malloc((nr + 1) * sizeof **ids))) rc = err_set(err, ERR_NOMEM, "out of memory");
+    if (!rc) {
+        (*ids)[0] = bos;
+        memcpy(*ids + (bos >= 0), raw, nr * sizeof *raw);
+        *n = nr + (bos >= 0);
+    }
+    free(raw);
+    return rc;
+}
+
+void eval_options_default(EvalOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->ctx = 512;
+    o->kv_type = DT_F16;
+    o->bos = -1;
+}
+
+int chunk_runner_create(ChunkRunner *r, Model *m, const EvalOptions *o, Err *err) {
+    memset(r, 0, sizeof *r);
+    const Config *c = &m->cfg;
+    if (o->ctx < 4 || o->ctx > c->context_length)
+        return err_set(err, ERR_INVALID, "--ctx %d: must be in 4..%d (the model's context length)", o->ctx,
+                       c->context_length);
+    r->m = m;
+    r->ctx = o->ctx;
+    r->batch = o->batch > 0 && o->batch < o->ctx ? o->batch : o->ctx;
+    r->first = o->ctx / 2;
+    r->V = c->vocab_size;
+    int rc = model_plan_activations(m, 1, r->batch, 0, err);
+    if (rc || (rc = kvcache_create(&r->kv, c, r->ctx, o->kv_type, err))) return rc;
+    r->logits = malloc((size_t)(r->ctx - r->first) * r->V * sizeof *r->logits);
+    if (!r->logits) {
+        chunk_runner_free(r);
+        return err_set(err, ERR_NOMEM, "out of memory for the logits of %d positions", r->ctx - r->first);
+    }
+    return 0;
+}
+
+void chunk_runner_free(ChunkRunner *r) {
+    kvcache_free(&r->kv);
+    free(r->logits);
+    memset(r, 0, sizeof *r);
+}
+
+int chunk_runner_run(ChunkRunner *r, const int32_t *chunk, int32_t bos, Err *err) {
+    int32_t *buf = malloc((size_t)r->batch * sizeof *buf);
+    if (!buf) return err_set(err, ERR_NOMEM, "out of memory");
+    r->kv.len = 0; /* a fresh cache per chunk, as llama_memory_clear */
+    int rc = 0;
+    for (int p0 = 0; p0 < r->ctx && !rc; p0 += r->batch) {
+        const int k = r->ctx - p0 < r->batch ? r->ctx - p0 : r->batch;
+        memcpy(buf, chunk + p0, (size_t)k * sizeof *buf);
+        if (p0 == 0 && bos >= 0) buf[0] = bos;
+        /* rows of this call from position first on, into their place */
+        const int out0 = r->first > p0 ? (r->first - p0 < k ? r->first - p0 : k) : 0;
+        float *dst = r->logits + (size_t)(p0 + out0 - r->first) * r->V;
+        rc = model_forward_cached_rows(r->m, &r->kv, buf, k, out0, out0 < k ? dst : NULL, err);
+    }
+    free(buf);
+    return rc;
+}
+
+int eval_n_chunks(size_t n_tokens, const EvalOptions *o, int *n_chunk, Err *err) {
+    if (n_tokens < (size_t)2 * o->ctx)
+        return err_set(err, ERR_INVALID,
+                       "the text has %zu tokens: perplexity at --ctx %d needs at least %d (two chunks); give a longer "
+                       "text or a smaller --ctx",
+                       n_tokens, o->ctx, 2 * o->ctx);
+    size_t nc = n_tokens / (size_t)o->ctx;
+    if (o->max_chunks > 0 && nc > (size_t)o->max_chunks) nc = (size_t)o->max_chunks;
+    *n_chunk = (int)nc;
+    return 0;
+}
+
+double nll_ppl(const NllSum *s) { return s->count ? exp(s->nll / (double)s->count) : NAN; }
+
+double nll_ppl_err(const NllSum *s) {
+    if (s->count < 2) return 0.0;
+    const double mean = s->nll / (double)s->count, var = s->nll2 / (double)s->count - mean * mean;
+    return var > 0 ? nll_ppl(s) * sqrt(var / (double)(s->count - 1)) : 0.0;
+}
+
+double eval_nll(const float *logits, int V, int tok) {
+    float mx = logits[0];
+    for (int i = 1; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) sum += expf(logits[i] - mx);
+    return -((double)(logits[tok] - mx) - log(sum));
+}
+
+int eval_perplexity(Model *m, const int32_t *tokens, size_t n, const EvalOptions *o, LogitsWriter *save,
+                    EvalProgressCb cb, void *cb_ctx, PplResult *res, Err *err) {
+    memset(res, 0, sizeof *res);
+    int n_chunk = 0, rc = eval_n_chunks(n, o, &n_chunk, err);
+    if (rc) return rc;
+    ChunkRunner r;
+    if ((rc = chunk_runner_create(&r, m, o, err))) return rc;
+    const int scored = r.ctx - 1 - r.first; /* per chunk */
+    double *nll = malloc((size_t)scored * sizeof *nll);
+    if (!nll) {
+        chunk_runner_free(&r);
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    NllSum s = {0};
+    const double t0 = time_now();
+    for (int c = 0; c < n_chunk && !rc; c++) {
+        const int32_t *chunk = tokens + (size_t)c * r.ctx;
+        if ((rc = chunk_runner_run(&r, chunk, o->bos, err))) break;
+        if (save) {
+            rc = logits_writer_chunk(save, r.logits, chunk, &s, err);
+        } else {
+            /* rows in parallel, summed in order: the same figure at any thread count */
+#pragma omp parallel for schedule(dynamic, 8)
+            for (int i = 0; i < scored; i++) nll[i] = eval_nll(r.logits + (size_t)i * r.V, r.V, chunk[r.first + 1 + i]);
+            for (int i = 0; i < scored; i++) {
+                s.nll += nll[i];
+                s.nll2 += nll[i] * nll[i];
+            }
+            s.count += scored;
+        }
+        if (!rc && cb) {
+            EvalProgress p = {.chunk = c + 1, .n_chunk = n_chunk, .ppl = nll_ppl(&s), .ppl_err = nll_ppl_err(&s)};
+            cb(cb_ctx, &p);
+        }
+    }
+    res->seconds = time_now() - t0;
+    free(nll);
+    chunk_runner_free(&r);
+    if (rc) return rc;
+    res->ppl = nll_ppl(&s);
+    res->ppl_err = nll_ppl_err(&s);
+    res->nll = s.nll / (double)s.count;
+    res->scored = s.count;
+    res->n_chunk = n_chunk;
+    res->ctx = o->ctx;
+    return 0;
+}

@@ -1,0 +1,133 @@
+/* LoRA as a property of a linear layer (Hu et al. 2021; PEFT's numerics):
+ * a frozen weight W (out, in) of any type carries an adapter A (r, in),
+ * B (out, r) and a scale alpha / r, and the layer computes
+ *   y = x W^T + b + scale * (x A^T) B^T.
+ * The forward adds the adapter's term after the base product; the backward
+ * recomputes u = x A^T (cheaper than keeping it: r is small), then
+ *   dB += scale dy^T u,  du = scale dy B,  dA += du^T x,  dx += dy W + du A,
+ * with dy W taken from W's own blocks (matmul_backward_input). The base
+ * gets no gradient: it has none to get (Tensor.grad NULL). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+static const float *F(const Tensor *t) { return t ? (const float *)t->data : NULL; }
+
+void lora_forward(float *out, const float *in, const Tensor *w, int M) {
+    const LoraLink *k = w->lora;
+    if (!k || !k->u) return;
+    const int r = k->r, K = (int)w->shape[1], N = (int)w->shape[0];
+    gemm_f32(0, 1, M, r, K, 1.0f, in, K, F(k->a), K, 0.0f, k->u, r);          /* u (M,r) = x A^T */
+    gemm_f32(0, 1, M, N, r, k->scale, k->u, r, F(k->b), r, 1.0f, out, N);    /* out += scale u B^T */
+}
+
+int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M) {
+    int rc = w->bf16 ? bf16_linear_forward(w->bf16, out, in, w, F(bias), M)
+                     : matmul_forward(out, in, w->data, w->dtype, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
+    if (!rc) lora_forward(out, in, w, M);
+    return rc;
+}
+
+int linear_backward(float *dinp, const float *dout, const float *inp, const Tensor *w, const Tensor *bias, int M) {
+    const int N = (int)w->shape[0], K = (int)w->shape[1];
+    const LoraLink *k = w->lora;
+    if (w->bf16) {
+        int rc = bf16_linear_backward(w->bf16, dinp, w->grad, bias ? bias->grad : NULL, dout, inp, w, M);
+        if (rc) return rc;
+    } else if (w->dtype == DT_F32) {
+        matmul_backward(dinp, w->grad, bias ? bias->grad : NULL, dout, inp, F(w), M, N, K);
+    } else {
+        if (dinp) {
+            int rc = matmul_backward_input(dinp, dout, w->data, w->dtype, M, N, K);
+            if (rc) return rc;
+        }
+        if (bias && bias->grad) matmul_backward(NULL, NULL, bias->grad, dout, inp, NULL, M, N, K);
+    }
+    if (!k || !k->u || !k->du) return 0;
+    const int r = k->r;
+    gemm_f32(0, 1, M, r, K, 1.0f, inp, K, F(k->a), K, 0.0f, k->u, r);            /* u (M,r) = x A^T */
+    if (k->b->grad) gemm_f32(1, 0, N, r, M, k->scale, dout, N, k->u, r, 1.0f, k->b->grad, r); /* dB (N,r) */
+    gemm_f32(0, 0, M, r, N, k->scale, dout, N, F(k->b), r, 0.0f, k->du, r);      /* du (M,r) = scale dy B */
+    if (k->a->grad) gemm_f32(1, 0, r, K, M, 1.0f, k->du, r, inp, K, 1.0f, k->a->grad, K); /* dA (r,K) */
+    if (dinp) gemm_f32(0, 0, M, K, r, 1.0f, k->du, r, F(k->a), K, 1.0f, dinp, K);  /* dx += du A */
+    return 0;
+}
+
+/* The linear weights of layer l that can carry an adapter, in LORA_* bit order. */
+static Tensor *target_of(const LayerWeights *w, int i) {
+    Tensor *t[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+    return t[i];
+}
+
+void lora_bind_scratch(Model *m) {
+    if (!m->layers) return;
+    for (int l = m->shard.layer0; l < m->shard.layer1; l++)
+        for (int i = 0; i < 7; i++) {
+            Tensor *t = target_of(&m->layers[l], i);
+            if (t && t->lora) {
+                LoraLink *k = (LoraLink *)t->lora;
+                k->u = m->act.lora_u;
+                k->du = m->act.lora_du;
+            }
+        }
+}
+
+static Tensor *find_tensor(Model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    return NULL;
+}
+
+int model_lora_attach(Model *m, Model *base, float run_scale, Err *err) {
+    const Config *c = &m->cfg, *bc = &base->cfg;
+    if (c->lora_rank <= 0) return err_set(err, ERR_INVALID, "model_lora_attach: the config has no LoRA rank");
+    if (bc->n_layer != c->n_layer || bc->d_model != c->d_model || bc->n_head != c->n_head ||
+        bc->n_kv_head != c->n_kv_head || bc->head_dim != c->head_dim || bc->d_ff != c->d_ff ||
+        bc->vocab_size != c->vocab_size || strcmp(bc->arch, c->arch))
+        return err_set(err, ERR_INVALID,
+                       "the adapter's base (%s, %d layers, d_model %d, d_ff %d, vocabulary %d) does not match the model "
+                       "(%s, %d layers, d_model %d, d_ff %d, vocabulary %d)",
+                       c->arch, c->n_layer, c->d_model, c->d_ff, c->vocab_size, bc->arch, bc->n_layer, bc->d_model,
+                       bc->d_ff, bc->vocab_size);
+    if (m->shard.tp_size > 1 || base->shard.tp_size > 1 || m->shard.layer1 - m->shard.layer0 != c->n_layer)
+        return err_set(err, ERR_UNSUPPORTED, "LoRA runs on one whole model (no tensor or pipeline parallelism)");
+    free(m->lora_links);
+    m->lora_links = calloc((size_t)(m->n_tensors / 2 + 1), sizeof *m->lora_links);
+    if (!m->lora_links) return err_set(err, ERR_NOMEM, "out of memory");
+    m->n_lora_links = 0;
+    /* m's forward runs on base's weights */
+    if (!m->layers && !(m->layers = calloc((size_t)c->n_layer, sizeof *m->layers)))
+        return err_set(err, ERR_NOMEM, "out of memory");
+    memcpy(m->layers, base->layers, (size_t)c->n_layer * sizeof *m->layers);
+    m->tok_emb = base->tok_emb;
+    m->pos_emb = base->pos_emb;
+    m->out_norm = base->out_norm;
+    m->out_norm_b = base->out_norm_b;
+    m->lm_head = base->lm_head;
+    for (int i = 0; i < m->n_tensors; i++) {
+        Tensor *a = &m->tensors[i];
+        size_t n = strlen(a->name);
+        if (n < 8 || strcmp(a->name + n - 7, ".lora_a")) continue;
+        char wname[48], bname[64];
+        snprintf(wname, sizeof wname, "%.*s", (int)(n - 7), a->name);
+        snprintf(bname, sizeof bname, "%s.lora_b", wname);
+        Tensor *w = find_tensor(base, wname), *b = find_tensor(m, bname);
+        if (!w) return err_set(err, ERR_INVALID, "adapter tensor %s has no base weight %s in the model", a->name, wname);
+        if (!b) return err_set(err, ERR_INVALID, "adapter tensor %s has no %s", a->name, bname);
+        if (w->ndim != 2 || a->shape[1] != w->shape[1] || b->shape[0] != w->shape[0] || a->shape[0] != b->shape[1])
+            return err_set(err, ERR_INVALID,
+                           "adapter %s (%lld x %lld) / %s (%lld x %lld) does not fit the base weight %s (%lld x %lld)",
+                           a->name, (long long)a->shape[0], (long long)a->shape[1], b->name, (long long)b->shape[0],
+                           (long long)b->shape[1], wname, (long long)w->shape[0], (long long)w->shape[1]);
+        if (w->grad) return err_set(err, ERR_INVALID, "base weight %s trains: LoRA needs a frozen base", wname);
+        LoraLink *k = &m->lora_links[m->n_lora_links++];
+        k->a = a;
+        k->b = b;
+        k->r = (int)a->shape[0];
+        k->scale = c->lora_alpha / (float)k->r * run_scale;
+        w->lora = k;
+    }
+    m->lora_r = base->lora_r = c->lora_rank;
+    return 0;
+}
