@@ -340,6 +340,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
 }
 
 void model_free(Model *m) {
+    model_precision_free(m); /* it walks m->tensors: before they are freed */
     model_activations_free(&m->act);
     xfree(m->params);
     xfree(m->grads);
@@ -348,6 +349,5 @@ void model_free(Model *m) {
     free(m->tensors);
     free(m->layers);
     free(m->lora_links);
-    model_precision_free(m);
     memset(m, 0, sizeof *m);
 }
