@@ -37,7 +37,8 @@ static void usage(FILE *f) {
             "Training flags as `jarip train` (defaults here: --steps 100 --batch 4 --seq 256 --lr 2e-4\n"
             "(LoRA) / 2e-5 (--full) --weight-decay 0 --eval-every 50 --eval-batches 4 --save-every 50):\n"
             "  --steps --stop-after --batch --seq --accum --lr --lr-min --warmup --weight-decay --grad-clip\n"
-            "  --seed --eval-every --eval-batches --save-every --keep --max-bad-steps --threads --quiet\n\n"
+            "  --seed --eval-every --eval-batches --save-every --keep --max-bad-steps --precision --threads\n"
+            "  --quiet (--precision bf16 runs the linear layers of --full in bf16: see jarip train --help)\n\n"
             "Then: jarip export --ckpt DIR --out merged.gguf [--type q8_0]  (base + adapters)\n"
             "      jarip export --ckpt DIR --lora-out adapter.gguf         (llama.cpp's LoRA format)\n"
             "      jarip generate --model BASE.gguf --lora adapter.gguf --chat --prompt ...\n");
