@@ -7,6 +7,8 @@
 # Usage: scripts/build_llamacpp.sh            # native build (GGML_NATIVE=ON)
 #   LLAMACPP_DIR  where to unpack and build (default ~/.cache/jarip/llama.cpp)
 #   LLAMACPP_FLAGS extra CMake flags (e.g. "-DGGML_NATIVE=OFF -DGGML_AVX2=ON")
+#   LLAMACPP_PY_VERSION the llama-cpp-python sdist (default 0.3.36: llama.cpp 0c1e570, the
+#                 version jarip's fixtures and figures were made against)
 # Prints the bin folder on its last line.
 set -euo pipefail
 DIR="${LLAMACPP_DIR:-$HOME/.cache/jarip/llama.cpp}"
@@ -19,7 +21,7 @@ if [ $ok = 1 ] && "$BIN/llama-server" --version >/dev/null 2>&1; then echo "$BIN
 mkdir -p "$DIR"
 if [ ! -d "$DIR/src/vendor/llama.cpp" ]; then
     tmp="$(mktemp -d)"
-    python3 -m pip download --no-binary :all: --no-deps -d "$tmp" llama-cpp-python >&2
+    python3 -m pip download --no-binary :all: --no-deps -d "$tmp" "llama-cpp-python==${LLAMACPP_PY_VERSION:-0.3.36}" >&2
     sdist="$(ls "$tmp"/llama_cpp_python-*.tar.gz | head -1)"
     rm -rf "$DIR/src"; mkdir -p "$DIR/src"
     tar -xzf "$sdist" -C "$DIR/src" --strip-components=1
