@@ -31,6 +31,19 @@ if [ ${#pip_missing[@]} -gt 0 ]; then
   /usr/bin/python3 -m pip install -q --break-system-packages "${pip_missing[@]}"
 fi
 
+# Hugging Face transformers + PEFT, the peers of tests/reference/test_lora_vs_peft.py and
+# bench/finetune_vs_peft.sh, in a venv that sees Debian's torch 1.13 (as scripts/make_eval_fixtures.sh
+# makes it). transformers 4.46 is the last series that runs on torch 1.13; PEFT 0.13.2 runs on both but
+# asks for torch>=1.13.0, which Debian's 1.13.0a0 does not satisfy: --no-deps keeps pip from replacing
+# it with torch 2.x (its other dependencies are Debian's or transformers').
+EVAL_VENV="${EVAL_VENV:-$HOME/.cache/jarip/venv-eval}"
+if ! "$EVAL_VENV/bin/python" -c "import transformers, accelerate, gguf, peft" 2>/dev/null; then
+  echo "setup: installing transformers, accelerate, gguf and peft into $EVAL_VENV"
+  [ -x "$EVAL_VENV/bin/python" ] || /usr/bin/python3 -m venv --system-site-packages "$EVAL_VENV"
+  "$EVAL_VENV/bin/pip" install -q "transformers==4.46.3" "accelerate<1.2" gguf
+  "$EVAL_VENV/bin/pip" install -q --no-deps "peft==0.13.2"
+fi
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" 2>&1 | grep -E "error|warning" || true
 test -x build/jarip || { echo "setup: build failed" >&2; exit 1; }

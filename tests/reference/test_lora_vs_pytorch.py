@@ -6,9 +6,8 @@ The reference is ref_model.py's Llama in float64 with PEFT's LoRA numerics
 on every one of q,k,v,o,gate,up,down: y = x W^T + (alpha / r) (x A^T) B^T,
 W frozen, A (r, in) and B (out, r) trained (written here as the effective
 weight W + (alpha / r) B A inside the same autograd graph: the same function
-and the same gradients of A and B). PEFT itself is not used: it needs a
-newer torch than Debian's 1.13 (pip resolves its torch>=1.13 against
-1.13.0a0 by installing torch 2.x with CUDA).
+and the same gradients of A and B). PEFT itself, on transformers' Llama, is
+test_lora_vs_peft.py's peer; it reuses run_jarip below.
 
 For a frozen base in f32 and in q8_0 (the base as a quantized GGUF holds it;
 the reference gets the engine's dequantized values), with the same base,
@@ -48,7 +47,10 @@ def lora_forward(c, base, L, inp, tgt):
     return ref_model.forward(c, P, inp, tgt)
 
 
-def compare(tool, tmp, base_type):
+def run_jarip(tool, tmp, base_type):
+    """Make a base, an adapter (A, B) and a batch, run jarip_ref on them (loss, logits,
+    A/B gradients, A/B after 3 AdamW steps) and return all of it, the base as the
+    engine held it (dequantized) included: test_lora_vs_peft.py reuses it."""
     c = ref_model.config_defaults(CFG)
     d = os.path.join(tmp, base_type)
     os.makedirs(d)
@@ -105,21 +107,29 @@ def compare(tool, tmp, base_type):
     # the reference runs on the base exactly as the engine held it (dequantized q8_0)
     used = tm.from_flat(np.fromfile(out["base_used.f32"], dtype="<f4"), breg["tensors"], shapes)
     base = {k: torch.from_numpy(v.astype(np.float64)) for k, v in used.items()}
+    grads = tm.from_flat(np.fromfile(out["grads.f32"], dtype="<f4"), lreg["tensors"], want)
+    final = tm.from_flat(np.fromfile(out["final.f32"], dtype="<f4"), lreg["tensors"], want)
+    with open(out["result.json"]) as f:
+        res = json.load(f)
+    return dict(c=c, want=want, base=base, L0=L0, inp=inp, tgt=tgt, tok=tok, clip=clip, loss=res["loss"], grads=grads,
+                final=final, logits=np.fromfile(out["logits.f32"], dtype="<f4").reshape(B, T, -1))
+
+
+def compare(tool, tmp, base_type):
+    j = run_jarip(tool, tmp, base_type)
+    c, want, base, L0, inp, tgt, clip = (j[k] for k in ("c", "want", "base", "L0", "inp", "tgt", "clip"))
     Lg = {k: v.clone().requires_grad_(True) for k, v in L0.items()}
     logits, loss, _, _, _ = lora_forward(c, base, Lg, inp, tgt)
     loss.backward()
-    with open(out["result.json"]) as f:
-        res = json.load(f)
     worst = 0.0
-    e = abs(res["loss"] - float(loss)) / abs(float(loss))
+    e = abs(j["loss"] - float(loss)) / abs(float(loss))
     tm.check("%s loss" % base_type, e)
     worst = max(worst, e)
-    e = tm.rel_err(np.fromfile(out["logits.f32"], dtype="<f4").reshape(B, T, -1), logits.detach().numpy())
+    e = tm.rel_err(j["logits"], logits.detach().numpy())
     tm.check("%s logits" % base_type, e)
     worst = max(worst, e)
-    grads = tm.from_flat(np.fromfile(out["grads.f32"], dtype="<f4"), lreg["tensors"], want)
     for name in want:
-        e = tm.rel_err(grads[name], Lg[name].grad.numpy())
+        e = tm.rel_err(j["grads"][name], Lg[name].grad.numpy())
         tm.check("%s gradient of %s" % (base_type, name), e)
         worst = max(worst, e)
     # 3 AdamW steps on the same batch
@@ -130,25 +140,25 @@ def compare(tool, tmp, base_type):
         lora_forward(c, base, Lp, inp, tgt)[1].backward()
         torch.nn.utils.clip_grad_norm_(list(Lp.values()), clip)
         opt.step()
-    final = tm.from_flat(np.fromfile(out["final.f32"], dtype="<f4"), lreg["tensors"], want)
     for name in want:
-        e = tm.rel_err(final[name], Lp[name].detach().numpy())
+        e = tm.rel_err(j["final"][name], Lp[name].detach().numpy())
         tm.check("%s %s after %d AdamW steps" % (base_type, name, tm.ADAM_STEPS), e)
         worst = max(worst, e)
     print("== LoRA r=%d on a %s base: loss %.6f (jarip %.6f), %d A/B tensors; worst relative error %.2e" % (
-        RANK, base_type, float(loss), res["loss"], len(want), worst))
+        RANK, base_type, float(loss), j["loss"], len(want), worst))
 
 
-def main():
+def main(compare_fn=compare):
+    """Runs compare_fn(jarip_ref, tmp, base type) for an f32 and a q8_0 base; exits 1 on any failure."""
     if len(sys.argv) != 2:
-        sys.exit("usage: test_lora_vs_pytorch.py BUILD_DIR/jarip")
+        sys.exit("usage: %s BUILD_DIR/jarip" % os.path.basename(sys.argv[0]))
     tool = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "jarip_ref")
     if not os.access(tool, os.X_OK):
         sys.exit("FAIL: %s is missing (build it first)" % tool)
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="jarip_lora_") as tmp:
         for t in ("f32", "q8_0"):
-            compare(tool, tmp, t)
+            compare_fn(tool, tmp, t)
     if tm.failures:
         print("FAILED (%d):" % len(tm.failures))
         for f in tm.failures:
