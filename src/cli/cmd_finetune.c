@@ -28,7 +28,7 @@ static void usage(FILE *f) {
             "                      and B (out x R) train, scaled by alpha / R\n"
             "  --lora-alpha A      LoRA alpha (default 2 R)\n"
             "  --lora-targets L    which linear layers get adapters, of q,k,v,o,gate,up,down (default all)\n"
-            "  --lora-dropout P    dropout on the adapters' input (only 0 is supported yet)\n"
+            "  --lora-dropout P    dropout on the adapters' input in training, as PEFT's lora_dropout (default 0)\n"
             "  --full              train every weight instead (dequantized to float32)\n"
             "  --resume DIR        continue the run in DIR from its latest checkpoint, exactly\n\n"
             "Every example is one row of --seq + 1 tokens, padded (not packed): under causal attention the\n"
@@ -56,7 +56,7 @@ int cmd_finetune(int argc, char **argv) {
     o.eval_batches = 4;
     o.save_every = 50;
     const char *model = NULL, *ckpt_base = NULL, *resume = NULL, *format = "chat", *targets = "q,k,v,o,gate,up,down";
-    int rank = 0, rank_set = 0, full = 0, threads = 0, steps_set = 0;
+    int rank = 0, rank_set = 0, full = 0, threads = 0, steps_set = 0, dropout_set = 0;
     float alpha = 0.0f, dropout = 0.0f;
     double val = 0.1;
     for (int i = 1; i < argc; i++) {
@@ -73,7 +73,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (!strcmp(a, "--lora-rank")) rc = cli_int(argc, argv, &i, -1000000, 1000000, &rank), rank_set = 1;
         else if (!strcmp(a, "--lora-alpha")) rc = cli_float(argc, argv, &i, 1e-6, 1e6, &alpha);
         else if (!strcmp(a, "--lora-targets")) rc = cli_str(argc, argv, &i, &targets);
-        else if (!strcmp(a, "--lora-dropout")) rc = cli_float(argc, argv, &i, 0, 0.999, &dropout);
+        else if (!strcmp(a, "--lora-dropout")) rc = cli_float(argc, argv, &i, 0, 0.999, &dropout), dropout_set = 1;
         else if (!strcmp(a, "--full")) full = 1;
         else if ((rc = train_flag(argc, argv, &i, &o, &threads, &steps_set, &handled)) || handled) {
             if (rc) return rc;
@@ -81,7 +81,6 @@ int cmd_finetune(int argc, char **argv) {
         if (rc) return rc;
     }
     if (threads) omp_set_num_threads(threads);
-    if (dropout > 0) return cli_error(2, "finetune: --lora-dropout %g: only 0 is supported yet", dropout);
     Err err = {0};
     TuneRun run;
     memset(&run, 0, sizeof run);
@@ -89,8 +88,9 @@ int cmd_finetune(int argc, char **argv) {
     char ckpt[4096], data_path[4200];
     int start = 0, rc = 0;
     if (resume) {
-        if (model || ckpt_base || full || rank_set)
-            return cli_error(2, "finetune: --resume takes the base and the mode from the run; drop --model/--ckpt/--full/--lora-rank");
+        if (model || ckpt_base || full || rank_set || dropout_set)
+            return cli_error(2, "finetune: --resume takes the base and the mode from the run; drop "
+                                "--model/--ckpt/--full/--lora-rank/--lora-dropout");
         if (tune_run_read(resume, &run, NULL, &err) || checkpoint_resolve(resume, ckpt, sizeof ckpt, &err) ||
             checkpoint_load_config(ckpt, &c, &err))
             return cli_error(1, "%s", err.msg);
@@ -98,6 +98,7 @@ int cmd_finetune(int argc, char **argv) {
         if (!!model == !!ckpt_base) return cli_error(2, "finetune: give the base as --model FILE.gguf or --ckpt DIR");
         if (!o.data || !o.out) return cli_error(2, "finetune: --data FILE and --out DIR are required");
         if (full && rank_set) return cli_error(2, "finetune: --full trains every weight; drop --lora-rank");
+        if (full && dropout > 0) return cli_error(2, "finetune: --lora-dropout is for LoRA runs; drop it with --full");
         if (rank_set && rank <= 0) return cli_error(2, "finetune: --lora-rank must be > 0 (got %d)", rank);
         if (strcmp(format, "chat") && strcmp(format, "text"))
             return cli_error(2, "finetune: --format must be chat or text (got '%s')", format);
@@ -122,6 +123,7 @@ int cmd_finetune(int argc, char **argv) {
         if (run.lora) {
             c.lora_rank = rank;
             c.lora_alpha = alpha > 0 ? alpha : 2.0f * rank;
+            c.lora_dropout = dropout;
             if (lora_targets_parse(targets, &c.lora_targets, &err) || config_validate(&c, &err)) goto fail;
         }
         if (o.seq > c.context_length) {

@@ -88,6 +88,7 @@ int config_validate(const Config *c, Err *err) {
     }
     REQ(c->moe_aux_coef >= 0, "moe_aux_coef must be >= 0");
     REQ(c->lora_rank >= 0, "lora_rank must be > 0 (got %d)", c->lora_rank);
+    REQ(c->lora_rank > 0 || c->lora_dropout == 0, "lora_dropout needs lora_rank > 0");
     if (c->lora_rank > 0) {
         const int qdim = c->n_head * c->head_dim, kvdim = c->n_kv_head * c->head_dim;
         const int out[7] = {qdim, kvdim, kvdim, c->d_model, c->d_ff, c->d_ff, c->d_model};
@@ -95,6 +96,7 @@ int config_validate(const Config *c, Err *err) {
         REQ(c->lora_targets && !(c->lora_targets & ~(unsigned)LORA_ALL), "lora_targets must name at least one of "
             "q,k,v,o,gate,up,down");
         REQ(c->lora_alpha > 0, "lora_alpha must be > 0");
+        REQ(c->lora_dropout >= 0 && c->lora_dropout < 1, "lora_dropout must be in [0, 1) (got %g)", c->lora_dropout);
         REQ(!(c->lora_targets & LORA_GATE) || c->act == ACT_SWIGLU, "lora_targets: gate needs a SwiGLU model");
         REQ(c->n_expert == 0 || !(c->lora_targets & (LORA_GATE | LORA_UP | LORA_DOWN)),
             "lora_targets: gate, up and down of MoE experts are not supported (attention targets are)");
@@ -114,7 +116,8 @@ int config_validate(const Config *c, Err *err) {
 static const char *const known_keys[] = {
     "arch", "vocab_size", "context_length", "n_layer", "d_model", "n_head", "n_kv_head", "head_dim",
     "d_ff", "norm", "norm_eps", "pos", "rope_theta", "rope_style", "act", "bias", "tie_embeddings",
-    "n_expert", "n_expert_active", "moe_aux_coef", "note", "lora_rank", "lora_alpha", "lora_targets", NULL};
+    "n_expert", "n_expert_active", "moe_aux_coef", "note", "lora_rank", "lora_alpha", "lora_targets",
+    "lora_dropout", NULL};
 
 static const char *const lora_names[7] = {"q", "k", "v", "o", "gate", "up", "down"};
 static const char *const lora_weights[7] = {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
@@ -227,7 +230,8 @@ int config_from_json(Config *c, const char *text, Err *err) {
         (rc = get_bool(o, "bias", &c->bias, err)) || (rc = get_bool(o, "tie_embeddings", &c->tie_embeddings, err)) ||
         (rc = get_int(o, "n_expert", &c->n_expert, err)) || (rc = get_int(o, "n_expert_active", &c->n_expert_active, err)) ||
         (rc = get_float(o, "moe_aux_coef", &c->moe_aux_coef, err)) || (rc = get_int(o, "lora_rank", &c->lora_rank, err)) ||
-        (rc = get_float(o, "lora_alpha", &c->lora_alpha, err)))
+        (rc = get_float(o, "lora_alpha", &c->lora_alpha, err)) ||
+        (rc = get_float(o, "lora_dropout", &c->lora_dropout, err)))
         goto done;
     json_t *lt = json_object_get(o, "lora_targets");
     if (lt && (!json_is_string(lt) || (rc = lora_targets_parse(json_string_value(lt), &c->lora_targets, err)))) {
@@ -289,6 +293,7 @@ char *config_to_json(const Config *c) {
         json_object_set_new(o, "lora_rank", json_integer(c->lora_rank));
         json_object_set_new(o, "lora_alpha", json_real(c->lora_alpha));
         json_object_set_new(o, "lora_targets", json_string(lora_targets_str(c->lora_targets, t, sizeof t)));
+        if (c->lora_dropout > 0) json_object_set_new(o, "lora_dropout", json_real(c->lora_dropout));
     }
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);

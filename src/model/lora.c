@@ -6,7 +6,10 @@
  * recomputes u = x A^T (cheaper than keeping it: r is small), then
  *   dB += scale dy^T u,  du = scale dy B,  dA += du^T x,  dx += dy W + du A,
  * with dy W taken from W's own blocks (matmul_backward_input). The base
- * gets no gradient: it has none to get (Tensor.grad NULL). */
+ * gets no gradient: it has none to get (Tensor.grad NULL).
+ * Dropout (PEFT's lora_dropout) replaces x by xd = x * mask / (1 - p) in the
+ * adapter's term only: u = xd A^T, dA += du^T xd, and the adapter's part of
+ * dx is (du A) * mask / (1 - p). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,10 +17,47 @@
 
 static const float *F(const Tensor *t) { return t ? (const float *)t->data : NULL; }
 
+/* Whether element e of the pass keeps its value: 16 bits of a hash of its
+ * group of 4 (one hash serves 4 elements) against p in units of 2^-16. */
+static inline int keeps(uint64_t key, uint64_t e, uint32_t thr, uint64_t *group, uint64_t *h) {
+    if (e >> 2 != *group) {
+        *group = e >> 2;
+        *h = rng_u64(key, *group);
+    }
+    return ((*h >> ((e & 3) * 16)) & 0xffff) >= thr;
+}
+
+/* dst (M,K) = src * mask / (1 - p), or dst += that when add: adapter k's
+ * mask in the pass that runs. */
+static void dropout_apply(const LoraLink *k, float *dst, const float *src, int M, int K, int add) {
+    const LoraDropout *d = k->drop;
+    const uint64_t key = rng_key(d->seed, d->batch, (uint64_t)k->id);
+    const uint32_t thr = (uint32_t)(d->p * 65536.0f + 0.5f);
+    const float inv = 1.0f / (1.0f - d->p);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < M; i++) {
+        uint64_t group = UINT64_MAX, h = 0, e = (d->tok0 + (uint64_t)i) * (uint64_t)K;
+        float *o = dst + (size_t)i * K;
+        const float *x = src + (size_t)i * K;
+        for (int j = 0; j < K; j++) {
+            float v = keeps(key, e + (uint64_t)j, thr, &group, &h) ? x[j] * inv : 0.0f;
+            o[j] = add ? o[j] + v : v;
+        }
+    }
+}
+
+/* The adapter's input: x itself, or x after dropout in k->x. */
+static const float *lora_input(const LoraLink *k, const float *in, int M, int K) {
+    if (!k->drop || !k->drop->on || !k->x) return in;
+    dropout_apply(k, k->x, in, M, K, 0);
+    return k->x;
+}
+
 void lora_forward(float *out, const float *in, const Tensor *w, int M) {
     const LoraLink *k = w->lora;
     if (!k || !k->u) return;
     const int r = k->r, K = (int)w->shape[1], N = (int)w->shape[0];
+    in = lora_input(k, in, M, K);
     gemm_f32(0, 1, M, r, K, 1.0f, in, K, F(k->a), K, 0.0f, k->u, r);          /* u (M,r) = x A^T */
     gemm_f32(0, 1, M, N, r, k->scale, k->u, r, F(k->b), r, 1.0f, out, N);    /* out += scale u B^T */
 }
@@ -46,11 +86,18 @@ int linear_backward(float *dinp, const float *dout, const float *inp, const Tens
     }
     if (!k || !k->u || !k->du) return 0;
     const int r = k->r;
-    gemm_f32(0, 1, M, r, K, 1.0f, inp, K, F(k->a), K, 0.0f, k->u, r);            /* u (M,r) = x A^T */
+    const float *x = lora_input(k, inp, M, K);
+    gemm_f32(0, 1, M, r, K, 1.0f, x, K, F(k->a), K, 0.0f, k->u, r);              /* u (M,r) = x A^T */
     if (k->b->grad) gemm_f32(1, 0, N, r, M, k->scale, dout, N, k->u, r, 1.0f, k->b->grad, r); /* dB (N,r) */
     gemm_f32(0, 0, M, r, N, k->scale, dout, N, F(k->b), r, 0.0f, k->du, r);      /* du (M,r) = scale dy B */
-    if (k->a->grad) gemm_f32(1, 0, r, K, M, 1.0f, k->du, r, inp, K, 1.0f, k->a->grad, K); /* dA (r,K) */
-    if (dinp) gemm_f32(0, 0, M, K, r, 1.0f, k->du, r, F(k->a), K, 1.0f, dinp, K);  /* dx += du A */
+    if (k->a->grad) gemm_f32(1, 0, r, K, M, 1.0f, k->du, r, x, K, 1.0f, k->a->grad, K); /* dA (r,K) */
+    if (!dinp) return 0;
+    if (x == inp) {
+        gemm_f32(0, 0, M, K, r, 1.0f, k->du, r, F(k->a), K, 1.0f, dinp, K);    /* dx += du A */
+    } else { /* dx += (du A) * mask / (1 - p), through k->x (its dropped-out input is used up) */
+        gemm_f32(0, 0, M, K, r, 1.0f, k->du, r, F(k->a), K, 0.0f, k->x, K);
+        dropout_apply(k, dinp, k->x, M, K, 1);
+    }
     return 0;
 }
 
@@ -69,6 +116,7 @@ void lora_bind_scratch(Model *m) {
                 LoraLink *k = (LoraLink *)t->lora;
                 k->u = m->act.lora_u;
                 k->du = m->act.lora_du;
+                k->x = m->act.lora_x;
             }
         }
 }
@@ -126,8 +174,21 @@ int model_lora_attach(Model *m, Model *base, float run_scale, Err *err) {
         k->b = b;
         k->r = (int)a->shape[0];
         k->scale = c->lora_alpha / (float)k->r * run_scale;
+        k->id = m->n_lora_links - 1;
+        k->drop = &m->lora_drop;
         w->lora = k;
     }
     m->lora_r = base->lora_r = c->lora_rank;
+    m->lora_drop = (LoraDropout){.p = c->lora_dropout};
     return 0;
 }
+
+void model_lora_dropout_pass(Model *m, uint64_t seed, uint64_t batch, int row0, int T) {
+    LoraDropout *d = &m->lora_drop;
+    d->on = d->p > 0 && m->n_lora_links > 0;
+    d->seed = seed;
+    d->batch = batch;
+    d->tok0 = (uint64_t)row0 * (uint64_t)T;
+}
+
+void model_lora_dropout_off(Model *m) { m->lora_drop.on = 0; }

@@ -248,6 +248,9 @@ static void plan_walk(Activations *a, const Config *c, int ep, int tp, int lora_
     if (lora_r > 0) {
         a->lora_u = bump(b, N * (size_t)lora_r);
         a->lora_du = training ? bump(b, N * (size_t)lora_r) : NULL;
+        size_t widest = C > QD ? C : QD;
+        if (F > widest) widest = F;
+        a->lora_x = training && c->lora_dropout > 0 ? bump(b, N * widest) : NULL;
     }
     if (training) {
         a->d_res = bump(b, N * C);

@@ -53,6 +53,8 @@ typedef struct {
     int lora_rank;
     float lora_alpha;
     unsigned lora_targets; /* LORA_* bits */
+    float lora_dropout;    /* probability in [0, 1) that training zeroes an element of the adapter's input
+                              (PEFT's lora_dropout: the base product sees x whole) */
 } Config;
 
 enum {
@@ -121,11 +123,29 @@ typedef struct {
  * scale * (x A^T) B^T. a, b are registry tensors of the model that trains
  * (or holds) the adapter; u, du: (M, r) scratch in the activations of the
  * model that planned last (model_plan_activations sets them). */
+/* LoRA dropout of the pass that runs (Model.lora_drop): element j of row i
+ * of an adapter's (M, in) input is zeroed with probability p, the others
+ * scaled by 1 / (1 - p), as torch.nn.Dropout in PEFT's LoRA layers. The
+ * mask is a hash of (seed, batch, adapter, (tok0 + i) * in + j): the
+ * backward recomputes it instead of keeping it, it does not depend on how
+ * the batch is cut into micro-batches, and a resumed run draws the masks
+ * the uninterrupted one drew. */
+typedef struct {
+    float p;       /* Config.lora_dropout of the model that holds the adapters */
+    int on;        /* 0: no dropout (evaluation, inference) */
+    uint64_t seed; /* the run's seed (TrainOptions.seed) */
+    uint64_t batch; /* the global batch index of the pass */
+    uint64_t tok0;  /* first row of the pass within its global batch, in tokens: row * T */
+} LoraDropout;
+
 typedef struct LoraLink_ {
     const Tensor *a, *b; /* (r, in), (out, r) */
     float scale;         /* alpha / r, times a run-time scale */
     int r;
+    int id;              /* index among the model's adapters: each draws its own dropout mask */
+    const LoraDropout *drop; /* Model.lora_drop of the model that holds the adapter */
     float *u, *du;       /* Activations.lora_u / lora_du of the running model */
+    float *x;            /* Activations.lora_x: (M, in) dropped-out input; NULL without dropout */
 } LoraLink;
 
 typedef struct {
@@ -214,6 +234,8 @@ typedef struct {
     float *d_router;                       /* (B,T,E) */
     float *lora_u, *lora_du;               /* (B*T, lora rank): x A^T of one LoRA layer and its
                                               gradient (recomputed in backward); NULL without LoRA */
+    float *lora_x;                         /* (B*T, widest layer input): a LoRA layer's input after
+                                              dropout; training with lora_dropout > 0 only */
 } Activations;
 
 /* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1,
@@ -253,6 +275,7 @@ typedef struct Model_ {
                                                 weights (0: none): sizes Activations.lora_u */
     LoraLink *lora_links;                    /* adapters this model's registry holds (model_lora_attach) */
     int n_lora_links;
+    LoraDropout lora_drop;                   /* dropout of the adapters' inputs in the pass that runs */
     int precision;                           /* PRECISION_*: how the linear layers multiply */
     struct Bf16Linear_ *bf16;                /* bf16 scratch and GEMM plans (model_set_precision) */
 } Model;
@@ -357,7 +380,14 @@ void kvcache_free(KVCache *kv);
  * base->lora_r is set). A tensor of m that does not match base (name or
  * shape) is an error naming it. */
 int model_lora_attach(Model *m, Model *base, float run_scale, Err *err);
-/* out (M, out) += scale * (in A^T) B^T when w carries an adapter. */
+/* LoRA dropout for the next forward and backward of m (a model that holds
+ * adapters, Config.lora_dropout > 0; otherwise nothing happens): masks of
+ * the run seed, global batch `batch`, rows from `row0` of `T` tokens
+ * (LoraDropout). model_lora_dropout_off: passes without dropout again. */
+void model_lora_dropout_pass(Model *m, uint64_t seed, uint64_t batch, int row0, int T);
+void model_lora_dropout_off(Model *m);
+/* out (M, out) += scale * (drop(in) A^T) B^T when w carries an adapter
+ * (drop: the identity unless a dropout pass is on). */
 void lora_forward(float *out, const float *in, const Tensor *w, int M);
 /* The linear layer: out (M,N) = in (M,K) W^T + bias, in W's precision
  * (model_set_precision) and type, plus W's LoRA adapter. 0 or an error

@@ -84,6 +84,7 @@ int pipeline_run(Pipeline *pl, Parallel *p, Model *m, DataLoader *dl, uint64_t b
 #define FORWARD(i)                                                                                                 \
     do {                                                                                                           \
         swap_in(m, pl->sets, pl->n_sets, (i));                                                                     \
+        model_lora_dropout_pass(m, pl->seed, batch_index, row0 + (i) * rows, T);                                   \
         if ((rc = model_forward_stage(m, pl->inputs + (size_t)(i) * n, first ? NULL : pl->buf, rows, T, err)))     \
             goto out;                                                                                              \
         double l = 0.0;                                                                                            \
@@ -96,6 +97,7 @@ int pipeline_run(Pipeline *pl, Parallel *p, Model *m, DataLoader *dl, uint64_t b
 #define BACKWARD(j)                                                                                                \
     do {                                                                                                           \
         swap_in(m, pl->sets, pl->n_sets, (j));                                                                     \
+        model_lora_dropout_pass(m, pl->seed, batch_index, row0 + (j) * rows, T);                                   \
         if ((rc = model_backward_stage(m, pl->inputs + (size_t)(j) * n, pl->targets + (size_t)(j) * n,            \
                                        last ? NULL : pl->buf, loss_scale, err)))                                   \
             goto out;                                                                                              \
@@ -152,6 +154,7 @@ out:
     (void)bwd_done;
     /* leave micro-batch 0's set in m->act, as at entry */
     swap_in(m, pl->sets, pl->n_sets, 0);
+    model_lora_dropout_off(m);
     return rc;
 }
 

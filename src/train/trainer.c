@@ -215,6 +215,7 @@ int train_run(Model *m, const TrainOptions *o, int start_step, Parallel *p, Err 
         loader_close(dl);
         return rc;
     }
+    pl.seed = o->seed;
     char log_path[4200], svg_path[4200];
     snprintf(log_path, sizeof log_path, "%s/log.jsonl", o->out);
     snprintf(svg_path, sizeof svg_path, "%s/loss.svg", o->out);

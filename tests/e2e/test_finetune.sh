@@ -38,6 +38,24 @@ cmp -s "$WORK/a" "$WORK/b" || { paste "$WORK/a" "$WORK/b" >&2; fail "resumed run
 cmp -s "$WORK/a.gguf" "$WORK/b.gguf" || fail "resumed run's adapter differs"
 pass "3 steps + resume + 3 steps == 6 steps (losses and adapter, bit for bit)"
 
+# LoRA dropout: 0 is the path without dropout; above 0 the masks change the
+# run from step 2 (B is zero at step 1) and come from the run's seed and step,
+# so a resumed run draws the masks the uninterrupted one drew
+"$JARIP" finetune --model "$WORK/base.q8.gguf" --out "$WORK/drop0" --steps 6 --lora-dropout 0 "${FT[@]}"
+cut -d, -f1-2 "$WORK/drop0/log.jsonl" > "$WORK/c"
+cmp -s "$WORK/a" "$WORK/c" || { paste "$WORK/a" "$WORK/c" >&2; fail "--lora-dropout 0 changed the run"; }
+"$JARIP" finetune --model "$WORK/base.q8.gguf" --out "$WORK/drop" --steps 6 --lora-dropout 0.3 "${FT[@]}"
+grep -q '"lora_dropout": 0.3' "$WORK/drop/ckpt_00000006/config.json" || fail "checkpoint config lacks the dropout"
+cut -d, -f1-2 "$WORK/drop/log.jsonl" > "$WORK/d"
+[ "$(head -1 "$WORK/a")" = "$(head -1 "$WORK/d")" ] || fail "dropout changed step 1, where B is zero"
+[ "$(sed -n 2p "$WORK/a")" != "$(sed -n 2p "$WORK/d")" ] || fail "--lora-dropout 0.3 changed nothing"
+"$JARIP" finetune --model "$WORK/base.q8.gguf" --out "$WORK/drop2" --steps 6 --stop-after 3 --lora-dropout 0.3 "${FT[@]}"
+expect_error "--lora-dropout" -- "$JARIP" finetune --resume "$WORK/drop2" --lora-dropout 0.1
+"$JARIP" finetune --resume "$WORK/drop2" --threads 2 --quiet
+cut -d, -f1-2 "$WORK/drop2/log.jsonl" > "$WORK/e"
+cmp -s "$WORK/d" "$WORK/e" || { paste "$WORK/d" "$WORK/e" >&2; fail "resumed dropout run's losses differ"; }
+pass "--lora-dropout: 0 == no dropout; 0.3 changes the run; 3 + resume + 3 steps == 6 steps"
+
 # the adapter at run time == merged into the base (f32 base: same arithmetic up to rounding)
 "$JARIP" finetune --model "$WORK/base.gguf" --out "$WORK/lora32" --steps 6 "${FT[@]}"
 "$JARIP" export --ckpt "$WORK/lora32" --lora-out "$WORK/ad.gguf" --out "$WORK/merged.gguf" 2> /dev/null
@@ -84,6 +102,8 @@ expect_error "must be > 0" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --d
 expect_error "lora_rank 1000 exceeds" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r1" --lora-rank 1000
 expect_error "finetune --resume" -- "$JARIP" train --resume "$WORK/lora"
 expect_error "LoRA fine-tuning run" -- "$JARIP" sample --ckpt "$WORK/lora" --prompt x
+expect_error "0.999" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r3" --lora-dropout 1
+expect_error "lora-dropout" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r4" --full --lora-dropout 0.1
 expect_error "not one of" -- "$JARIP" finetune --model "$WORK/base.q8.gguf" --data "$WORK/chat.jsonl" --out "$WORK/r2" --lora-targets q,x
 # an adapter made for another base (other shapes)
 echo '{"arch": "llama", "vocab_size": 256, "context_length": 128, "n_layer": 4, "d_model": 64, "n_head": 4, "n_kv_head": 2}' > "$WORK/other.json"

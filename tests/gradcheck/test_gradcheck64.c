@@ -66,8 +66,10 @@ static uint16_t double_to_half(double v) {
  * gradients of A and B by finite differences; the blocks' A/B gradients of
  * early layers flow back through every later frozen weight (dX = dY W from
  * W's own half-precision rows, a few rows at a time in this build's tiles)
- * and the frozen F16 output and embedding weights. */
-static void check_lora(const char *name, const char *json, const char *targets, int rank) {
+ * and the frozen F16 output and embedding weights. dropout > 0: with LoRA
+ * dropout on, one fixed mask per adapter (the same pass for every forward),
+ * so the adapters' input gradients go through the masks too. */
+static void check_lora(const char *name, const char *json, const char *targets, int rank, double dropout) {
     Config c;
     Err err = {0};
     if (config_from_json(&c, json, &err)) die(name, &err);
@@ -88,12 +90,14 @@ static void check_lora(const char *name, const char *json, const char *targets, 
     Config lc = c;
     lc.lora_rank = rank;
     lc.lora_alpha = 2.0f * rank;
+    lc.lora_dropout = dropout;
     if (lora_targets_parse(targets, &lc.lora_targets, &err) || config_validate(&lc, &err)) die(name, &err);
     Model m;
     if (model_create(&m, &lc, 1, &err)) die(name, &err);
     model_init_weights(&m, 6);
     for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.3 * rng_normal(key, 77 + i); /* B = 0 at init */
     if (model_lora_attach(&m, &base, 1.0f, &err)) die(name, &err);
+    model_lora_dropout_pass(&m, 99, 3, 1, 7);
     check_model(name, &m);
     model_free(&m);
     model_free(&base);
@@ -183,9 +187,11 @@ int main(void) {
                                   "\"d_model\": 16, \"n_head\": 2, \"d_ff\": 12, \"n_expert\": 3, "
                                   "\"n_expert_active\": 1, \"moe_aux_coef\": 0.3}");
     check_lora("lora-llama-f16-base", "{\"arch\": \"llama\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
-               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3);
+               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.0);
+    check_lora("lora-llama-dropout", "{\"arch\": \"llama\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
+               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.3);
     check_lora("lora-gpt2-f16-base", "{\"arch\": \"gpt2\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
-               "\"d_model\": 16, \"n_head\": 4}", "q,v,up,down", 2);
+               "\"d_model\": 16, \"n_head\": 4}", "q,v,up,down", 2, 0.0);
     if (failures) {
         printf("%d gradient checks failed\n", failures);
         return 1;

@@ -24,6 +24,14 @@ betas, eps, weight decay 0.1 on A and B, the same gradient clip).
 A freshly made PEFT adapter is also checked against jarip's init rule:
 B zero, A uniform within 1/sqrt(in).
 
+Dropout (f32 base, lora_dropout 0.25 on both sides): PEFT's LoRA layers
+hold a torch.nn.Dropout(0.25) on the adapter's input; the test replaces it
+by a module that multiplies by jarip's mask of that pass (recomputed here
+from the hash model.h's LoraDropout documents) and by 1/(1-p), as
+nn.Dropout scales: the same checks then test that jarip drops out the
+adapter's input only, scales it as PEFT does, and takes the gradients
+through the mask (a new mask each of the 3 steps).
+
 Needs transformers and peft: when /usr/bin/python3 lacks them the test
 re-runs itself with the venv scripts/setup.sh makes for them
 (~/.cache/jarip/venv-eval, or JARIP_PEFT_PYTHON), and skips when neither
@@ -107,7 +115,7 @@ def hf_state(c, base):
     return s
 
 
-def peft_model(c, state=None):
+def peft_model(c, state=None, dropout=0.0):
     """transformers' Llama for config c (base weights from state if given), wrapped by PEFT."""
     cfg = transformers.LlamaConfig(
         vocab_size=c["vocab_size"], hidden_size=c["d_model"], intermediate_size=c["d_ff"],
@@ -119,7 +127,7 @@ def peft_model(c, state=None):
     if state is not None:
         model = model.double()
         model.load_state_dict(state, strict=True)
-    lcfg = peft.LoraConfig(r=tl.RANK, lora_alpha=tl.ALPHA, lora_dropout=0.0, bias="none",
+    lcfg = peft.LoraConfig(r=tl.RANK, lora_alpha=tl.ALPHA, lora_dropout=dropout, bias="none",
                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     return peft.get_peft_model(model, lcfg)
 
@@ -165,12 +173,68 @@ def get_adapter(c, layers, grad):
     return out
 
 
-def compare(tool, tmp, base_type):
-    j = tl.run_jarip(tool, tmp, base_type)
+G = 0x9E3779B97F4A7C15
+M64 = (1 << 64) - 1
+DROPOUT, DROPOUT_SEED = 0.25, 1234  # jarip_ref's seed for its passes' masks
+
+
+def mix64(z):
+    """src/core/rng.c's splitmix64 finaliser."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def jarip_mask(p, seed, batch, link, rows, K):
+    """Adapter `link`'s dropout mask (rows, K) of pass (seed, batch), rows from 0, as
+    src/model/lora.c draws it: 16 bits per element of hash(key, element / 4)."""
+    key = mix64((mix64(mix64((seed + G) & M64) ^ batch) + link) & M64)
+    thr = int(np.float32(p) * np.float32(65536.0) + np.float32(0.5))
+    keep = np.empty(rows * K, dtype=bool)
+    for g in range(rows * K // 4 + 1):
+        h = mix64(key ^ mix64((g + G) & M64))
+        for q in range(4):
+            if 4 * g + q < rows * K:
+                keep[4 * g + q] = ((h >> (16 * q)) & 0xFFFF) >= thr
+    return keep.reshape(rows, K)
+
+
+class JaripDropout(torch.nn.Module):
+    """nn.Dropout(p) with jarip's mask of the current pass (step)."""
+
+    def __init__(self, masks, p):
+        super().__init__()
+        self.masks, self.scale, self.step = masks, 1.0 / (1.0 - p), 0
+
+    def forward(self, x):  # x (B, T+1, K): the last position's output is never used
+        m = torch.ones(x.shape, dtype=x.dtype)
+        m[:, :-1] = torch.from_numpy(self.masks[self.step]).to(x.dtype).reshape(x.shape[0], x.shape[1] - 1, -1)
+        return x * m * self.scale
+
+
+def use_jarip_masks(j, layers, p):
+    """Replace each PEFT layer's nn.Dropout(p) by JaripDropout; returns the modules."""
+    B, T = j["tgt"].shape
+    mods = []
+    for w, (mod, _) in layers.items():
+        d = mod.lora_dropout["default"]
+        if not isinstance(d, torch.nn.Dropout) or d.p != p:
+            tm.failures.append("PEFT's dropout of %s is %r, expected nn.Dropout(p=%g)" % (w, d, p))
+        link = j["order"].index(w + ".lora_a")
+        K = mod.lora_A["default"].weight.shape[1]
+        masks = [jarip_mask(p, DROPOUT_SEED, s, link, B * T, K) for s in range(tm.ADAM_STEPS)]
+        mod.lora_dropout["default"] = JaripDropout(masks, p)
+        mods.append(mod.lora_dropout["default"])
+    return mods
+
+
+def compare(tool, tmp, base_type, dropout=0.0):
+    j = tl.run_jarip(tool, tmp, base_type, dropout)
     c, tok, tgt = j["c"], j["tok"], j["tgt"]
-    model = peft_model(c, hf_state(c, j["base"])).double()
+    model = peft_model(c, hf_state(c, j["base"]), dropout).double()
     layers = lora_layers(c, model)
     set_adapter(c, layers, j["L0"])
+    drops = use_jarip_masks(j, layers, dropout) if dropout else []
     params = [p for p in model.parameters() if p.requires_grad]
     if len(params) != len(j["want"]):
         tm.failures.append("PEFT trains %d tensors, jarip %d" % (len(params), len(j["want"])))
@@ -182,6 +246,8 @@ def compare(tool, tmp, base_type):
     worst = 0.0
     for step in range(tm.ADAM_STEPS):
         opt.zero_grad()
+        for d in drops:
+            d.step = step
         res = model(input_ids=tok, labels=labels)
         res.loss.backward()
         if step == 0:
@@ -194,6 +260,7 @@ def compare(tool, tmp, base_type):
         opt.step()
     f = get_adapter(c, layers, grad=False)
     checks += [("%s after %d AdamW steps" % (n, tm.ADAM_STEPS), tm.rel_err(j["final"][n], f[n])) for n in j["want"]]
+    base_type += " (dropout %g)" % dropout if dropout else ""
     for what, e in checks:
         tm.check("%s %s" % (base_type, what), e)
         worst = max(worst, e)
@@ -201,8 +268,14 @@ def compare(tool, tmp, base_type):
         peft.__version__, tl.RANK, base_type, loss, j["loss"], len(j["want"]), worst))
 
 
+def compare_all(tool, tmp, base_type):
+    compare(tool, tmp, base_type)
+    if base_type == "f32":
+        compare(tool, tmp, base_type, DROPOUT)
+
+
 if __name__ == "__main__":
     print("transformers %s, peft %s, torch %s (%s)" % (transformers.__version__, peft.__version__, torch.__version__,
                                                       sys.executable))
     check_init(tm.ref_model.config_defaults(tl.CFG))
-    tl.main(compare)
+    tl.main(compare_all)

@@ -47,18 +47,21 @@ def lora_forward(c, base, L, inp, tgt):
     return ref_model.forward(c, P, inp, tgt)
 
 
-def run_jarip(tool, tmp, base_type):
+def run_jarip(tool, tmp, base_type, dropout=0.0):
     """Make a base, an adapter (A, B) and a batch, run jarip_ref on them (loss, logits,
     A/B gradients, A/B after 3 AdamW steps) and return all of it, the base as the
-    engine held it (dequantized) included: test_lora_vs_peft.py reuses it."""
+    engine held it (dequantized) and the adapters' order (lora_a names) included:
+    test_lora_vs_peft.py reuses it. dropout > 0: jarip_ref's passes run with LoRA
+    dropout (the reference must apply jarip's masks: no test here does)."""
     c = ref_model.config_defaults(CFG)
-    d = os.path.join(tmp, base_type)
+    d = os.path.join(tmp, base_type + ("_dropout" if dropout else ""))
     os.makedirs(d)
     base_cfg, lora_cfg = os.path.join(d, "base.json"), os.path.join(d, "lora.json")
     with open(base_cfg, "w") as f:
         json.dump(CFG, f)
     with open(lora_cfg, "w") as f:
-        json.dump(dict(CFG, lora_rank=RANK, lora_alpha=ALPHA, lora_targets="q,k,v,o,gate,up,down"), f)
+        json.dump(dict(CFG, lora_rank=RANK, lora_alpha=ALPHA, lora_targets="q,k,v,o,gate,up,down",
+                       lora_dropout=dropout), f)
     tm.run([tool, "--config", base_cfg, "--registry-out", os.path.join(d, "base_reg.json")])
     tm.run([tool, "--config", lora_cfg, "--registry-out", os.path.join(d, "lora_reg.json")])
     with open(os.path.join(d, "base_reg.json")) as f:
@@ -111,7 +114,8 @@ def run_jarip(tool, tmp, base_type):
     final = tm.from_flat(np.fromfile(out["final.f32"], dtype="<f4"), lreg["tensors"], want)
     with open(out["result.json"]) as f:
         res = json.load(f)
-    return dict(c=c, want=want, base=base, L0=L0, inp=inp, tgt=tgt, tok=tok, clip=clip, loss=res["loss"], grads=grads,
+    order = [t["name"] for t in lreg["tensors"] if t["name"].endswith(".lora_a")]
+    return dict(c=c, want=want, order=order, base=base, L0=L0, inp=inp, tgt=tgt, tok=tok, clip=clip, loss=res["loss"], grads=grads,
                 final=final, logits=np.fromfile(out["logits.f32"], dtype="<f4").reshape(B, T, -1))
 
 

@@ -25,7 +25,9 @@
  * plus --base-config FILE --base-weights FILE (the frozen base, n_params of
  * its registry) [--base-type T: the base's matrices quantized to type T, as
  * a GGUF holds them; --base-out FILE: the base as the engine then holds it,
- * dequantized, for the reference]. */
+ * dequantized, for the reference]. With lora_dropout > 0 in the config,
+ * pass s (0-based) runs with the LoRA dropout masks of seed 1234, global
+ * batch s, rows from 0 (model_lora_dropout_pass). */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -257,6 +259,7 @@ static int run(const Args *a, Model *m) {
         /* pass s computes the gradient that AdamW step s+1 uses; pass 0's
          * logits and gradients are the ones compared */
         memset(m->grads, 0, m->n_params * sizeof(float));
+        model_lora_dropout_pass(m, 1234, (uint64_t)s, 0, T);
         float loss = model_forward(m, inp, tgt, B, T, &err);
         if (isnan(loss)) {
             fail("forward: %s", err.code ? err.msg : "loss is NaN");
