@@ -1,41 +1,55 @@
 #!/usr/bin/env bash
 # Fine-tuning throughput and memory: jarip against Hugging Face transformers
-# + peft on CPU, SmolLM2-135M-Instruct, float32 compute.
+# + peft on CPU, SmolLM2-135M-Instruct.
 #
 #   bench/finetune_vs_peft.sh            (from the repository root or anywhere)
 #
-# For LoRA (r 16, alpha 32, q,k,v,o,gate,up,down) and then full fine-tuning,
-# it alternates jarip (`jarip finetune --format text` on a generated text,
-# rows of B x T tokens) and the peer (bench/finetune_peft.py: the same GGUF
-# loaded by transformers, random rows of the same shape, same thread count,
-# one step = forward + backward + clip + AdamW) for ROUNDS rounds: this
-# machine's speed drifts by tens of percent within minutes. Each run's
-# tokens/s is its median timed step (jarip: log.jsonl after the first
-# step); peak RSS is the whole process's (/usr/bin/time). It prints every
-# run, the medians and the ratios jarip / peer (tokens/s: higher is better
-# for jarip; RSS: lower).
+# For LoRA (r 16, alpha 32, dropout 0, q,k,v,o,gate,up,down) and then full
+# fine-tuning, it alternates jarip (`jarip finetune --format text`) and the
+# peer (bench/finetune_peft.py) for ROUNDS rounds: this machine's speed
+# drifts by tens of percent within minutes. Each run's tokens/s is its
+# median timed step (jarip: log.jsonl after the first step; the peer: after
+# its untimed first step); peak RSS is the whole process's (/usr/bin/time).
+# It prints every run, the medians and the ratios jarip / peer (tokens/s:
+# higher is better for jarip; RSS: lower).
 #
-# jarip's LoRA keeps the base in the GGUF's own type (MODEL's, Q8_0 by
-# default: QLoRA-style); the peer dequantizes it to float32 (transformers
-# has no quantized CPU training), as jarip --full does.
+# The same work on both sides:
+# - the same weights in float32: MODEL (SmolLM2 F16) converted once to an
+#   F32 GGUF that both load (BASE=model keeps MODEL's own type for jarip,
+#   e.g. a Q8_0 base stays quantized, QLoRA-style, while transformers
+#   dequantizes it to float32: then the work differs);
+# - the same tokens and targets: the peer reads the rows jarip's run
+#   prepared (OUT/data.sft) and takes at step s the rows jarip's loader
+#   takes (same seed, same hash), B rows of T inputs and T targets, loss =
+#   mean cross-entropy over the labelled targets;
+# - the same step: forward, backward, gradient clip at 1.0, AdamW (betas
+#   0.9/0.95, eps 1e-8, no weight decay), all in float32, no dropout, no
+#   gradient checkpointing; LoRA A Kaiming-uniform and B zero on both.
+#   jarip's lr follows its warm-up + cosine schedule, the peer's is constant
+#   (the same lr at the start; no effect on the work);
+# - THREADS threads each (OMP/MKL/OpenBLAS variables and --threads /
+#   torch.set_num_threads).
+# Check: step 1's loss (the base's: B starts at zero) is printed for both
+# and must agree (a warning when they differ by more than 1e-3 relative;
+# measured with B=2 T=32: 4.137166 jarip, 4.137150 peft).
 #
-# The peer lives in bench/.venv (PyPI torch + transformers + peft + gguf,
-# installed there on first use unless BENCH_NO_INSTALL=1; Debian's torch
-# 1.13 is too old for current peft). Without it only jarip's rows print.
+# The peer runs in ~/.cache/jarip/venv-eval (PEER_PYTHON overrides), which
+# scripts/setup.sh makes: transformers 4.46.3 + peft 0.13.2 on Debian's
+# torch 1.13. Without it only jarip's rows print.
 #
 # Environment: JARIP (default build/jarip), MODEL (models/SmolLM2-135M-
-# Instruct.Q8_0.gguf), THREADS (2), ROUNDS (3), B (8), T (256), STEPS (timed
-# steps per run, 3, after one untimed step), RANK (16), MODES ("lora full";
-# "lora" alone for a quick check), BENCH_NO_INSTALL=1.
+# Instruct.F16.gguf), BASE (f32 | model), THREADS (2), ROUNDS (3), B (8),
+# T (256), STEPS (timed steps per run, 3, after one untimed step), RANK
+# (16), MODES ("lora full"; "lora" alone for a quick check), SEED (1337).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 jarip=${JARIP:-$root/build/jarip}
-model=${MODEL:-$root/models/SmolLM2-135M-Instruct.Q8_0.gguf}
-threads=${THREADS:-2} rounds=${ROUNDS:-3} B=${B:-8} T=${T:-256} steps=${STEPS:-3} rank=${RANK:-16}
-modes=${MODES:-lora full}
-venv=$here/.venv
+model=${MODEL:-$root/models/SmolLM2-135M-Instruct.F16.gguf}
+threads=${THREADS:-2} rounds=${ROUNDS:-3} B=${B:-8} T=${T:-256} steps=${STEPS:-3} rank=${RANK:-16} seed=${SEED:-1337}
+modes=${MODES:-lora full} base_kind=${BASE:-f32}
+peer=${PEER_PYTHON:-$HOME/.cache/jarip/venv-eval/bin/python}
 die() { echo "finetune_vs_peft: $*" >&2; exit 1; }
 [ -x "$jarip" ] || die "$jarip not found; build first (cmake --build build)"
 [ -f "$model" ] || die "$model not found (scripts/fetch_smollm2.sh --all-types)"
@@ -44,16 +58,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 
-peer=""
-if [ ! -x "$venv/bin/python" ] && [ -z "${BENCH_NO_INSTALL:-}" ]; then
-    echo "installing PyPI's torch, transformers, peft and gguf into $venv (first use; BENCH_NO_INSTALL=1 skips)"
-    { /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q torch transformers peft gguf numpy; } \
-        >"$work/pip.log" 2>&1 || { echo "  did not install: $(tail -1 "$work/pip.log")"; rm -rf "$venv"; }
+if ! { [ -x "$peer" ] && "$peer" -c 'import torch, transformers, peft, gguf' 2>/dev/null; }; then
+    echo "no transformers + peft peer ($peer; scripts/setup.sh makes it); jarip's rows only"
+    peer=""
 fi
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import torch, transformers, peft' 2>/dev/null; then
-    peer="$venv/bin/python"
-else
-    echo "no transformers + peft peer (bench/.venv); jarip's rows only"
+if [ "$base_kind" = f32 ]; then # the float32 weights both sides load
+    "$jarip" quantize "$model" "$work/base.f32.gguf" --type f32 --pure --quiet >/dev/null || die "cannot convert $model to f32"
+    model=$work/base.f32.gguf
 fi
 
 # text for jarip's rows: words enough for many rows of T tokens
@@ -61,39 +72,44 @@ awk 'BEGIN { srand(3); split("the a model learns every token from data on small 
              for (i = 0; i < 60000; i++) printf "%s%s", w[int(rand() * 13) + 1], (i % 17 == 16) ? ".\n" : " " }' \
     > "$work/text.txt"
 
-jarip_run() { # mode -> "tokens_per_s peak_rss_mib"
+jarip_run() { # mode -> "tokens_per_s peak_rss_mib first_loss"; keeps its rows in $work/rows.sft
     local flags=(--lora-rank "$rank")
     [ "$1" = full ] && flags=(--full)
     rm -rf "$work/run"
     /usr/bin/time -f "%M" -o "$work/rss" "$jarip" finetune --model "$model" --data "$work/text.txt" --format text \
         --out "$work/run" "${flags[@]}" --steps $((steps + 1)) --batch "$B" --seq "$T" --threads "$threads" \
-        --eval-batches 0 --save-every 0 --val-fraction 0 --quiet 2>"$work/err" || { cat "$work/err" >&2; die "jarip failed"; }
+        --seed "$seed" --eval-batches 0 --save-every 0 --val-fraction 0 --quiet 2>"$work/err" ||
+        { cat "$work/err" >&2; die "jarip failed"; }
+    cp "$work/run/data.sft" "$work/rows.sft"
     local tps
     tps=$(tail -n +2 "$work/run/log.jsonl" | sed 's/.*"tokens_per_s": \([0-9.]*\).*/\1/' | sort -g |
           awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-    echo "$tps $(awk '{ printf "%.0f", $1 / 1024 }' "$work/rss")"
+    echo "$tps $(awk '{ printf "%.0f", $1 / 1024 }' "$work/rss") $(head -1 "$work/run/log.jsonl" |
+        sed 's/.*"loss": \([0-9.e+-]*\).*/\1/')"
 }
-peer_run() {
-    /usr/bin/time -f "%M" -o "$work/rss" "$peer" "$here/finetune_peft.py" "$model" "$1" "$B" "$T" "$steps" "$threads" \
-        "$rank" >"$work/peer.json" 2>"$work/err" || { tail -3 "$work/err" >&2; die "peer failed"; }
-    "$venv/bin/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tokens_per_s"])' "$work/peer.json" |
-        tr '\n' ' '
-    awk '{ printf "%.0f\n", $1 / 1024 }' "$work/rss"
+peer_run() { # mode -> "tokens_per_s peak_rss_mib first_loss"
+    /usr/bin/time -f "%M" -o "$work/rss" "$peer" "$here/finetune_peft.py" "$model" "$1" "$work/rows.sft" "$seed" "$B" \
+        "$T" "$steps" "$threads" "$rank" >"$work/peer.json" 2>"$work/err" || { tail -3 "$work/err" >&2; die "peer failed"; }
+    "$peer" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tokens_per_s"], end=" ")' "$work/peer.json"
+    awk '{ printf "%.0f ", $1 / 1024 }' "$work/rss"
+    "$peer" -c 'import json,sys; print("%.6f" % json.load(open(sys.argv[1]))["losses"][0])' "$work/peer.json"
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-echo "model $(basename "$model"), B=$B T=$T, $threads threads, $rounds rounds, $steps timed steps per run, LoRA r=$rank"
+echo "model $(basename "${MODEL:-SmolLM2-135M-Instruct.F16.gguf}") as $base_kind, B=$B T=$T, $threads threads, $rounds rounds, $steps timed steps per run, LoRA r=$rank"
 for mode in $modes; do
     : > "$work/j.$mode"
     : > "$work/p.$mode"
     for r in $(seq "$rounds"); do
-        read -r jt jm < <(jarip_run "$mode")
+        read -r jt jm jl < <(jarip_run "$mode")
         echo "$jt $jm" >> "$work/j.$mode"
-        printf '%-5s round %d  jarip %8.1f tok/s %6s MiB' "$mode" "$r" "$jt" "$jm"
+        printf '%-5s round %d  jarip %8.1f tok/s %6s MiB (step 1 loss %s)' "$mode" "$r" "$jt" "$jm" "$jl"
         if [ -n "$peer" ]; then
-            read -r pt pm < <(peer_run "$mode")
+            read -r pt pm pl < <(peer_run "$mode")
             echo "$pt $pm" >> "$work/p.$mode"
-            printf '   peft %8.1f tok/s %6s MiB' "$pt" "$pm"
+            printf '   peft %8.1f tok/s %6s MiB (step 1 loss %s)' "$pt" "$pm" "$pl"
+            awk -v a="$jl" -v b="$pl" 'BEGIN { d = a - b; exit !(d * d > 1e-6 * b * b) }' &&
+                printf '\n  WARNING: step 1 losses differ by more than 1e-3: the two sides do not do the same work'
         fi
         echo
     done
