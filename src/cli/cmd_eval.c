@@ -13,7 +13,8 @@
 #include "train/train.h"
 
 typedef struct {
-    const char *model, *ckpt, *tokenizer, *text, *base, *base_logits, *save_logits, *tasks;
+    const char *model, *ckpt, *tokenizer, *text, *base, *base_logits, *save_logits, *tasks, *lora;
+    float lora_scale;
     int json, threads, limit, ctx_set;
     EvalOptions eo;
 } EvalFlags;
@@ -86,6 +87,8 @@ static void usage(FILE *f) {
             "  --model FILE          GGUF model\n"
             "  --ckpt DIR            training run or checkpoint (instead of --model)\n"
             "  --tokenizer FILE      the checkpoint's tokenizer (default DIR/tokenizer.json; none: bytes)\n"
+            "  --lora FILE           a LoRA adapter GGUF applied to --model at run time (llama.cpp's --lora)\n"
+            "  --lora-scale S        its scale (default 1; llama.cpp's --lora-scaled)\n"
             "  --text FILE           text to score (perplexity, kld with --base)\n"
             "  --ctx N               tokens per chunk (default 512); choice: KV cache positions\n"
             "  --batch N             tokens per forward pass (default --ctx)\n"
@@ -104,6 +107,7 @@ static void usage(FILE *f) {
 static int parse(EvalFlags *f, int argc, char **argv) {
     memset(f, 0, sizeof *f);
     eval_options_default(&f->eo);
+    f->lora_scale = 1.0f;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         int rc = 0;
@@ -113,6 +117,8 @@ static int parse(EvalFlags *f, int argc, char **argv) {
         } else if (!strcmp(a, "--model") || !strcmp(a, "-m")) rc = cli_str(argc, argv, &i, &f->model);
         else if (!strcmp(a, "--ckpt")) rc = cli_str(argc, argv, &i, &f->ckpt);
         else if (!strcmp(a, "--tokenizer")) rc = cli_str(argc, argv, &i, &f->tokenizer);
+        else if (!strcmp(a, "--lora")) rc = cli_str(argc, argv, &i, &f->lora);
+        else if (!strcmp(a, "--lora-scale")) rc = cli_float(argc, argv, &i, -100, 100, &f->lora_scale);
         else if (!strcmp(a, "--text")) rc = cli_str(argc, argv, &i, &f->text);
         else if (!strcmp(a, "--base")) rc = cli_str(argc, argv, &i, &f->base);
         else if (!strcmp(a, "--base-logits")) rc = cli_str(argc, argv, &i, &f->base_logits);
@@ -312,9 +318,14 @@ int cmd_eval(int argc, char **argv) {
         if (f.base && !f.text) return cli_error(2, "eval kld: --text FILE is required with --base");
     }
     if (!strcmp(sub, "choice") && !f.tasks) return cli_error(2, "eval choice: --tasks FILE is required");
+    if (f.lora && !f.model) return cli_error(2, "eval %s: --lora applies to a --model FILE.gguf", sub);
     Err err = {0};
     Evaluated e;
     if (ev_open(&e, f.model, f.ckpt, f.tokenizer, &err)) return cli_error(1, "%s", err.msg);
+    if (f.lora && infer_model_add_lora(&e.im, f.lora, f.lora_scale, &err)) {
+        ev_close(&e);
+        return cli_error(1, "%s", err.msg);
+    }
     f.eo.bos = eval_bos(ev_tok(&e));
     if (!strcmp(sub, "perplexity")) rc = run_perplexity(&f, &e, &err);
     else if (!strcmp(sub, "kld")) rc = run_kld(&f, &e, &err);
