@@ -223,6 +223,9 @@ def use_jarip_masks(j, layers, p):
         link = j["order"].index(w + ".lora_a")
         K = mod.lora_A["default"].weight.shape[1]
         masks = [jarip_mask(p, DROPOUT_SEED, s, link, B * T, K) for s in range(tm.ADAM_STEPS)]
+        kept = float(np.mean(masks))  # ~ B*T*K*3 >= 6000 draws: 1 - p within 0.02 (4 sigma)
+        if abs(kept - (1 - p)) > 0.02 or any((a == b).all() for a, b in zip(masks, masks[1:])):
+            tm.failures.append("jarip's masks of %s keep %.3f (expected %.2f), or repeat across steps" % (w, kept, 1 - p))
         mod.lora_dropout["default"] = JaripDropout(masks, p)
         mods.append(mod.lora_dropout["default"])
     return mods
