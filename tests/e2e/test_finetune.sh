@@ -71,6 +71,20 @@ plain=$("$JARIP" generate --model "$WORK/base.gguf" --prompt "$P" -n 24 --temper
 [ "$with_lora" = "$merged" ] || fail "base + --lora '$with_lora' vs merged '$merged'"
 [ "$with_lora" != "$plain" ] || fail "the adapter changed nothing ('$plain')"
 pass "base + --lora == merged export ('$with_lora'; base alone: '$plain')"
+# eval with the adapter at run time == eval of the merged export
+EV=(--text "$WORK/corpus.txt" --ctx 64 --chunks 4 --threads 2 --json)
+"$JARIP" eval perplexity --model "$WORK/base.gguf" --lora "$WORK/ad.gguf" "${EV[@]}" > "$WORK/pl.json"
+"$JARIP" eval perplexity --model "$WORK/merged.gguf" "${EV[@]}" > "$WORK/pm.json"
+"$JARIP" eval perplexity --model "$WORK/base.gguf" "${EV[@]}" > "$WORK/pb.json"
+python3 - "$WORK" <<'PY' || fail "eval --lora differs from the merged export"
+import json, sys
+l, m, b = (json.load(open("%s/p%s.json" % (sys.argv[1], k)))["ppl"] for k in "lmb")
+print("perplexity: base + --lora %.6f, merged %.6f, base %.6f" % (l, m, b))
+assert abs(l / m - 1) < 1e-4 and abs(l / b - 1) > 1e-3
+PY
+expect_error "applies to a --model" -- "$JARIP" eval perplexity --ckpt "$WORK/pre" --lora "$WORK/ad.gguf" "${EV[@]}"
+expect_error "not a LoRA adapter" -- "$JARIP" eval perplexity --model "$WORK/base.gguf" --lora "$WORK/base.gguf" "${EV[@]}"
+pass "eval perplexity --lora == the merged export's; bad --lora refused"
 
 # full fine-tuning: every weight trains, in float32
 "$JARIP" finetune --model "$WORK/base.q8.gguf" --full --out "$WORK/full" --steps 3 "${FT[@]/--lora-rank/--seed}"
