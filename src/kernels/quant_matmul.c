@@ -28,6 +28,8 @@
 
 int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
 
+int quant_batch_dots_fast(int t) { return quant_tile42_fn_avx512(t) != NULL; }
+
 QDotFn quant_dot_fn(int t) {
     QDotFn f = quant_dot_fn_avx2(t);
     return f ? f : quant_dot_fn_scalar(t);

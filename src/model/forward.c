@@ -454,10 +454,11 @@ static int lcpp_shaped(const Model *m) {
 
 /* Matmul of inference: weight types whose dot products reproduce
  * llama.cpp's (quant_matches_llamacpp) dot 8-bit activations for every M,
- * as llama.cpp does; the others keep the faster dequantize + GEMM path for
+ * as llama.cpp does, and so do types whose integer 4x2 kernels beat the GEMM
+ * on this CPU (quant_batch_dots_fast); the others keep dequantize + GEMM for
  * prompts, their results being close to llama.cpp's but not identical anyway. */
 static int linear_infer_f(float *out, const float *in, const Tensor *w, const Tensor *b, int M, int rows_exact) {
-    if (!quant_matches_llamacpp(w->dtype) && !rows_exact) return linear(out, in, w, b, M);
+    if (!quant_matches_llamacpp(w->dtype) && !quant_batch_dots_fast(w->dtype) && !rows_exact) return linear(out, in, w, b, M);
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
     if (rc == ERR_UNSUPPORTED && rows_exact) return linear(out, in, w, b, M); /* a type without a dot kernel (f32) */
@@ -479,7 +480,7 @@ static int linear_infer_f(float *out, const float *in, const Tensor *w, const Te
 static int linear_infer_multi_f(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
                                 int n, int rows_exact) {
     if (n == 1) return linear_infer_f(out[0], in, w[0], b[0], M, rows_exact);
-    const int exact = quant_matches_llamacpp(w[0]->dtype) || rows_exact;
+    const int exact = quant_matches_llamacpp(w[0]->dtype) || quant_batch_dots_fast(w[0]->dtype) || rows_exact;
     int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32;
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
     if (joint) {
