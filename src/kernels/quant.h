@@ -141,8 +141,7 @@ void lcpp_swiglu(float *out, const float *g, const float *u, size_t n);
 int quant_matches_llamacpp(int t);
 /* Whether prompt batches of weight type t are faster through the integer
  * 4x2 kernels (QMM_Q8_ACTIVATIONS) than through dequantize + f32 GEMM on
- * this CPU: types with AVX512-VNNI tiles, where one vpdpbusd does 32
- * multiply-adds. */
+ * this CPU (measured per type: Q4_0 with AVX512-VNNI tiles). */
 int quant_batch_dots_fast(int t);
 /* Whether lcpp_attention handles head size D (a multiple of 32). */
 int lcpp_attention_ok(int D);

@@ -14,7 +14,8 @@
  * -128 x (the activation quad's sum), one vpdpbusd of 128s with -a per
  * activation block, shared by both weight rows (cheaper than loading it
  * precomputed: measured): sum((w+128)a) - 128 sum(a) = sum(wa), exactly.
- * Q4_0 likewise with its stored levels u = w + 8 and an offset of 8.
+ * Q4_0 and Q5_0 likewise with their stored levels u = w + 8 (w + 16) and an
+ * offset of 8 (16).
  * (-a cannot overflow: 8-bit activations lie in [-127, 127].) */
 #include "kernels/quant_avx2_inl.h"
 
@@ -29,17 +30,18 @@
  * block instead of 4-5. */
 #define T42_TGT TGT512
 #define T42_NAME(x) x##_vnni
-/* Q8_0: u = w + 128 (xor), offset 128; Q4_0: u = the level, offset 8 */
-#define T42_SW(raw, q4, u, w) ((u) = (q4) ? (raw) : _mm256_xor_si256(raw, _mm256_set1_epi8((char)0x80)), (w) = (u))
-#define T42_SA(av, q4) \
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((q4) ? 8 : (char)0x80), _mm256_sub_epi8(_mm256_setzero_si256(), av))
+/* Q8_0: u = w + 128 (xor); Q4_0 / Q5_0: u = the level */
+#define T42_SW(raw, off, u, w) ((u) = (off) == 128 ? _mm256_xor_si256(raw, _mm256_set1_epi8((char)0x80)) : (raw), (w) = (u))
+#define T42_SA(av, off) \
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)(off)), _mm256_sub_epi8(_mm256_setzero_si256(), av))
 #define T42_SDOT(u, w, av, prep) _mm256_dpbusd_epi32(prep, u, av)
 #define T42_U8_DOT(u, av) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, av)
 #include "kernels/quant_tile42_tmpl.h"
 
 QTile42Fn quant_tile42_fn_avx512(int t) {
     if (kernel_isa() < ISA_AVX512) return NULL;
-    return t == DT_Q8_0 ? tile42_q8_0_vnni : t == DT_Q4_1 ? tile42_q4_1_vnni : t == DT_Q4_0 ? tile42_q4_0_vnni : NULL;
+    return t == DT_Q8_0 ? tile42_q8_0_vnni : t == DT_Q4_1 ? tile42_q4_1_vnni : t == DT_Q4_0 ? tile42_q4_0_vnni
+         : t == DT_Q5_0 ? tile42_q5_0_vnni : NULL;
 }
 #else
 QTile42Fn quant_tile42_fn_avx512(int t) {
