@@ -76,6 +76,7 @@ TGT static inline __m256 halves2(const void *p0, const void *p1, int k) {
 #define T42_NAME(x) x##_avx2
 #define T42_SW(raw, off, u, w) ((w) = (off) == 128 ? (raw) : _mm256_sub_epi8(raw, _mm256_set1_epi8((char)(off))), (u) = _mm256_sign_epi8(w, w))
 #define T42_SA(av, off) (av)
+#define T42_LEVELS5(qs, qh) levels5(qs, qh)
 #define T42_SDOT(u, w, av, prep) dot_us(u, _mm256_sign_epi8(av, w))
 #define T42_U8_DOT(u, av) dot_us(u, av)
 #include "kernels/quant_tile42_tmpl.h"

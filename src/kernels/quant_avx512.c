@@ -35,6 +35,15 @@
 #define T42_SA(av, off) \
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)(off)), _mm256_sub_epi8(_mm256_setzero_si256(), av))
 #define T42_SDOT(u, w, av, prep) _mm256_dpbusd_epi32(prep, u, av)
+/* Q5_0's fifth bits: one masked add of 16 under the 32-bit mask (AVX512-BW)
+ * in place of AVX2's shuffle, or, compare and and (same levels). */
+TGT512 static inline __m256i levels5_bw(const uint8_t *qs, const uint8_t *qh) {
+    uint32_t bits;
+    memcpy(&bits, qh, 4);
+    const __m256i nib = nibbles(qs);
+    return _mm256_mask_add_epi8(nib, (__mmask32)bits, nib, _mm256_set1_epi8(16));
+}
+#define T42_LEVELS5(qs, qh) levels5_bw(qs, qh)
 #define T42_U8_DOT(u, av) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, av)
 #include "kernels/quant_tile42_tmpl.h"
 

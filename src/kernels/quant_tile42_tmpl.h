@@ -11,6 +11,7 @@
  *   T42_SA(av, off)     per activation block, shared by both weight rows
  *   T42_SDOT(u, w, av, prep)  int32 x8 quad sums of weight * av
  *   T42_U8_DOT(u, av)   int32 x8 quad sums of unsigned u * av (Q4_1 levels)
+ *   T42_LEVELS5(qs, qh) Q5_0's 32 levels (as levels5 of quant_avx2_inl.h)
  * Every instruction set must give the same int32 sums (they are exact), so
  * the float arithmetic after them, here once, keeps every output's bits. */
 #define T42_CHUNK 64 /* blocks per scale pass: 2 KiB of scales on the stack */
@@ -26,7 +27,7 @@ static inline int t42_offset(int kind) { return kind == 0 ? 128 : kind == 1 ? 8 
 
 /* A block's raw bytes or levels (all three types: half d first). */
 T42_TGT static inline __attribute__((always_inline)) __m256i T42_NAME(t42_raw)(const int kind, const uint8_t *blk) {
-    return kind == 0 ? load_q8((const int8_t *)(blk + 2)) : kind == 1 ? nibbles(blk + 2) : levels5(blk + 6, blk + 2);
+    return kind == 0 ? load_q8((const int8_t *)(blk + 2)) : kind == 1 ? nibbles(blk + 2) : T42_LEVELS5(blk + 6, blk + 2);
 }
 
 T42_TGT static inline __attribute__((always_inline)) void T42_NAME(tile42_signed)(
@@ -119,4 +120,5 @@ T42_TGT static void T42_NAME(tile42_q4_1)(const uint8_t *w, size_t rb, const flo
 #undef T42_SA
 #undef T42_SDOT
 #undef T42_U8_DOT
+#undef T42_LEVELS5
 #undef T42_CHUNK
