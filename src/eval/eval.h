@@ -59,7 +59,7 @@ typedef struct {
     Model *m;
     KVCache *kv;           /* (n_seq) */
     int ctx, step, first;  /* step: tokens of a chunk per pass (<= ctx); first = ctx / 2, the first position whose logits are kept */
-    int n_seq;             /* chunks per pass: batch / ctx where that is >= 2 (and the model's context allows), else 1 */
+    int n_seq;             /* chunks per pass: batch / ctx where that is >= 2, within the model's context length and 1 GiB of logits; else 1 */
     int V;
     int32_t *buf;          /* (n_seq * step) tokens of a pass */
     SeqSpan *seqs;         /* (n_seq) the sequences of a pass */

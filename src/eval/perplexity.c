@@ -49,6 +49,8 @@ void eval_options_default(EvalOptions *o) {
 
 /* llama-perplexity's n_batch when none is given */
 #define EVAL_DEFAULT_BATCH 2048
+/* the most logits a runner keeps for packed chunks (one chunk's are kept whatever their size) */
+#define EVAL_MAX_LOGITS_BYTES ((size_t)1 << 30)
 
 int chunk_runner_create(ChunkRunner *r, Model *m, const EvalOptions *o, Err *err) {
     memset(r, 0, sizeof *r);
@@ -64,9 +66,13 @@ int chunk_runner_create(ChunkRunner *r, Model *m, const EvalOptions *o, Err *err
      * the matmuls run once over all their rows, fewer and larger parallel
      * regions; the activation plan is bounded by the model's context length */
     r->n_seq = batch / o->ctx > 1 ? batch / o->ctx : 1;
-    if (r->n_seq > c->context_length / o->ctx) r->n_seq = c->context_length / o->ctx;
-    if (r->n_seq < 1) r->n_seq = 1;
     r->first = o->ctx / 2;
+    /* and by the logits kept: a large vocabulary packs fewer chunks (the
+     * figure is the same either way) */
+    const size_t chunk_logits = (size_t)(o->ctx - r->first) * c->vocab_size * sizeof(float);
+    if (r->n_seq > c->context_length / o->ctx) r->n_seq = c->context_length / o->ctx;
+    if ((size_t)r->n_seq * chunk_logits > EVAL_MAX_LOGITS_BYTES) r->n_seq = (int)(EVAL_MAX_LOGITS_BYTES / chunk_logits);
+    if (r->n_seq < 1) r->n_seq = 1;
     r->V = c->vocab_size;
     int rc = model_plan_activations(m, 1, r->n_seq * r->step, 0, err);
     if (rc) return rc;
