@@ -117,6 +117,7 @@ struct Server {
     pthread_cond_t work;      /* the scheduler waits here for jobs */
     Job *queue_head, *queue_tail;
     int n_queued, n_active;
+    int n_requests;           /* HTTP requests from their headers to on_completed (answer sent or connection gone) */
     int stopping, ready;
     uint64_t step;
     uint64_t id_counter;

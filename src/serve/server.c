@@ -19,6 +19,7 @@
 #include "serve/serve_internal.h"
 
 #define POLL_S 0.02 /* how often a waiting connection looks at its client */
+#define STOP_DRAIN_S 2.0 /* how long serve_stop waits for answers in flight to be sent */
 
 typedef struct {
     char *body;
@@ -248,6 +249,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!u) { /* headers are in; the body (if any) comes in the next calls */
         if (!(u = calloc(1, sizeof *u))) return MHD_NO;
         *con_cls = u;
+        pthread_mutex_lock(&s->lock);
+        s->n_requests++;
+        pthread_mutex_unlock(&s->lock);
         HttpReply out;
         if (serve_body_limit(s, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length"), &out)) {
             u->too_big = 2; /* answered already */
@@ -281,9 +285,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    Server *s = cls;
     Upload *u = *con_cls;
-    if (u) free(u->body);
+    if (u) {
+        free(u->body);
+        pthread_mutex_lock(&s->lock);
+        s->n_requests--;
+        pthread_mutex_unlock(&s->lock);
+    }
     free(u);
     *con_cls = NULL;
 }
@@ -355,6 +365,14 @@ void serve_stop(Server *s) {
     }
     s->queue_head = s->queue_tail = NULL;
     s->n_queued = 0;
+    /* every job is done now; let the connections send what they have (a
+     * stream's last chunk and [DONE], a 503): MHD_stop_daemon shuts every
+     * socket down at once and cut them. At most STOP_DRAIN_S. */
+    for (double t0 = time_now(); s->n_requests > 0 && time_now() - t0 < STOP_DRAIN_S;) {
+        pthread_mutex_unlock(&s->lock);
+        usleep(5000);
+        pthread_mutex_lock(&s->lock);
+    }
     pthread_mutex_unlock(&s->lock);
     if (s->httpd) MHD_stop_daemon(s->httpd);
     slots_free(s);
