@@ -20,7 +20,8 @@ clients for a bounded time, with hostile requests and clients that leave.
      sending its request.
 5. After: /metrics shows no active slot and an empty queue within 10 s, the
    RSS is within 5% of its warm-up value, a good request still gets its solo
-   answer, SIGTERM stops the server with exit code 0.
+   answer; SIGTERM with more streams open than slots: every stream gets its
+   last event and [DONE], the server exits with code 0.
 Prints every failure and a summary line; exits 1 on any failure.
 The test suite runs it short (tests/reference/test_serve_soak.py)."""
 import http.client
@@ -330,6 +331,32 @@ def main():
             sk.fail(f"RSS {rss1} KiB after the soak against {rss0} KiB after warm-up ({100 * (rss1 / rss0 - 1):+.1f}%)")
         sk.good(random.Random(7))
         served = sk.metric('jarip_requests_total{status="200"}')
+        # SIGTERM with streams open (more than the slots: some still queued):
+        # each gets its last event and [DONE] before the server exits
+        open_ = []
+        for k in range(SLOTS + 2):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            body = json.dumps({"prompt": PROMPTS[k % len(PROMPTS)], "max_tokens": 200, "stream": True}).encode()
+            s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+            open_.append(s)
+        t1 = time.time()  # all of them in a slot or in the queue
+        while sk.metric("jarip_slots_active") + sk.metric("jarip_queue_length") < SLOTS + 2 and time.time() - t1 < 10:
+            time.sleep(0.02)
+        code = srv.stop()
+        for k, s in enumerate(open_):
+            data = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            s.close()
+            if b"data: [DONE]" not in data:
+                sk.fail(f"SIGTERM: open stream {k} got no [DONE] ({data[-120:]!r})")
     finally:
         code = srv.stop()
         shutil.rmtree(work, ignore_errors=True)
