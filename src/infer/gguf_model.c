@@ -391,7 +391,7 @@ int infer_tokenize(const InferModel *im, const char *text, size_t len, int add_b
         return err_set(err, ERR_NOMEM, "out of memory");
     }
     if (prepend) (*ids)[0] = bos;
-    memcpy(*ids + prepend, raw, nr * sizeof *raw);
+    if (nr) memcpy(*ids + prepend, raw, nr * sizeof *raw); /* an empty text: raw is NULL, and memcpy from NULL is UB */
     *n = nr + (size_t)prepend;
     free(raw);
     return 0;
