@@ -3,6 +3,7 @@
  *     POST /v1/chat/completions        (method and path)
  *     Authorization: Bearer fuzz-key    (optional header lines)
  *     Content-Length: 123
+ *     X-Loading: 1                      (answer as if the model were loading)
  *     --8<--
  *     {"messages": [...]}               (the body, any bytes)
  * It goes through serve_handle (routing, API key, body limit, JSON parsing
@@ -162,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *body = fuzz_strndup(part[1].p, part[1].n); /* the server's upload buffer is NUL-terminated too */
     HttpRequest rq = {.body = body, .len = part[1].n, .too_big = part[1].n > MAX_BODY};
     const char *clen;
+    server->ready = !strstr(head, "\nX-Loading:"); /* the 503s while the model loads */
     parse_head(head, &rq.method, &rq.url, &rq.authorization, &clen);
     HttpReply out;
     if (serve_body_limit(server, clen, &out) == 0) serve_handle(server, &rq, &out);

@@ -92,6 +92,7 @@ req detokenize POST /detokenize '{"tokens": [72, 101, 108, 108, 111, 226, 130]}'
 req models GET /v1/models '' "$K"
 req metrics GET /metrics '' "$K"
 req health GET /health ''
+req loading POST /v1/chat/completions '{"messages": [{"role": "user", "content": "Hi"}]}' "$K" "X-Loading: 1"
 req page GET / ''
 req wrong_key POST /v1/chat/completions '{"messages": []}' "Authorization: Bearer nope"
 req wrong_method GET /v1/completions ''
