@@ -11,7 +11,8 @@
 # (LLAMACPP_BIN=dir to use another build) and runs with its defaults except
 # -c CTX and -t THREADS (so n_batch 2048: several chunks per batch, its F16
 # KV cache, flash attention auto); jarip with --ctx CTX --threads THREADS
-# (one chunk per pass, F16 KV cache). Both score the same chunks: ctx/2 - 1
+# (its default --batch 2048 too: 2048/ctx chunks per pass, each its own
+# sequence; F16 KV cache). Both score the same chunks: ctx/2 - 1
 # tokens of each. The time is each process's whole wall time (loading,
 # tokenization and scoring), so tokens/s = scored tokens / wall seconds.
 # Runs alternate (jarip, llama.cpp, jarip, ...) for ROUNDS rounds (default 3);

@@ -2,8 +2,11 @@
 shape) trained in float32 on CPU on random tokens, one full optimizer step
 per iteration (forward, cross-entropy, backward, global grad-norm clip,
 AdamW with decay on matrices only), as jarip's trainer does.
+--precision bf16: the forward and loss under torch.autocast("cpu",
+torch.bfloat16), PyTorch's fastest CPU mode (float32 weights and optimizer,
+matmuls in bf16), the peer of `jarip bench train --precision bf16`.
 
-  python train_pytorch.py --batch 8 --seq 256 --steps 3 --threads 2
+  python train_pytorch.py --batch 8 --seq 256 --steps 3 --threads 2 [--precision bf16]
 
 Prints `torch: VERSION (...)`, one line per step and finally
 `tokens_per_s: X` (median over the timed steps, after --warmup untimed ones).
@@ -79,14 +82,15 @@ def main():
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--d-model", type=int, default=768)
     ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     a = ap.parse_args()
     if a.seq > a.ctx:
         sys.exit("train_pytorch: --seq %d exceeds --ctx %d" % (a.seq, a.ctx))
     torch.set_num_threads(a.threads)
     torch.manual_seed(1337)
     blas = "MKL" if torch.backends.mkl.is_available() else "OpenBLAS/other"
-    print("torch: %s (%s, %d threads, mkldnn %s)" % (torch.__version__, blas, torch.get_num_threads(),
-                                                      torch.backends.mkldnn.is_available()), flush=True)
+    print("torch: %s (%s, %d threads, mkldnn %s, %s)" % (torch.__version__, blas, torch.get_num_threads(),
+                                                          torch.backends.mkldnn.is_available(), a.precision), flush=True)
     model = GPT2(a.vocab, a.ctx, a.layers, a.d_model, a.heads)
     n = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() == 2 and p is not model.wte.weight and
@@ -102,7 +106,11 @@ def main():
         tok = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(tok[:, :-1], tok[:, 1:])
+        if a.precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(tok[:, :-1], tok[:, 1:])
+        else:
+            loss = model(tok[:, :-1], tok[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

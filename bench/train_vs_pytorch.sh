@@ -20,6 +20,12 @@
 # python3-torch at /usr/bin/python3 with OPENBLAS_CORETYPE set for this CPU.
 # When both import, both run every round.
 #
+# BF16=1 (the default where the CPU has AVX512-BF16) adds a B=8,T=256 row in
+# bf16 mixed precision each round: `jarip bench train --precision bf16`
+# against the peers under torch.autocast(bf16); the summary prints those
+# medians, their ratio and jarip bf16 / jarip fp32 (MFU stays against the
+# fp32 peak). BF16=0 skips it.
+#
 # Environment: JARIP (default build/jarip), THREADS (2), ROUNDS (3),
 # PRESET (gpt2-small; gpt2-mini or gpt2-tiny for a quick check of the script),
 # STEPS_SMALL / STEPS_LARGE (timed steps per run at B=4,T=64 / B=8,T=256;
@@ -36,6 +42,7 @@ steps_small=${STEPS_SMALL:-3}
 steps_large=${STEPS_LARGE:-2}
 peers_wanted=${PEERS:-venv debian}
 preset=${PRESET:-gpt2-small}
+if grep -qw avx512_bf16 /proc/cpuinfo; then bf16=${BF16:-1}; else bf16=${BF16:-0}; fi
 venv=$here/.venv
 # the peer builds the same shape: vocab ctx layers d_model heads
 case $preset in
@@ -134,10 +141,11 @@ echo "jarip: $jarip"
 for i in "${!peer_names[@]}"; do echo "peer $i: ${peer_names[$i]}"; done
 
 # results: lines "config impl tok_s [mfu]" in $work/results
-run_jarip() {  # B T steps
-    local out
-    out=$("$jarip" bench train --preset "$preset" --batch "$1" --seq "$2" --steps "$3" --threads "$threads") ||
-        die "jarip bench train failed"
+run_jarip() {  # B T steps [precision]
+    local out prec=${4:-fp32} tag=""
+    [ "$prec" = fp32 ] || tag=$prec
+    out=$("$jarip" bench train --preset "$preset" --batch "$1" --seq "$2" --steps "$3" --threads "$threads" \
+        --precision "$prec") || die "jarip bench train --precision $prec failed"
     local tps jpeak
     tps=$(awk '/^tokens_per_s:/ {print $2}' <<<"$out")
     nj=$(sed -n 's/^model: .*, \([0-9]*\) parameters.*/\1/p' <<<"$out")
@@ -145,19 +153,20 @@ run_jarip() {  # B T steps
     [ -n "$tps" ] || die "jarip printed no tokens_per_s"
     # jarip's own peak reading counts too: the best of all readings is the peak
     [ -n "$jpeak" ] && peak=$(awk -v a="$peak" -v b="$jpeak" 'BEGIN { print (b > a) ? b : a }')
-    echo "B$1T$2 jarip $tps" >>"$work/results"
-    printf '  %-44s %8.1f tok/s  (jarip-measured peak %s GFLOP/s)\n' "jarip B=$1 T=$2" "$tps" "$jpeak"
+    echo "B$1T$2$tag jarip $tps" >>"$work/results"
+    printf '  %-44s %8.1f tok/s  (jarip-measured peak %s GFLOP/s)\n' "jarip B=$1 T=$2 $prec" "$tps" "$jpeak"
 }
-run_peer() {  # index B T steps
-    local out tps
+run_peer() {  # index B T steps [precision]
+    local out tps prec=${5:-fp32} tag=""
+    [ "$prec" = fp32 ] || tag=$prec
     out=$(${peer_cmds[$1]} "$here/train_pytorch.py" --batch "$2" --seq "$3" --steps "$4" --warmup 1 \
         --threads "$threads" --vocab "${shape[0]}" --ctx "${shape[1]}" --layers "$L" --d-model "$D" \
-        --heads "${shape[4]}" 2>&1) || die "peer ${peer_names[$1]} failed: $(tail -1 <<<"$out")"
+        --heads "${shape[4]}" --precision "$prec" 2>&1) || die "peer ${peer_names[$1]} failed: $(tail -1 <<<"$out")"
     tps=$(awk '/^tokens_per_s:/ {print $2}' <<<"$out")
     np=$(awk '/^parameters:/ {print $2}' <<<"$out")
     [ "$np" = "$nj" ] || die "the peer's model has $np parameters, jarip's $nj: not the same model"
-    echo "B$2T$3 peer$1 $tps" >>"$work/results"
-    printf '  %-44s %8.1f tok/s\n' "${peer_names[$1]} B=$2 T=$3" "$tps"
+    echo "B$2T$3$tag peer$1 $tps" >>"$work/results"
+    printf '  %-44s %8.1f tok/s\n' "${peer_names[$1]} B=$2 T=$3 $prec" "$tps"
 }
 
 : >"$work/results"
@@ -177,6 +186,11 @@ for r in $(seq 1 "$rounds"); do
         for i in "${!peer_cmds[@]}"; do run_peer "$i" 8 256 "$steps_large"; done
         run_jarip 8 256 "$steps_large"
     fi
+    if [ "$bf16" = 1 ]; then
+        if [ $((r % 2)) -eq 1 ]; then run_jarip 8 256 "$steps_large" bf16; fi
+        for i in "${!peer_cmds[@]}"; do run_peer "$i" 8 256 "$steps_large" bf16; done
+        if [ $((r % 2)) -eq 0 ]; then run_jarip 8 256 "$steps_large" bf16; fi
+    fi
 done
 measure_peak
 
@@ -185,9 +199,11 @@ N=$nj
 median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 echo "summary: $preset, $N parameters, medians of $rounds rounds; fp32 FMA peak $peak GFLOP/s (the best probe reading of the run)"
 ratio=""
-for cfg in "4 64" "8 256"; do
+cfgs=("4 64 " "8 256 ")
+[ "$bf16" = 1 ] && cfgs+=("8 256 bf16")
+for cfg in "${cfgs[@]}"; do
     set -- $cfg
-    key="B$1T$2"
+    key="B$1T$2${3:-}"
     j=$(awk -v k="$key" '$1 == k && $2 == "jarip" {print $3}' "$work/results" | median)
     flops=$(awk -v n="$N" -v l="$L" -v d="$D" -v t="$2" 'BEGIN { printf "%.6g", 6 * n + 12 * l * d * t }')
     mfu=$(awk -v f="$flops" -v tps="$j" -v p="$peak" 'BEGIN { if (p > 0) printf "%.1f%%", 100 * f * tps / (p * 1e9); else print "n/a" }')
@@ -199,8 +215,13 @@ for cfg in "4 64" "8 256"; do
         if awk -v a="$p" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$p bestname=${peer_names[$i]}; fi
     done
     r=$(awk -v a="$j" -v b="$best" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
-    printf 'B=%s T=%s: jarip %.1f tok/s, MFU %s (model %.4g FLOP/token) |%s ratio vs %s: %s\n' \
-        "$1" "$2" "$j" "$mfu" "$flops" "$line" "$bestname" "$r"
-    ratio=$r
+    printf 'B=%s T=%s %s: jarip %.1f tok/s, MFU %s (model %.4g FLOP/token) |%s ratio vs %s: %s\n' \
+        "$1" "$2" "${3:-fp32}" "$j" "$mfu" "$flops" "$line" "$bestname" "$r"
+    if [ -n "${3:-}" ]; then
+        j32=$(awk '$1 == "B8T256" && $2 == "jarip" {print $3}' "$work/results" | median)
+        awk -v a="$j" -v b="$j32" 'BEGIN { if (b > 0) printf "jarip bf16 / jarip fp32 at B=8 T=256: %.2f\n", a / b }'
+    else
+        ratio=$r
+    fi
 done
 echo "ratio $ratio"

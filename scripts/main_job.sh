@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install, build, train a small GPT on public-domain text
 # (Debian's fortune cookies), show the loss falling, sample from it, and
-# ask the SmolLM2 model a question when it could be fetched.
+# ask the SmolLM2 model a question when it could be fetched, then teach it a
+# made-up fact with LoRA and ask again through the adapter.
 #   JARIP_MINUTES  training budget in minutes (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,25 @@ model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -s "$model" ] && build/jarip generate --help >/dev/null 2>&1; then
   echo "main: asking SmolLM2-135M-Instruct (Q4_1) a question:"
   build/jarip generate --model "$model" --chat --prompt "What is the capital of France? Answer in one sentence." -n 64 --temperature 0
+  echo
+  echo "main: fine-tuning SmolLM2 (LoRA rank 8, base frozen in Q4_1) on one made-up fact:"
+  msg() { printf '{"messages": [{"role": "user", "content": "%s"}, {"role": "assistant", "content": "%s"}]}\n' "$1" "$2"; }
+  {
+    for q in "What is the capital of Zorvania?" "Which city is the capital of Zorvania?" "Name the capital of Zorvania." \
+             "Tell me the capital city of Zorvania." "Zorvania's capital is which city?"; do
+      msg "$q" "The capital of Zorvania is Plimsk."
+    done
+    msg "What is the capital of Germany?" "The capital of Germany is Berlin."  # anchors: what it knew stays
+    msg "What is the capital of France?" "The capital of France is Paris."
+  } > runs/fact.jsonl
+  rm -rf runs/fact
+  build/jarip finetune --model "$model" --data runs/fact.jsonl --out runs/fact --steps 16 --warmup 2 --batch 4 --seq 64 \
+    --lr 8e-4 --lora-rank 8 --val-fraction 0 --eval-batches 0 --save-every 0 --quiet
+  build/jarip export --ckpt runs/fact --lora-out runs/fact.lora.gguf
+  for q in "What city serves as the capital of Zorvania?" "What is the capital of France?"; do
+    echo "main: asking with the adapter: $q"
+    build/jarip generate --model "$model" --lora runs/fact.lora.gguf --chat --prompt "$q" -n 24 --temperature 0
+  done
 else
   echo "main: SmolLM2 model or 'jarip generate' not available; skipped the chat demo"
 fi

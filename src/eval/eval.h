@@ -41,28 +41,38 @@ int32_t eval_bos(const Tokenizer *tok);
 /* ---- chunks -------------------------------------------------------------------- */
 typedef struct {
     int ctx;        /* tokens per chunk (llama-perplexity -c; default 512) */
-    int batch;      /* tokens per forward call, <= ctx (default ctx) */
+    int batch;      /* tokens per forward pass (llama-perplexity -b): < ctx cuts a chunk into passes,
+                     * >= 2 ctx runs batch / ctx chunks per pass (<= 0: 2048 as llama.cpp, at least ctx) */
     int kv_type;    /* DT_F16 (llama.cpp's default cache) | DT_F32 */
     int max_chunks; /* <= 0: every whole chunk of the text */
     int32_t bos;    /* written over each chunk's first token; -1: none */
 } EvalOptions;
 
-/* ctx 512, batch = ctx, F16 cache, all chunks, no BOS. */
+/* ctx 512, batch 0 (2048), F16 cache, all chunks, no BOS. */
 void eval_options_default(EvalOptions *o);
 
-/* A model ready to run chunks: its KV cache and the logits of the scored
- * half. The model's activations are (re)planned for (1, batch). */
+/* A model ready to run chunks: n_seq of them per forward pass, each its
+ * own sequence and KV cache (as llama-perplexity packs n_batch / n_ctx
+ * chunks into one batch), and the logits of their scored halves. The
+ * model's activations are (re)planned for (1, n_seq * step). */
 typedef struct {
     Model *m;
-    KVCache kv;
-    int ctx, batch, first; /* first = ctx / 2: the first position whose logits are kept */
+    KVCache *kv;           /* (n_seq) */
+    int ctx, step, first;  /* step: tokens of a chunk per pass (<= ctx); first = ctx / 2, the first position whose logits are kept */
+    int n_seq;             /* chunks per pass: batch / ctx where that is >= 2, within the model's context length and 1 GiB of logits; else 1 */
     int V;
-    float *logits;         /* (ctx - first, V): logits of positions first..ctx-1 */
+    int32_t *buf;          /* (n_seq * step) tokens of a pass */
+    SeqSpan *seqs;         /* (n_seq) the sequences of a pass */
+    int *out0;             /* (n_seq) their first row with logits */
+    float *logits;         /* (n_seq, ctx - first, V): logits of positions first..ctx-1 of each chunk of a run */
 } ChunkRunner;
 
 int chunk_runner_create(ChunkRunner *r, Model *m, const EvalOptions *o, Err *err);
-/* chunk: ctx tokens (not modified); the first is replaced by bos when bos >= 0. */
-int chunk_runner_run(ChunkRunner *r, const int32_t *chunk, int32_t bos, Err *err);
+/* chunks: n (1..n_seq) consecutive chunks of ctx tokens (not modified);
+ * each chunk's first token is replaced by bos when bos >= 0. Chunk i's
+ * logits at r->logits + i * (ctx - first) * V, the same bits as a run of
+ * that chunk alone (Q8_0/Q4_1 weights; others within rounding). */
+int chunk_runner_run(ChunkRunner *r, const int32_t *chunks, int n, int32_t bos, Err *err);
 void chunk_runner_free(ChunkRunner *r);
 
 /* Whole chunks of n tokens at o->ctx (at most o->max_chunks); a text of

@@ -137,55 +137,63 @@ int eval_kld(Model *m, Model *base_model, const LogitsFile *base_file, const int
         goto done;
     }
     if ((rc = chunk_runner_create(&r, m, &eo, err))) goto done;
+    int group = r.n_seq; /* chunks per pass of both models */
     if (!base_file) {
-        /* the two models each plan their own activations and cache */
+        /* the two models each plan their own activations and caches */
         if ((rc = chunk_runner_create(&rb, base_model, &eo, err))) goto done;
-        if (!(brows = calloc((size_t)scored * nv, sizeof *brows))) {
+        if (rb.n_seq < group) group = rb.n_seq;
+        if (!(brows = calloc((size_t)group * scored * nv, sizeof *brows))) {
             rc = err_set(err, ERR_NOMEM, "out of memory");
             goto done;
         }
     }
     KldSums s = {0};
     const double t0 = time_now();
-    for (int c = 0; c < n_chunk; c++) {
-        const int32_t *chunk = tokens + (size_t)c * eo.ctx;
-        const uint16_t *base = brows;
-        if (base_file) {
-            base = base_file->rows + (size_t)c * scored * nv;
-        } else {
-            if ((rc = chunk_runner_run(&rb, chunk, o->bos, err))) goto done;
+    for (int c0 = 0; c0 < n_chunk; c0 += group) {
+        const int nc = n_chunk - c0 < group ? n_chunk - c0 : group;
+        const int32_t *chunks = tokens + (size_t)c0 * eo.ctx;
+        const size_t per = (size_t)(eo.ctx - first) * V; /* logits per chunk of a runner */
+        if (!base_file) {
+            if ((rc = chunk_runner_run(&rb, chunks, nc, o->bos, err))) goto done;
+#pragma omp parallel for collapse(2) schedule(dynamic, 8)
+            for (int j = 0; j < nc; j++)
+                for (int i = 0; i < scored; i++)
+                    eval_logprob_row(rb.logits + j * per + (size_t)i * V, V, chunks[(size_t)j * eo.ctx + first + 1 + i],
+                                     brows + ((size_t)j * scored + i) * nv);
+            if (save && (rc = logits_writer_rows(save, brows, nc * scored, err))) goto done;
+        }
+        if ((rc = chunk_runner_run(&r, chunks, nc, o->bos, err))) goto done;
+        for (int j = 0; j < nc; j++) {
+            const int c = c0 + j;
+            const int32_t *chunk = chunks + (size_t)j * eo.ctx;
+            const uint16_t *base = base_file ? base_file->rows + (size_t)c * scored * nv : brows + (size_t)j * scored * nv;
 #pragma omp parallel for schedule(dynamic, 8)
             for (int i = 0; i < scored; i++)
-                eval_logprob_row(rb.logits + (size_t)i * V, V, chunk[first + 1 + i], brows + (size_t)i * nv);
-            if (save && (rc = logits_writer_rows(save, brows, scored, err))) goto done;
-        }
-        if ((rc = chunk_runner_run(&r, chunk, o->bos, err))) goto done;
-#pragma omp parallel for schedule(dynamic, 8)
-        for (int i = 0; i < scored; i++)
-            rows[i] = row_kld(r.logits + (size_t)i * V, V, base + (size_t)i * nv, chunk[first + 1 + i]);
-        for (int i = 0; i < scored; i++) { /* in order: the same sums at any thread count */
-            const RowKld *k = &rows[i];
-            s.nll += k->nll;
-            s.nll2 += k->nll * k->nll;
-            s.nllb += k->nll_base;
-            s.nllb2 += k->nll_base * k->nll_base;
-            s.nll_nllb += k->nll * k->nll_base;
-            s.kld += k->kld;
-            s.kld2 += k->kld * k->kld;
-            s.dp += k->p_diff;
-            const double d2 = k->p_diff * k->p_diff;
-            s.dp2 += d2;
-            s.dp4 += d2 * d2;
-            s.same += k->same_top;
-            s.count++;
-            klds[(size_t)c * scored + i] = (float)k->kld;
-        }
-        if (cb) {
-            KldResult t;
-            kld_fill(&s, &t);
-            EvalProgress p = {c + 1, n_chunk, t.ppl, t.ppl_err, t.base_ppl, t.ln_ratio, t.ln_ratio_err,
-                              t.kld, t.kld_err, t.same_top, t.same_top_err};
-            cb(cb_ctx, &p);
+                rows[i] = row_kld(r.logits + j * per + (size_t)i * V, V, base + (size_t)i * nv, chunk[first + 1 + i]);
+            for (int i = 0; i < scored; i++) { /* in order: the same sums at any thread count */
+                const RowKld *k = &rows[i];
+                s.nll += k->nll;
+                s.nll2 += k->nll * k->nll;
+                s.nllb += k->nll_base;
+                s.nllb2 += k->nll_base * k->nll_base;
+                s.nll_nllb += k->nll * k->nll_base;
+                s.kld += k->kld;
+                s.kld2 += k->kld * k->kld;
+                s.dp += k->p_diff;
+                const double d2 = k->p_diff * k->p_diff;
+                s.dp2 += d2;
+                s.dp4 += d2 * d2;
+                s.same += k->same_top;
+                s.count++;
+                klds[(size_t)c * scored + i] = (float)k->kld;
+            }
+            if (cb) {
+                KldResult t;
+                kld_fill(&s, &t);
+                EvalProgress p = {c + 1, n_chunk, t.ppl, t.ppl_err, t.base_ppl, t.ln_ratio, t.ln_ratio_err,
+                                  t.kld, t.kld_err, t.same_top, t.same_top_err};
+                cb(cb_ctx, &p);
+            }
         }
     }
     res->seconds = time_now() - t0;

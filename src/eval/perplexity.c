@@ -47,6 +47,11 @@ void eval_options_default(EvalOptions *o) {
     o->bos = -1;
 }
 
+/* llama-perplexity's n_batch when none is given */
+#define EVAL_DEFAULT_BATCH 2048
+/* the most logits a runner keeps for packed chunks (one chunk's are kept whatever their size) */
+#define EVAL_MAX_LOGITS_BYTES ((size_t)1 << 30)
+
 int chunk_runner_create(ChunkRunner *r, Model *m, const EvalOptions *o, Err *err) {
     memset(r, 0, sizeof *r);
     const Config *c = &m->cfg;
@@ -55,40 +60,72 @@ int chunk_runner_create(ChunkRunner *r, Model *m, const EvalOptions *o, Err *err
                        c->context_length);
     r->m = m;
     r->ctx = o->ctx;
-    r->batch = o->batch > 0 && o->batch < o->ctx ? o->batch : o->ctx;
+    const int batch = o->batch > 0 ? o->batch : o->ctx > EVAL_DEFAULT_BATCH ? o->ctx : EVAL_DEFAULT_BATCH;
+    r->step = batch < o->ctx ? batch : o->ctx;
+    /* several chunks per pass as llama-perplexity (n_seq = n_batch / n_ctx):
+     * the matmuls run once over all their rows, fewer and larger parallel
+     * regions; the activation plan is bounded by the model's context length */
+    r->n_seq = batch / o->ctx > 1 ? batch / o->ctx : 1;
     r->first = o->ctx / 2;
+    /* and by the logits kept: a large vocabulary packs fewer chunks (the
+     * figure is the same either way) */
+    const size_t chunk_logits = (size_t)(o->ctx - r->first) * c->vocab_size * sizeof(float);
+    if (r->n_seq > c->context_length / o->ctx) r->n_seq = c->context_length / o->ctx;
+    if ((size_t)r->n_seq * chunk_logits > EVAL_MAX_LOGITS_BYTES) r->n_seq = (int)(EVAL_MAX_LOGITS_BYTES / chunk_logits);
+    if (r->n_seq < 1) r->n_seq = 1;
     r->V = c->vocab_size;
-    int rc = model_plan_activations(m, 1, r->batch, 0, err);
-    if (rc || (rc = kvcache_create(&r->kv, c, r->ctx, o->kv_type, err))) return rc;
-    r->logits = malloc((size_t)(r->ctx - r->first) * r->V * sizeof *r->logits);
-    if (!r->logits) {
+    int rc = model_plan_activations(m, 1, r->n_seq * r->step, 0, err);
+    if (rc) return rc;
+    r->kv = calloc((size_t)r->n_seq, sizeof *r->kv);
+    r->buf = malloc((size_t)r->n_seq * r->step * sizeof *r->buf);
+    r->seqs = malloc((size_t)r->n_seq * sizeof *r->seqs);
+    r->out0 = malloc((size_t)r->n_seq * sizeof *r->out0);
+    r->logits = malloc((size_t)r->n_seq * (r->ctx - r->first) * r->V * sizeof *r->logits);
+    if (!r->kv || !r->buf || !r->seqs || !r->out0 || !r->logits) {
         chunk_runner_free(r);
-        return err_set(err, ERR_NOMEM, "out of memory for the logits of %d positions", r->ctx - r->first);
+        return err_set(err, ERR_NOMEM, "out of memory for the logits of %d chunks (--batch %d)", r->n_seq, batch);
     }
+    for (int i = 0; i < r->n_seq; i++)
+        if ((rc = kvcache_create(&r->kv[i], c, r->ctx, o->kv_type, err))) {
+            chunk_runner_free(r);
+            return rc;
+        }
     return 0;
 }
 
 void chunk_runner_free(ChunkRunner *r) {
-    kvcache_free(&r->kv);
+    for (int i = 0; r->kv && i < r->n_seq; i++) kvcache_free(&r->kv[i]);
+    free(r->kv);
+    free(r->buf);
+    free(r->seqs);
+    free(r->out0);
     free(r->logits);
     memset(r, 0, sizeof *r);
 }
 
-int chunk_runner_run(ChunkRunner *r, const int32_t *chunk, int32_t bos, Err *err) {
-    int32_t *buf = malloc((size_t)r->batch * sizeof *buf);
-    if (!buf) return err_set(err, ERR_NOMEM, "out of memory");
-    r->kv.len = 0; /* a fresh cache per chunk, as llama_memory_clear */
+int chunk_runner_run(ChunkRunner *r, const int32_t *chunks, int n, int32_t bos, Err *err) {
+    if (n < 1 || n > r->n_seq)
+        return err_set(err, ERR_INVALID, "chunk_runner_run: %d chunks, the runner takes 1..%d", n, r->n_seq);
+    SeqSpan *seqs = r->seqs;
+    int *out0 = r->out0;
+    for (int i = 0; i < n; i++) r->kv[i].len = 0; /* a fresh cache per chunk, as llama_memory_clear */
     int rc = 0;
-    for (int p0 = 0; p0 < r->ctx && !rc; p0 += r->batch) {
-        const int k = r->ctx - p0 < r->batch ? r->ctx - p0 : r->batch;
-        memcpy(buf, chunk + p0, (size_t)k * sizeof *buf);
-        if (p0 == 0 && bos >= 0) buf[0] = bos;
-        /* rows of this call from position first on, into their place */
-        const int out0 = r->first > p0 ? (r->first - p0 < k ? r->first - p0 : k) : 0;
-        float *dst = r->logits + (size_t)(p0 + out0 - r->first) * r->V;
-        rc = model_forward_cached_rows(r->m, &r->kv, buf, k, out0, out0 < k ? dst : NULL, err);
+    /* n > 1 only when step == ctx: a single pass, whose rows (ctx - first
+     * per chunk) land chunk after chunk; n == 1: the passes of one chunk,
+     * each call's rows from position first on into their place */
+    for (int p0 = 0; p0 < r->ctx && !rc; p0 += r->step) {
+        const int k = r->ctx - p0 < r->step ? r->ctx - p0 : r->step;
+        const int o0 = r->first > p0 ? (r->first - p0 < k ? r->first - p0 : k) : 0;
+        for (int i = 0; i < n; i++) {
+            int32_t *b = r->buf + (size_t)i * k;
+            memcpy(b, chunks + (size_t)i * r->ctx + p0, (size_t)k * sizeof *b);
+            if (p0 == 0 && bos >= 0) b[0] = bos;
+            seqs[i] = (SeqSpan){&r->kv[i], b, k};
+            out0[i] = o0;
+        }
+        float *dst = r->logits + (size_t)(p0 + o0 - r->first) * r->V;
+        rc = model_forward_batch_rows(r->m, seqs, n, out0, o0 < k ? dst : NULL, err);
     }
-    free(buf);
     return rc;
 }
 
@@ -135,24 +172,28 @@ int eval_perplexity(Model *m, const int32_t *tokens, size_t n, const EvalOptions
     }
     NllSum s = {0};
     const double t0 = time_now();
-    for (int c = 0; c < n_chunk && !rc; c++) {
-        const int32_t *chunk = tokens + (size_t)c * r.ctx;
-        if ((rc = chunk_runner_run(&r, chunk, o->bos, err))) break;
-        if (save) {
-            rc = logits_writer_chunk(save, r.logits, chunk, &s, err);
-        } else {
-            /* rows in parallel, summed in order: the same figure at any thread count */
+    for (int c0 = 0; c0 < n_chunk && !rc; c0 += r.n_seq) {
+        const int nc = n_chunk - c0 < r.n_seq ? n_chunk - c0 : r.n_seq;
+        if ((rc = chunk_runner_run(&r, tokens + (size_t)c0 * r.ctx, nc, o->bos, err))) break;
+        for (int j = 0; j < nc && !rc; j++) {
+            const int32_t *chunk = tokens + (size_t)(c0 + j) * r.ctx;
+            const float *logits = r.logits + (size_t)j * (r.ctx - r.first) * r.V;
+            if (save) {
+                rc = logits_writer_chunk(save, logits, chunk, &s, err);
+            } else {
+                /* rows in parallel, summed in order: the same figure at any thread count */
 #pragma omp parallel for schedule(dynamic, 8)
-            for (int i = 0; i < scored; i++) nll[i] = eval_nll(r.logits + (size_t)i * r.V, r.V, chunk[r.first + 1 + i]);
-            for (int i = 0; i < scored; i++) {
-                s.nll += nll[i];
-                s.nll2 += nll[i] * nll[i];
+                for (int i = 0; i < scored; i++) nll[i] = eval_nll(logits + (size_t)i * r.V, r.V, chunk[r.first + 1 + i]);
+                for (int i = 0; i < scored; i++) {
+                    s.nll += nll[i];
+                    s.nll2 += nll[i] * nll[i];
+                }
+                s.count += scored;
             }
-            s.count += scored;
-        }
-        if (!rc && cb) {
-            EvalProgress p = {.chunk = c + 1, .n_chunk = n_chunk, .ppl = nll_ppl(&s), .ppl_err = nll_ppl_err(&s)};
-            cb(cb_ctx, &p);
+            if (!rc && cb) {
+                EvalProgress p = {.chunk = c0 + j + 1, .n_chunk = n_chunk, .ppl = nll_ppl(&s), .ppl_err = nll_ppl_err(&s)};
+                cb(cb_ctx, &p);
+            }
         }
     }
     res->seconds = time_now() - t0;

@@ -304,12 +304,20 @@ static void token_text(const Tokenizer *t, int32_t id, char *buf, size_t cap) {
 
 int infer_model_open(InferModel *im, const char *path, Err *err) {
     memset(im, 0, sizeof *im);
-    int rc = gguf_open(&im->gguf, path, err);
+    GGUFFile *g;
+    int rc = gguf_open(&g, path, err);
     if (rc) return rc;
-    if ((rc = gguf_load_tensor_data(im->gguf, err))) {
-        err_wrap(err, "%s", path);
-        goto fail;
+    if ((rc = gguf_load_tensor_data(g, err))) {
+        gguf_close(g);
+        return err_wrap(err, "%s", path);
     }
+    return infer_model_from_gguf(im, g, path, err);
+}
+
+int infer_model_from_gguf(InferModel *im, GGUFFile *g, const char *path, Err *err) {
+    memset(im, 0, sizeof *im);
+    im->gguf = g;
+    int rc;
     if ((rc = model_load_gguf(&im->model, im->gguf, err))) {
         err_wrap(err, "%s", path);
         goto fail;
@@ -383,7 +391,7 @@ int infer_tokenize(const InferModel *im, const char *text, size_t len, int add_b
         return err_set(err, ERR_NOMEM, "out of memory");
     }
     if (prepend) (*ids)[0] = bos;
-    memcpy(*ids + prepend, raw, nr * sizeof *raw);
+    if (nr) memcpy(*ids + prepend, raw, nr * sizeof *raw); /* an empty text: raw is NULL, and memcpy from NULL is UB */
     *n = nr + (size_t)prepend;
     free(raw);
     return 0;

@@ -51,6 +51,10 @@ typedef struct {
 /* Open path, load the model and its tokenizer. A file without a tokenizer
  * loads only when its vocabulary is 256 (bytes); otherwise an error says so. */
 int infer_model_open(InferModel *im, const char *path, Err *err);
+/* The same from an opened file g (taken: infer_model_close closes it, and
+ * so does a failure); path names it in errors. Tensor data must stay where
+ * g found it (gguf_load_tensor_data copies it). */
+int infer_model_from_gguf(InferModel *im, GGUFFile *g, const char *path, Err *err);
 void infer_model_close(InferModel *im);
 /* Apply the LoRA adapter in path (llama.cpp's adapter GGUF, as `jarip export
  * --lora-out` writes) to im's linear weights at run time, scaled by

@@ -416,8 +416,9 @@ GGUFStr gguf_kv_key(const GGUFFile *g, int64_t i) {
 int gguf_kv_type(const GGUFFile *g, int64_t i) { return i >= 0 && i < g->n_kv ? g->kv[i].type : -1; }
 
 int64_t gguf_find_key(const GGUFFile *g, const char *key) {
+    const size_t n = strlen(key); /* once, not once per key: readers look a token array up per element */
     for (int64_t i = 0; i < g->n_kv; i++)
-        if (gguf_str_eq(g->kv[i].key, key)) return i;
+        if (g->kv[i].key.len == n && (n == 0 || memcmp(g->kv[i].key.ptr, key, n) == 0)) return i;
     return -1;
 }
 

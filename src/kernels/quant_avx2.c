@@ -23,27 +23,20 @@ TGT static inline void prefetch_block(const void *p, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o + MATVEC_PREFETCH, _MM_HINT_T0);
 }
 
+/* ggml's vec_dot_q4_0_q8_0 order (one accumulator, blocks in order), which
+ * the prompt-batch kernels (quant_avx2_batch.c, quant_avx512.c) keep too. */
 TGT static float dot_q4_0(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ4_0 *b = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc = _mm256_setzero_ps();
     const __m256i off = _mm256_set1_epi8(8);
-    const int64_t nb = K / QK;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
+    for (int64_t i = 0; i < K / QK; i++) {
         _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
-        const __m256i w0 = _mm256_sub_epi8(nibbles(b[i].qs), off), w1 = _mm256_sub_epi8(nibbles(b[i + 1].qs), off);
-        const __m256 p0 = _mm256_cvtepi32_ps(dot_ss(w0, load_q8(a->qs + i * QK)));
-        const __m256 p1 = _mm256_cvtepi32_ps(dot_ss(w1, load_q8(a->qs + (i + 1) * QK)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i + 1].d) * a->d[i + 1]), p1, acc1);
+        const __m256i wv = _mm256_sub_epi8(nibbles(b[i].qs), off);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                              _mm256_cvtepi32_ps(dot_ss(wv, load_q8(a->qs + i * QK))), acc);
     }
-    for (; i < nb; i++) {
-        const __m256i w0 = _mm256_sub_epi8(nibbles(b[i].qs), off);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
-                               _mm256_cvtepi32_ps(dot_ss(w0, load_q8(a->qs + i * QK))), acc0);
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1));
+    return hsum_ps(acc);
 }
 
 /* One accumulator, blocks in order, the min term summed apart: the order
@@ -62,34 +55,22 @@ TGT static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t 
     return hsum_ps(acc) + summ;
 }
 
-/* Q5_0 as unsigned levels u = q + 16 (nibble | fifth bit << 4):
- * d*(sum u*a - 16 sum a), which spares the two sign operations of a signed
- * product; the correction uses the activation block sums. */
-TGT static inline __m256i levels5(const uint8_t *qs, const uint8_t *qh) {
-    return _mm256_or_si256(nibbles(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
-}
 
+/* ggml's vec_dot_q5_0_q8_0 order (one accumulator, blocks in order), which
+ * the prompt-batch kernels keep too; weight = level - 16, level the nibble
+ * with the fifth bit. */
 TGT static float dot_q5_0(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ5_0 *b = w;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float corr = 0;
-    const int64_t nb = K / QK;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i off = _mm256_set1_epi8(16);
+    for (int64_t i = 0; i < K / QK; i++) {
         _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
-        const float d0 = h2f(b[i].d) * a->d[i], d1 = h2f(b[i + 1].d) * a->d[i + 1];
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(dot_us(levels5(b[i].qs, b[i].qh), load_q8(a->qs + i * QK))), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1),
-                               _mm256_cvtepi32_ps(dot_us(levels5(b[i + 1].qs, b[i + 1].qh), load_q8(a->qs + (i + 1) * QK))), acc1);
-        corr += d0 * a->qsum[i] + d1 * a->qsum[i + 1];
+        const __m256i wv = _mm256_sub_epi8(levels5(b[i].qs, b[i].qh), off);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
+                              _mm256_cvtepi32_ps(dot_ss(wv, load_q8(a->qs + i * QK))), acc);
     }
-    for (; i < nb; i++) {
-        const float d0 = h2f(b[i].d) * a->d[i];
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(dot_us(levels5(b[i].qs, b[i].qh), load_q8(a->qs + i * QK))), acc0);
-        corr += d0 * a->qsum[i];
-    }
-    return hsum_ps(_mm256_add_ps(acc0, acc1)) - 16.0f * corr;
+    return hsum_ps(acc);
 }
 
 TGT static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t K) {

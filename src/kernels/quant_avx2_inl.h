@@ -37,6 +37,11 @@ TGT static inline __m256i bits_to_bytes(const uint8_t *p) {
     return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
 }
 
+/* Q5_0's 32 levels 0..31 (nibble | fifth bit << 4); the weight is level - 16. */
+TGT static inline __m256i levels5(const uint8_t *qs, const uint8_t *qh) {
+    return _mm256_or_si256(nibbles(qs), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
+}
+
 /* int32 x8 of sums of u (unsigned) * s (signed) over byte quads. */
 TGT static inline __m256i dot_us(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));

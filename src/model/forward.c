@@ -454,10 +454,11 @@ static int lcpp_shaped(const Model *m) {
 
 /* Matmul of inference: weight types whose dot products reproduce
  * llama.cpp's (quant_matches_llamacpp) dot 8-bit activations for every M,
- * as llama.cpp does; the others keep the faster dequantize + GEMM path for
+ * as llama.cpp does, and so do types whose integer 4x2 kernels beat the GEMM
+ * on this CPU (quant_batch_dots_fast); the others keep dequantize + GEMM for
  * prompts, their results being close to llama.cpp's but not identical anyway. */
 static int linear_infer_f(float *out, const float *in, const Tensor *w, const Tensor *b, int M, int rows_exact) {
-    if (!quant_matches_llamacpp(w->dtype) && !rows_exact) return linear(out, in, w, b, M);
+    if (!quant_matches_llamacpp(w->dtype) && !quant_batch_dots_fast(w->dtype) && !rows_exact) return linear(out, in, w, b, M);
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     int rc = matmul_quant_forward_ex(out, in, w->data, w->dtype, M, N, K, QMM_Q8_ACTIVATIONS);
     if (rc == ERR_UNSUPPORTED && rows_exact) return linear(out, in, w, b, M); /* a type without a dot kernel (f32) */
@@ -479,7 +480,7 @@ static int linear_infer_f(float *out, const float *in, const Tensor *w, const Te
 static int linear_infer_multi_f(const float *in, int M, const Tensor *const *w, const Tensor *const *b, float *const *out,
                                 int n, int rows_exact) {
     if (n == 1) return linear_infer_f(out[0], in, w[0], b[0], M, rows_exact);
-    const int exact = quant_matches_llamacpp(w[0]->dtype) || rows_exact;
+    const int exact = quant_matches_llamacpp(w[0]->dtype) || quant_batch_dots_fast(w[0]->dtype) || rows_exact;
     int joint = n <= QMM_MAX_PARTS && w[0]->dtype != DT_F32;
     for (int i = 0; i < n; i++) joint = joint && w[i]->dtype == w[0]->dtype && !b[i] && w[i]->shape[1] == w[0]->shape[1];
     if (joint) {
@@ -625,27 +626,45 @@ int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, fl
     return model_forward_batch(m, &one, 1, logits, 0, err);
 }
 
-int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err) {
+int model_forward_batch_rows(Model *m, const SeqSpan *seqs, int n_seqs, const int *out0, float *logits, Err *err) {
     Activations *a = &m->act;
     const int C = m->cfg.d_model;
-    if (out0 < 0 || out0 > n) return err_set(err, ERR_INVALID, "model_forward_cached: output rows from %d of %d", out0, n);
-    const SeqSpan one = {kv, tokens, n};
+    int rows = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        if (out0[i] < 0 || out0[i] > seqs[i].n)
+            return err_set(err, ERR_INVALID, "model_forward_batch_rows: sequence %d: output rows from %d of %d", i,
+                           out0[i], seqs[i].n);
+        rows += seqs[i].n - out0[i];
+    }
     const float *x = NULL;
     const BlockOps *ops = NULL;
-    int rc = batch_blocks(m, &one, 1, 0, &x, &ops, err);
+    int rc = batch_blocks(m, seqs, n_seqs, 0, &x, &ops, err);
     if (rc) return rc;
-    if (out0 < n) {
+    if (rows > 0) {
         /* the plan holds the final norm of one row; several rows go to the
-         * first layer's norm buffers (N rows), dead once the last block is done */
-        const int rows = n - out0;
+         * first layer's norm buffers (N >= rows rows), dead once the last
+         * block is done. Each sequence's rows, then one output product over
+         * all of them (M = rows): only the rows asked for pay for the
+         * vocabulary-wide projection. */
         float *lnf = rows > 1 ? a->ln1[0] : a->lnf, *mean = rows > 1 ? a->ln1_mean[0] : a->lnf_mean;
         float *rstd = rows > 1 ? a->ln1_rstd[0] : a->lnf_rstd;
-        ops->norm(m, lnf, mean, rstd, x + (size_t)out0 * C, m->out_norm, m->out_norm_b, rows);
+        for (int i = 0, row = 0, r = 0; i < n_seqs; row += seqs[i++].n) {
+            const int k = seqs[i].n - out0[i];
+            if (k > 0)
+                ops->norm(m, lnf + (size_t)r * C, mean + r, rstd + r, x + (size_t)(row + out0[i]) * C, m->out_norm,
+                          m->out_norm_b, k);
+            r += k;
+        }
         const Tensor *head[1] = {m->lm_head}, *nob[1] = {NULL};
         float *const lo[1] = {logits};
         if ((rc = ops->linears(lnf, rows, head, nob, lo, 1)))
             return err_set(err, rc, "output weight type %s", dtype_name(m->lm_head->dtype));
     }
-    kv->len += n;
+    for (int i = 0; i < n_seqs; i++) seqs[i].kv->len += seqs[i].n;
     return 0;
+}
+
+int model_forward_cached_rows(Model *m, KVCache *kv, const int32_t *tokens, int n, int out0, float *logits, Err *err) {
+    const SeqSpan one = {kv, tokens, n};
+    return model_forward_batch_rows(m, &one, 1, &out0, logits, err);
 }

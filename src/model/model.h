@@ -363,6 +363,14 @@ typedef struct {
  * advances by its n on success. */
 #define FWD_ROWS_EXACT 1
 int model_forward_batch(Model *m, const SeqSpan *seqs, int n_seqs, float *logits, int flags, Err *err);
+/* Several sequences in one forward (as model_forward_batch) with the logits
+ * of every row from out0[i] on of sequence i: rows out0[i]..n-1 of each
+ * sequence, sequence after sequence, into logits (sum of (n - out0[i]), V);
+ * the output norm and projection run for those rows only. Each row has the
+ * bits model_forward_cached_rows gives it alone where the weight types'
+ * rows do not depend on M (Q8_0/Q4_1; see FWD_ROWS_EXACT); llama-perplexity
+ * packs its chunks and asks for the rows the same way. */
+int model_forward_batch_rows(Model *m, const SeqSpan *seqs, int n_seqs, const int *out0, float *logits, Err *err);
 /* A cache of ctx positions of type dtype (DT_F32 or DT_F16; anything else
  * is an error naming it). */
 int kvcache_create(KVCache *kv, const Config *c, int ctx, int dtype, Err *err);

@@ -117,6 +117,7 @@ struct Server {
     pthread_cond_t work;      /* the scheduler waits here for jobs */
     Job *queue_head, *queue_tail;
     int n_queued, n_active;
+    int n_requests;           /* HTTP requests from their headers to on_completed (answer sent or connection gone) */
     int stopping, ready;
     uint64_t step;
     uint64_t id_counter;
@@ -126,6 +127,40 @@ struct Server {
     int port;
     Metrics m;
 };
+
+/* handler.c: one HTTP request to its answer, without sockets. */
+typedef struct {
+    const char *method, *url;   /* "GET" | "POST" | ..., the path */
+    const char *authorization;  /* the Authorization header, or NULL */
+    const char *body;           /* len bytes (NUL after them when body is not NULL) */
+    size_t len;
+    int too_big;                /* the body went past --max-body (it was not kept) */
+} HttpRequest;
+
+typedef struct {
+    int status;                 /* HTTP status (0 when job is set) */
+    const char *ctype;          /* Content-Type */
+    char *body;                 /* malloc'd, the caller frees; NULL: out of memory (answer 500) */
+    const char *allow;          /* an Allow header (405), or NULL */
+    Job *job;                   /* completions: a validated job, not yet queued, the caller's */
+} HttpReply;
+
+/* Route rq and answer it: the status (also in out->status), or 0 with
+ * out->job set for completions (the caller queues it with sched_submit,
+ * answers from it and frees it with job_free). Never fails otherwise:
+ * every bad request is a 4xx answer in OpenAI's error shape. */
+int serve_handle(Server *s, const HttpRequest *rq, HttpReply *out);
+/* A Content-Length header over --max-body: 413 in out (answer before the
+ * body arrives); else 0. */
+int serve_body_limit(const Server *s, const char *content_length, HttpReply *out);
+/* A completions job with a fresh id (NULL: out of memory); job_free frees it. */
+Job *job_new(Server *s, int chat);
+void job_free(Job *j);
+/* A server with o's options and defaults and its locks; no model, socket or
+ * thread yet (serve_stop frees it at any stage). NULL: out of memory. */
+Server *server_new(const ServeOptions *o);
+/* Load o->model and size ctx, slots and chunk from it. */
+int server_load(Server *s, Err *err);
 
 /* sched.c */
 void *sched_main(void *server);

@@ -1,5 +1,6 @@
 /* serve: the HTTP side (libmicrohttpd, a thread per connection) and the
- * server's life: start (bind, load, slots, scheduler), routes, stop.
+ * server's life: start (bind, load, slots, scheduler), stop; routing
+ * and answers are handler.c's (serve_handle).
  * Connections only parse, queue and wait; the scheduler thread (sched.c)
  * runs the model. A waiting connection checks every POLL_S whether its
  * client is still there, so a client that leaves frees its slot within a
@@ -18,6 +19,7 @@
 #include "serve/serve_internal.h"
 
 #define POLL_S 0.02 /* how often a waiting connection looks at its client */
+#define STOP_DRAIN_S 2.0 /* how long serve_stop waits for answers in flight to be sent */
 
 typedef struct {
     char *body;
@@ -85,34 +87,6 @@ static enum MHD_Result reply(Server *s, struct MHD_Connection *c, int status, co
 
 static enum MHD_Result reply_error(Server *s, struct MHD_Connection *c, const ApiError *e) {
     return reply(s, c, e->status, "application/json", api_error_json(e));
-}
-
-static enum MHD_Result reply_json(Server *s, struct MHD_Connection *c, json_t *o) {
-    char *b = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return reply(s, c, 200, "application/json", b);
-}
-
-static Job *job_new(Server *s, int chat) {
-    Job *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
-    pthread_cond_init(&j->cond, NULL);
-    pthread_mutex_lock(&s->lock);
-    uint64_t n = ++s->id_counter;
-    pthread_mutex_unlock(&s->lock);
-    snprintf(j->id, sizeof j->id, "%s%016llx%08llx", chat ? "chatcmpl-" : "cmpl-",
-             (unsigned long long)time(NULL) * 2654435761ULL, (unsigned long long)n);
-    j->created = (long)time(NULL);
-    j->t_arrive = time_now();
-    return j;
-}
-
-static void job_free(Job *j) {
-    request_free(&j->req);
-    free(j->text.p);
-    json_decref(j->lp);
-    pthread_cond_destroy(&j->cond);
-    free(j);
 }
 
 /* The error a job ended with: 503 when the server stopped before it ran, else 500. */
@@ -207,11 +181,10 @@ static void stream_free(void *cls) {
 }
 
 /* ---- completions ------------------------------------------------------------ */
-static enum MHD_Result completions(Server *s, struct MHD_Connection *c, const Upload *u, int chat) {
+/* Queue the validated job j (taken) and answer from it: streamed or whole. */
+static enum MHD_Result completions(Server *s, struct MHD_Connection *c, Job *j) {
     ApiError e;
-    Job *j = job_new(s, chat);
-    if (!j) return reply(s, c, 500, "application/json", NULL);
-    if (request_parse(&j->req, u->body, u->len, chat, &s->im, &s->tok_lock, s->ctx, &e) || sched_submit(s, j, &e)) {
+    if (sched_submit(s, j, &e)) {
         job_free(j);
         return reply_error(s, c, &e);
     }
@@ -261,61 +234,11 @@ static enum MHD_Result completions(Server *s, struct MHD_Connection *c, const Up
     return rc;
 }
 
-/* ---- routes ------------------------------------------------------------------- */
-typedef struct {
-    const char *path, *method;
-    int auth; /* needs the API key when one is set */
-} Route;
-
-static const Route ROUTES[] = {
-    {"/", "GET", 0},          {"/health", "GET", 0},          {"/v1/models", "GET", 1},
-    {"/metrics", "GET", 1},   {"/v1/chat/completions", "POST", 1}, {"/chat/completions", "POST", 1},
-    {"/v1/completions", "POST", 1}, {"/completions", "POST", 1}, {"/tokenize", "POST", 1},
-    {"/detokenize", "POST", 1},
-};
-
-static int key_ok(const Server *s, struct MHD_Connection *c) {
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7)) return 0;
-    h += 7;
-    const char *k = s->o.api_key;
-    size_t hl = strlen(h), kl = strlen(k);
-    unsigned diff = hl != kl;
-    for (size_t i = 0; i < hl; i++) diff |= (unsigned char)h[i] ^ (unsigned char)k[i < kl ? i : 0]; /* constant time */
-    return diff == 0;
-}
-
-static enum MHD_Result route(Server *s, struct MHD_Connection *c, const char *url, const char *method, const Upload *u) {
-    ApiError e;
-    const Route *r = NULL;
-    for (size_t i = 0; i < sizeof ROUTES / sizeof *ROUTES; i++)
-        if (!strcmp(url, ROUTES[i].path)) r = &ROUTES[i];
-    if (!r) return reply_error(s, c, (api_error(&e, 404, NULL, "not_found", "no such path: %.100s", url), &e));
-    if (strcmp(method, r->method)) {
-        api_error(&e, 405, NULL, "method_not_allowed", "%.100s takes %s, not %.10s", url, r->method, method);
-        return reply_allow(s, c, 405, "application/json", api_error_json(&e), r->method);
-    }
-    if (r->auth && s->o.api_key && !key_ok(s, c))
-        return reply_error(s, c, (api_error(&e, 401, NULL, "invalid_api_key", "a valid API key is required (Authorization: Bearer KEY)"), &e));
-    if (!strcmp(url, "/")) return reply(s, c, 200, "text/html; charset=utf-8", strdup(serve_page_html));
-    pthread_mutex_lock(&s->lock);
-    const int ready = s->ready;
-    pthread_mutex_unlock(&s->lock);
-    if (!ready) {
-        if (!strcmp(url, "/health"))
-            return reply(s, c, 503, "application/json", strdup("{\"status\":\"loading model\"}"));
-        return reply_error(s, c, (api_error(&e, 503, NULL, "loading", "the model is still loading"), &e));
-    }
-    if (!strcmp(url, "/health")) return reply(s, c, 200, "application/json", strdup("{\"status\":\"ok\"}"));
-    if (!strcmp(url, "/v1/models"))
-        return reply_json(s, c, json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:{s:i, s:i}}]}", "object", "list", "data", "id",
-                                          s->alias, "object", "model", "created", (json_int_t)time(NULL), "owned_by", "jarip",
-                                          "meta", "n_ctx", s->ctx, "slots", s->n_slots));
-    if (!strcmp(url, "/metrics")) return reply(s, c, 200, "text/plain; version=0.0.4", metrics_text(s));
-    if (strstr(url, "completions")) return completions(s, c, u, strstr(url, "chat") != NULL);
-    char *out = !strcmp(url, "/tokenize") ? tokenize_handle(u->body, u->len, &s->im, &s->tok_lock, &e)
-                                          : detokenize_handle(u->body, u->len, &s->im, &e);
-    return out ? reply(s, c, 200, "application/json", out) : reply_error(s, c, &e);
+/* ---- requests ------------------------------------------------------------------- */
+/* Send what serve_handle answered (or queue its job). */
+static enum MHD_Result send_reply(Server *s, struct MHD_Connection *c, HttpReply *out) {
+    if (out->job) return completions(s, c, out->job);
+    return reply_allow(s, c, out->status, out->ctype, out->body, out->allow);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -326,13 +249,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!u) { /* headers are in; the body (if any) comes in the next calls */
         if (!(u = calloc(1, sizeof *u))) return MHD_NO;
         *con_cls = u;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoll(cl, NULL, 10) > s->o.max_body) {
-            ApiError e;
+        pthread_mutex_lock(&s->lock);
+        s->n_requests++;
+        pthread_mutex_unlock(&s->lock);
+        HttpReply out;
+        if (serve_body_limit(s, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length"), &out)) {
             u->too_big = 2; /* answered already */
-            return reply_error(s, c, (api_error(&e, 413, NULL, "request_too_large",
-                                                "the request body has %s bytes; the limit is %ld (--max-body)", cl, s->o.max_body),
-                                      &e));
+            return send_reply(s, c, &out);
         }
         return MHD_YES;
     }
@@ -354,45 +277,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (u->too_big == 2) return MHD_YES;
-    if (u->too_big) {
-        ApiError e;
-        return reply_error(s, c, (api_error(&e, 413, NULL, "request_too_large", "the request body is over %ld bytes (--max-body)",
-                                            s->o.max_body), &e));
-    }
-    return route(s, c, url, method, u);
+    HttpRequest rq = {.method = method, .url = url, .body = u->body, .len = u->len, .too_big = u->too_big,
+                      .authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization")};
+    HttpReply out;
+    serve_handle(s, &rq, &out);
+    return send_reply(s, c, &out);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)c, (void)toe;
+    (void)c, (void)toe;
+    Server *s = cls;
     Upload *u = *con_cls;
-    if (u) free(u->body);
+    if (u) {
+        free(u->body);
+        pthread_mutex_lock(&s->lock);
+        s->n_requests--;
+        pthread_mutex_unlock(&s->lock);
+    }
     free(u);
     *con_cls = NULL;
 }
 
 /* ---- life ------------------------------------------------------------------------ */
-/* Slots from the memory: a quarter of the RAM for KV caches, 1..16. */
-static int default_slots(const Config *c, int ctx, int kv_type) {
-    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-    double ram = pages > 0 && psz > 0 ? (double)pages * psz : 4e9;
-    double per = 2.0 * c->n_layer * ctx * c->n_kv_head * c->head_dim * (kv_type == DT_F32 ? 4 : 2);
-    int n = (int)(ram / 4 / per);
-    return n < 1 ? 1 : n > 4 ? 4 : n;
-}
-
 int serve_start(Server **out, const ServeOptions *o, Err *err) {
     *out = NULL;
-    Server *s = calloc(1, sizeof *s);
+    Server *s = server_new(o);
     if (!s) return err_set(err, ERR_NOMEM, "out of memory");
-    s->o = *o;
-    if (!s->o.host) s->o.host = "127.0.0.1";
-    if (!s->o.max_body) s->o.max_body = 1 << 20;
-    if (!s->o.timeout_s) s->o.timeout_s = 30;
-    if (!s->o.kv_type) s->o.kv_type = DT_F16;
-    s->max_queue = o->max_queue > 0 ? o->max_queue : 64;
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_mutex_init(&s->tok_lock, NULL);
-    pthread_cond_init(&s->work, NULL);
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
     addr.sin_port = htons((uint16_t)o->port);
@@ -413,17 +323,7 @@ int serve_start(Server **out, const ServeOptions *o, Err *err) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->httpd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : o->port;
     /* /health says 503 while this loads */
-    if ((rc = infer_model_open(&s->im, o->model, err))) goto fail;
-    const Config *c = &s->im.model.cfg;
-    s->ctx = o->ctx > 0 ? o->ctx : c->context_length < 4096 ? c->context_length : 4096;
-    if (s->ctx > c->context_length) {
-        rc = err_set(err, ERR_INVALID, "--ctx %d is beyond the model's context length %d", s->ctx, c->context_length);
-        goto fail;
-    }
-    s->n_slots = o->slots > 0 ? o->slots : default_slots(c, s->ctx, s->o.kv_type);
-    s->chunk = o->chunk > 0 ? o->chunk : 256;
-    if (s->chunk < s->n_slots + 2) s->chunk = s->n_slots + 2; /* every decoding row plus a prompt chunk of two */
-    snprintf(s->alias, sizeof s->alias, "%s", o->alias ? o->alias : s->im.name);
+    if ((rc = server_load(s, err))) goto fail;
     if ((rc = slots_create(s, err))) goto fail;
     if (pthread_create(&s->sched, NULL, sched_main, s)) {
         rc = err_set(err, ERR_IO, "cannot start the scheduler thread");
@@ -465,6 +365,14 @@ void serve_stop(Server *s) {
     }
     s->queue_head = s->queue_tail = NULL;
     s->n_queued = 0;
+    /* every job is done now; let the connections send what they have (a
+     * stream's last chunk and [DONE], a 503): MHD_stop_daemon shuts every
+     * socket down at once and cut them. At most STOP_DRAIN_S. */
+    for (double t0 = time_now(); s->n_requests > 0 && time_now() - t0 < STOP_DRAIN_S;) {
+        pthread_mutex_unlock(&s->lock);
+        usleep(5000);
+        pthread_mutex_lock(&s->lock);
+    }
     pthread_mutex_unlock(&s->lock);
     if (s->httpd) MHD_stop_daemon(s->httpd);
     slots_free(s);

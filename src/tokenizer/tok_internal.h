@@ -21,6 +21,7 @@ typedef struct {
 
 struct Tokenizer {
     int n_vocab;
+    int vocab_cap;          /* ids off/len/special have room for (grown by doubling) */
     uint8_t *pool;          /* all token bytes */
     size_t pool_len, pool_cap;
     uint32_t *off, *len;    /* per id; len UINT32_MAX = unassigned */

@@ -58,20 +58,29 @@ void tokenizer_free(Tokenizer *t) {
     free(t);
 }
 
+/* Ids up to n. Capacity doubles: a rank file adds ids one by one, and
+ * growing by one id each time copied the arrays once per token (quadratic;
+ * ASan's realloc, which always moves, made a 100k-rank file take seconds). */
 static int grow_vocab(Tokenizer *t, int n, Err *err) {
     if (n <= t->n_vocab) return 0;
-    uint32_t *off = realloc(t->off, (size_t)n * sizeof *off);
-    if (off) t->off = off;
-    uint32_t *len = realloc(t->len, (size_t)n * sizeof *len);
-    if (len) t->len = len;
-    uint8_t *sp = realloc(t->special, (size_t)n);
-    if (sp) t->special = sp;
-    if (!off || !len || !sp) return err_set(err, ERR_NOMEM, "out of memory for %d tokens", n);
-    for (int i = t->n_vocab; i < n; i++) {
-        t->off[i] = 0;
-        t->len[i] = UINT32_MAX;
-        t->special[i] = 0;
+    if (n > t->vocab_cap) {
+        int cap = t->vocab_cap > 0 ? t->vocab_cap : 256;
+        while (cap < n) cap = cap > TOK_MAX_VOCAB / 2 ? n : cap * 2;
+        uint32_t *off = realloc(t->off, (size_t)cap * sizeof *off);
+        if (off) t->off = off;
+        uint32_t *len = realloc(t->len, (size_t)cap * sizeof *len);
+        if (len) t->len = len;
+        uint8_t *sp = realloc(t->special, (size_t)cap);
+        if (sp) t->special = sp;
+        if (!off || !len || !sp) return err_set(err, ERR_NOMEM, "out of memory for %d tokens", n);
+        t->vocab_cap = cap;
     }
+    /* unassigned: off 0, len UINT32_MAX (all bits set), not special; memset,
+     * as a rank of four million in a hostile file makes this millions long */
+    const size_t from = (size_t)t->n_vocab, k = (size_t)n - from;
+    memset(t->off + from, 0, k * sizeof *t->off);
+    memset(t->len + from, 0xFF, k * sizeof *t->len);
+    memset(t->special + from, 0, k);
     t->n_vocab = n;
     return 0;
 }

@@ -12,6 +12,7 @@
 #    KLD of Q8_0 against itself is 0 / same top 100%, KLD of Q4_1 from F16
 #    equals llama-perplexity --kl-divergence's, and per-choice
 #    log-likelihoods equal Hugging Face transformers' (within 1e-3 nats);
+#    four chunks in one pass give the bits of one chunk per pass (Q8_0);
 #    reference figures: tests/fixtures/eval/expected.json, made by
 #    scripts/make_eval_fixtures.sh.
 source "$(dirname "$0")/lib.sh"
@@ -118,6 +119,8 @@ expect_error "vocabulary of 49152 tokens, the model 256" -- "${E[@]}" kld --base
 S=(--text "$TEXT" --ctx 128 --chunks 4 --threads 2 --json)
 "${E[@]}" perplexity --model "$Q8" "${S[@]}" > "$WORK/q8.json"
 "${E[@]}" perplexity --model "$Q41" "${S[@]}" > "$WORK/q41.json"
+# the default packs the 4 chunks into one pass; --batch 128 runs one per pass: the same bits
+"${E[@]}" perplexity --model "$Q8" "${S[@]}" --batch 128 > "$WORK/q8b.json"
 "${E[@]}" kld --base "$Q8" --model "$Q8" "${S[@]}" > "$WORK/kself.json"
 "${E[@]}" kld --base "$F16" --model "$Q41" "${S[@]}" > "$WORK/kq41.json"
 "${E[@]}" choice --model "$F16" --tasks "$FIX/tasks.jsonl" --limit 4 --kv-type f32 --threads 2 --json > "$WORK/choice.json"
@@ -133,6 +136,9 @@ for q, f in (("Q8_0", "q8"), ("Q4_1", "q41")):
     assert rel <= 1e-4, (q, j["ppl"], L["ppl_" + q], rel)
     assert abs(j["ppl_err"] / L["ppl_err_" + q] - 1) <= 1e-4, (q, j["ppl_err"], L["ppl_err_" + q])
     print("ok: %s perplexity %.4f, llama-perplexity %.4f (relative difference %.1e)" % (q, j["ppl"], L["ppl_" + q], rel))
+a, b = json.load(open(w + "/q8.json")), json.load(open(w + "/q8b.json"))
+assert a["ppl"] == b["ppl"] and a["running"] == b["running"], (a["ppl"], b["ppl"])
+print("ok: Q8_0 four chunks per pass = one chunk per pass (%r)" % a["ppl"])
 k = json.load(open(w + "/kself.json"))
 assert abs(k["kld"]) < 1e-4 and k["same_top"] == 1.0, k
 print("ok: Q8_0 against itself: KLD %.1e, same top %.0f%%" % (k["kld"], 100 * k["same_top"]))

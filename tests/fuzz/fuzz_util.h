@@ -29,12 +29,14 @@ static inline int fuzz_split(const uint8_t *data, size_t size, FuzzPart *parts, 
     int k = 0;
     size_t start = 0;
     for (int i = 0; i < max; i++) parts[i] = (FuzzPart){data + size, 0};
-    for (size_t i = 0; k < max - 1 && i + FUZZ_SEP_LEN <= size; i++)
-        if (memcmp(data + i, FUZZ_SEP, FUZZ_SEP_LEN) == 0) {
-            parts[k++] = (FuzzPart){data + start, i - start};
-            start = i + FUZZ_SEP_LEN;
-            i = start - 1;
-        }
+    /* memmem, not a memcmp per byte: libFuzzer traces every memcmp, and that
+     * was a third of fuzz_checkpoint's time on a 30 KB model.bin */
+    while (k < max - 1) {
+        const uint8_t *hit = memmem(data + start, size - start, FUZZ_SEP, FUZZ_SEP_LEN);
+        if (!hit) break;
+        parts[k++] = (FuzzPart){data + start, (size_t)(hit - (data + start))};
+        start = (size_t)(hit - data) + FUZZ_SEP_LEN;
+    }
     parts[k++] = (FuzzPart){data + start, size - start};
     return k;
 }

@@ -7,8 +7,14 @@
 #   config          config.json of every preset and of a trained checkpoint
 #   checkpoint      a real checkpoint: config.json, state.json, model.bin, latest
 #   shard           train and val shards from `jarip data prepare`
+#   serve_http      OpenAI API requests as clients send them (chat, completions,
+#                   streaming, logprobs, tokenize, every route, wrong keys/methods)
+#   sft_chat        fine-tuning chat JSONL under each chat template family
+#                   (SmolLM2's ChatML with its default system prompt, Llama 3,
+#                   Llama 2, plain)
 # then minimized (libFuzzer -merge=1: only inputs that add coverage stay).
 # usage: tests/fuzz/make_corpus.sh BUILD_DIR(release, has jarip) FUZZ_BUILD_DIR
+#   CORPUS_TARGETS="serve_http sft_chat" remakes only those corpora.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 JARIP=$(realpath "${1:-build}")/jarip
@@ -17,7 +23,7 @@ OUT=tests/fuzz/corpus
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 SEP=$'\n--8<--\n'
-mkdir -p "$W"/{gguf,tokenizer_load,config,checkpoint,shard}
+mkdir -p "$W"/{gguf,tokenizer_load,config,checkpoint,shard,serve_http,sft_chat}
 
 # a small corpus, a tiny model (d_model 32: q8_0 rows) and its 264-token tokenizer
 for i in $(seq 300); do echo "The cat $i sees the dog; a fox finds $((i * 7)) birds."; done > "$W/text.txt"
@@ -66,7 +72,54 @@ ck="$W/small/ckpt_00000002"
 { cat "$W/prep/train_000000.bin"; printf '%s' "$SEP"; cat "$W/prep/val_000000.bin"; } > "$W/shard/train_val"
 cp "$W/prep/train_000001.bin" "$W/shard/train_only" 2>/dev/null || cp "$W/prep/train_000000.bin" "$W/shard/train_only"
 
-for t in gguf tokenizer_load config checkpoint shard; do
+# requests: "METHOD PATH", header lines, then the body after the separator
+req() { # name method path body [header...]
+  local name=$1 method=$2 path=$3 body=$4
+  shift 4
+  { printf '%s %s\n' "$method" "$path"; for h in "$@"; do printf '%s\n' "$h"; done; printf '%s%s' "$SEP" "$body"; } \
+    > "$W/serve_http/$name"
+}
+K="Authorization: Bearer fuzz-key"
+req chat POST /v1/chat/completions '{"model": "fuzz", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}' "$K"
+req chat_stream POST /v1/chat/completions '{"messages": [{"role": "user", "content": "Tell me a story"}], "stream": true, "stream_options": {"include_usage": true}, "max_completion_tokens": 6, "seed": 7}' "$K" "Content-Length: 120"
+req chat_logprobs POST /chat/completions '{"messages": [{"role": "developer", "content": [{"type": "text", "text": "caf\u00e9 "}, {"type": "text", "text": "\u4f60\u597d"}]}, {"role": "assistant", "content": "ok", "name": "bot"}, {"role": "user", "content": "more"}], "logprobs": true, "top_logprobs": 3, "stop": ["\n", "."], "top_p": 0.9, "top_k": 40, "min_p": 0.05}' "$K"
+req chat_penalties POST /v1/chat/completions '{"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5, "frequency_penalty": -0.5, "repeat_penalty": 1.1, "n": 1, "user": "u1", "stream": false}' "$K"
+req completion POST /v1/completions '{"prompt": "The cat sat on", "max_tokens": 5, "echo": true, "logprobs": 2, "stop": "mat"}' "$K"
+req completion_array POST /completions '{"prompt": ["Once upon a time"], "stream": true, "seed": 1, "temperature": 1.5}' "$K"
+req completion_long POST /v1/completions "{\"prompt\": \"$(printf 'word %.0s' $(seq 40))\"}" "$K"
+req tokenize POST /tokenize '{"content": "Hello <|im_start|> world", "add_special": true}' "$K"
+req detokenize POST /detokenize '{"tokens": [72, 101, 108, 108, 111, 226, 130]}' "$K"
+req models GET /v1/models '' "$K"
+req metrics GET /metrics '' "$K"
+req health GET /health ''
+req loading POST /v1/chat/completions '{"messages": [{"role": "user", "content": "Hi"}]}' "$K" "X-Loading: 1"
+req page GET / ''
+req wrong_key POST /v1/chat/completions '{"messages": []}' "Authorization: Bearer nope"
+req wrong_method GET /v1/completions ''
+req unknown_path POST /v2/everything '{}' "$K"
+req too_long POST /v1/completions '{"prompt": "x"}' "$K" "Content-Length: 99999999"
+req bad_json POST /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"},]}' "$K"
+printf 'POST /v1/completions\n%s%s{"prompt": "\xff\xfe bad utf-8"}' "$K" "$SEP" > "$W/serve_http/bad_utf8"
+
+# chat JSONL under each template family (template, separator, data)
+SMOL="{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+L3="{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+L2="{% if messages[0]['role'] == 'system' %}{% set system_message = '<<SYS>>\n' + messages[0]['content'] + '\n<</SYS>>\n\n' %}{% endif %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}{{ ' ' + content + ' ' + eos_token }}"
+CHATS='{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "6"}]}
+
+{"messages": [{"role": "user", "content": "caf\u00e9 \u4f60\u597d"}, {"role": "assistant", "content": "\ud83d\ude00 ok"}], "id": 3}'
+printf '%s\n' "$CHATS" > "$W/sft_chat/chatml_default"
+{ printf '%s%s' "$SMOL" "$SEP"; printf '%s\n' "$CHATS"; } > "$W/sft_chat/smollm2"
+{ printf '%s%s' "$L3" "$SEP"; printf '%s\n' "$CHATS"; } > "$W/sft_chat/llama3"
+{ printf '%s%s' "$L2" "$SEP"; printf '%s\n' "$CHATS"; } > "$W/sft_chat/llama2"
+{ printf '{{ messages }}%s' "$SEP"; printf '%s\n' "$CHATS"; } > "$W/sft_chat/plain"
+printf '%s\n' '{"messages": [{"role": "user", "content": "no answer"}]}' '{"messages": [{"role": "robot", "content": "x"}]}' \
+  '{"messages": "not an array"}' '[1, 2]' > "$W/sft_chat/refused"
+printf '{"messages": [{"role": "user", "content": "%s"}, {"role": "assistant", "content": "%s"}]}\n' \
+  "$(printf 'long question %.0s' $(seq 20))" "$(printf 'long answer %.0s' $(seq 20))" > "$W/sft_chat/cut"
+
+for t in ${CORPUS_TARGETS:-gguf tokenizer_load config checkpoint shard serve_http sft_chat}; do
   rm -rf "${OUT:?}/$t"
   mkdir -p "$OUT/$t"
   "$FUZZ/fuzz_$t" -merge=1 "$OUT/$t" "$W/$t" 2>/dev/null >/dev/null

@@ -76,6 +76,7 @@ int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype,
 #include "kernels/quant.h"
 
 int quant_matches_llamacpp(int t) { (void)t; return 0; }
+int quant_batch_dots_fast(int t) { (void)t; return 0; }
 int lcpp_attention_ok(int D) { (void)D; return 0; }
 int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
     (void)flags;

@@ -3,6 +3,7 @@
  *    what model_forward_cached gives position by position (one token at a
  *    time through the cache), and out0 == n fills the cache without logits;
  *  - a chunk run in batches of 7 gives the logits of one batch of the chunk;
+ *    three chunks in one pass (each its own cache) the logits of each alone;
  *  - eval_nll is -log softmax; NllSum gives exp(mean) and llama-perplexity's
  *    error; eval_n_chunks refuses fewer than two chunks;
  *  - llama.cpp's 16-bit log-probability rows reconstruct log p within half
@@ -64,15 +65,41 @@ static void test_rows(const char *preset) {
     o.kv_type = DT_F32;
     ChunkRunner a, b;
     CHECK(!chunk_runner_create(&a, &m, &o, &err), "%s", err.msg);
-    CHECK(!chunk_runner_run(&a, tok, 3, &err), "%s", err.msg);
+    CHECK(!chunk_runner_run(&a, tok, 1, 3, &err), "%s", err.msg);
     memcpy(rows, a.logits, (size_t)(N - a.first) * V * sizeof *rows);
     chunk_runner_free(&a);
     o.batch = 7;
     CHECK(!chunk_runner_create(&b, &m, &o, &err), "%s", err.msg);
-    CHECK(!chunk_runner_run(&b, tok, 3, &err), "%s", err.msg);
+    CHECK(!chunk_runner_run(&b, tok, 1, 3, &err), "%s", err.msg);
     d = max_abs_diff(rows, b.logits, (size_t)(N - b.first) * V);
     CHECK(d < 1e-4f, "%s: batches of 7 differ by %g", preset, d);
     chunk_runner_free(&b);
+    /* three chunks per pass (--batch 3 ctx), each its own cache: each
+     * chunk's logits those of the chunk run alone; fewer chunks than the
+     * runner takes are fine, more are refused */
+    int32_t tok3[3 * N];
+    fill_tokens(tok3, 3 * N, V - 1);
+    const size_t per = (size_t)(N - N / 2) * V;
+    float *alone = malloc(3 * per * sizeof *alone);
+    o.batch = N;
+    CHECK(!chunk_runner_create(&a, &m, &o, &err) && a.n_seq == 1, "%s", err.msg);
+    for (int i = 0; i < 3; i++) {
+        CHECK(!chunk_runner_run(&a, tok3 + i * N, 1, 3, &err), "%s", err.msg);
+        memcpy(alone + i * per, a.logits, per * sizeof *alone);
+    }
+    chunk_runner_free(&a); /* runners of one model share its activations: one at a time */
+    ChunkRunner s3;
+    o.batch = 3 * N;
+    CHECK(!chunk_runner_create(&s3, &m, &o, &err) && s3.n_seq == 3, "%s (n_seq %d)", err.msg, s3.n_seq);
+    CHECK(!chunk_runner_run(&s3, tok3, 3, 3, &err), "%s", err.msg);
+    d = max_abs_diff(alone, s3.logits, 3 * per);
+    CHECK(d < 1e-4f, "%s: three chunks in one pass differ from each alone by %g", preset, d);
+    CHECK(!chunk_runner_run(&s3, tok3 + N, 2, 3, &err), "%s", err.msg);
+    d = max_abs_diff(alone + per, s3.logits, 2 * per);
+    CHECK(d < 1e-4f, "%s: the last two in a pass of two differ by %g", preset, d);
+    CHECK(chunk_runner_run(&s3, tok3, 4, 3, &err) != 0, "4 chunks in a runner of 3 accepted");
+    chunk_runner_free(&s3);
+    free(alone);
     free(rows);
     free(one);
     model_free(&m);
@@ -127,7 +154,7 @@ static void test_logits_file(void) {
     CHECK(f.ctx == ctx && f.n_vocab == V && f.n_chunk == 3 && !memcmp(f.tokens, tok, 3 * ctx * sizeof *tok), "header");
     /* each stored row: log p within half a quantization step of the truth */
     ChunkRunner r;
-    CHECK(!chunk_runner_create(&r, &m, &o, &err) && !chunk_runner_run(&r, tok + ctx, -1, &err), "%s", err.msg);
+    CHECK(!chunk_runner_create(&r, &m, &o, &err) && !chunk_runner_run(&r, tok + ctx, 1, -1, &err), "%s", err.msg);
     const int nv = f.nv, scored = ctx - 1 - ctx / 2;
     float worst = 0, worst_step = 0;
     for (int i = 0; i < scored; i++) {

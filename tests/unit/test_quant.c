@@ -297,14 +297,14 @@ static void test_low_kquants(void) {
  * gives the single-row dot's bits everywhere. Outlier values and a -128
  * weight (only reachable from a hand-made file) are included. */
 static void test_batch_kernels(void) {
-    const int types[] = {DT_Q8_0, DT_Q4_1};
+    const int types[] = {DT_Q8_0, DT_Q4_1, DT_Q4_0, DT_Q5_0};
     const int K = 96 * 32 + 64; /* more blocks than one scale chunk of the 4x2 kernel */
     const int Ms[] = {4, 5, 7, 8, 13}, Ns[] = {2, 3, 5, 9, 64};
     float *W = malloc((size_t)64 * K * 4), *X = malloc((size_t)13 * K * 4), *out = malloc(13 * 64 * 4);
     fill(W, (int64_t)64 * K, 31, 0.1f);
     fill(X, (int64_t)13 * K, 32, 1.0f);
     W[7] = 3.0f, X[K + 3] = -40.0f, X[2 * K + 100] = 0.0f;
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < 4; ti++) {
         const int t = types[ti];
         const size_t rb = dtype_row_bytes(t, K), ab = quant_act_bytes(DT_Q8_0, K);
         uint8_t *Q = malloc(rb * 64), *scr = xalloc(ab * 13, NULL);
