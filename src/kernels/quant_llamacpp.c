@@ -601,9 +601,11 @@ enum { DEC_G = 3, DEC_KEYS = 128 };
 /* Scores of keys [j0, j1) of kv head row kh (stride kvs) for G rounded
  * queries q (rows of D): four keys, then ggml's reduction of each dot's
  * four accumulators, the last two hadd steps shared by the four keys. */
-TGT static inline __attribute__((always_inline)) void dec_scores(float *w, size_t wstride, const float *q, int G, const uint16_t *kh, size_t kvs,
-                                  int j0, int j1, int D, float scale) {
+TGT static inline __attribute__((always_inline)) void dec_scores(float *w, size_t wstride, const float *q, int G, const uint16_t *kh,
+                                  const uint16_t *vh, size_t kvs, int j0, int j1, int D, float scale) {
     for (int j = j0; j < j1; j += 4) {
+        for (int u = 0; u < 4 && j + u < j1; u++) /* these rows' values, for the value phase */
+            for (int i = 0; i < D; i += 32) _mm_prefetch((const char *)(vh + (size_t)(j + u) * kvs + i), _MM_HINT_T1);
         __m128 t[DEC_G][4];
         for (int u = 0; u < 4; u++) {
             const uint16_t *k = kh + (size_t)(j + u < j1 ? j + u : j1 - 1) * kvs; /* a short last group repeats a key */
@@ -676,6 +678,14 @@ static int attention_half_decode(float *out, const float *q, const uint16_t *kc,
     const int kblocks = (n + DEC_KEYS - 1) / DEC_KEYS, score_items = Hkv * sets * kblocks;
     const int value_items = Hkv * sets * (D / 32);
     const int par = omp_get_max_threads() > 1 && !omp_in_parallel() && (size_t)Hq * n >= 4096;
+    /* On one thread (a short cache, or one sequence of a batched step) the
+     * cache is usually cold (the other sequences' caches passed through since
+     * this layer's last step): ask for all the keys at once, and for the
+     * values as the scores go (dec_scores), instead of one miss at a time.
+     * 17 -> 13 us for 100 positions of SmolLM2's shape, 54 -> 32 for 300. */
+    if (!par)
+        for (int j = 0; j < n; j++)
+            for (size_t i = 0; i < kvs; i += 32) _mm_prefetch((const char *)(kc + (size_t)j * kvs + i), _MM_HINT_T0);
 #pragma omp parallel if (par)
     {
 #pragma omp for schedule(dynamic, 1)
@@ -685,11 +695,11 @@ static int attention_half_decode(float *out, const float *q, const uint16_t *kc,
             const int j0 = kb * DEC_KEYS, j1 = j0 + DEC_KEYS < n ? j0 + DEC_KEYS : n;
             float *wh = w + (size_t)h0 * np;
             const float *qh = qr + (size_t)h0 * D;
-            const uint16_t *kh = kc + (size_t)kvh * D;
+            const uint16_t *kh = kc + (size_t)kvh * D, *vh = vc + (size_t)kvh * D;
             /* G a constant in each call, so the accumulators stay in registers */
-            if (G == 3) dec_scores(wh, (size_t)np, qh, 3, kh, kvs, j0, j1, D, scale);
-            else if (G == 2) dec_scores(wh, (size_t)np, qh, 2, kh, kvs, j0, j1, D, scale);
-            else dec_scores(wh, (size_t)np, qh, 1, kh, kvs, j0, j1, D, scale);
+            if (G == 3) dec_scores(wh, (size_t)np, qh, 3, kh, vh, kvs, j0, j1, D, scale);
+            else if (G == 2) dec_scores(wh, (size_t)np, qh, 2, kh, vh, kvs, j0, j1, D, scale);
+            else dec_scores(wh, (size_t)np, qh, 1, kh, vh, kvs, j0, j1, D, scale);
         }
 #pragma omp for schedule(static)
         for (int h = 0; h < Hq; h++) probs_half(w + (size_t)h * np, n);

@@ -2,6 +2,7 @@
  * serves training (keys/values of the batch itself) and inference (keys and
  * values appended to a KV cache); see model.h for the architecture. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,9 @@ typedef struct {
                      int S, int pos0, int Hq, int Hkv, int D);
     int (*ffn)(Model *m, int l, const float *x, float *out, int N, Err *err);
     void (*add)(float *y, const float *x, size_t n);
+    /* attention may run for different sequences on different threads at once
+     * (it keeps no scratch shared between calls) */
+    int seq_parallel;
 } BlockOps;
 
 static void native_norm(const Model *m, float *out, float *mean, float *rstd, const float *x, const Tensor *w,
@@ -129,8 +133,76 @@ static int native_attention(float *out, float *att, const float *q, const void *
     return 0;
 }
 
+/* not seq_parallel: attention_forward of an f32 cache writes the shared att */
 static const BlockOps NATIVE_OPS = {native_norm, native_linears, rope_forward, native_attention, ffn_forward,
-                                    add_inplace};
+                                    add_inplace, 0};
+
+/* RoPE, the cache append and attention of sequence sq, whose rows start at
+ * row of the layer's q/k/v (rows of QD/KVD) and atty (rows of QD). Touches
+ * only those rows and sq's cache, so sequences may run on different threads
+ * when ops->seq_parallel. */
+static int attend_one(Model *m, const BlockOps *ops, int l, const SeqSpan *sq, int row) {
+    const Config *c = &m->cfg;
+    const Activations *a = &m->act;
+    const int tp = m->shard.tp_size, D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp;
+    const int KVD = Hkv * D, QD = Hq * D;
+    KVCache *kv = sq->kv;
+    const int n = sq->n, pos0 = kv->len;
+    float *q = a->q[l] + (size_t)row * QD, *k = a->k[l] + (size_t)row * KVD, *v = a->v[l] + (size_t)row * KVD;
+    if (c->pos == POS_ROPE) {
+        ops->rope(q, 1, n, Hq, D, pos0, c->rope_theta, c->rope_neox);
+        ops->rope(k, 1, n, Hkv, D, pos0, c->rope_theta, c->rope_neox);
+    }
+    const size_t layer = (size_t)l * kv->ctx * KVD, at = layer + (size_t)pos0 * KVD, nkv = (size_t)n * KVD;
+    const void *kbuf, *vbuf;
+    if (kv->dtype == DT_F16) {
+        kv_store_f16((uint16_t *)kv->k + at, k, nkv);
+        kv_store_f16((uint16_t *)kv->v + at, v, nkv);
+        kbuf = (const uint16_t *)kv->k + layer;
+        vbuf = (const uint16_t *)kv->v + layer;
+    } else {
+        memcpy((float *)kv->k + at, k, nkv * sizeof(float));
+        memcpy((float *)kv->v + at, v, nkv * sizeof(float));
+        kbuf = (const float *)kv->k + layer;
+        vbuf = (const float *)kv->v + layer;
+    }
+    return ops->attention(a->atty[l] + (size_t)row * QD, a->att[l], q, kbuf, vbuf, kv->dtype, 1, n, kv->ctx, pos0, Hq,
+                          Hkv, D);
+}
+
+/* attend_one for every sequence of a batched step. A decoding row's
+ * attention is ~13 us of work (100 cached positions, SmolLM2's heads), too
+ * small to split over threads (the kernel keeps it on one below ~450
+ * positions), so the decoding rows (n == 1) are spread
+ * over the threads, one sequence per task, when there are several and the
+ * ops allow it; prompt chunks then run one at a time, each split over the
+ * threads inside. Every sequence's arithmetic is the same either way: only
+ * which thread computes it changes, not its bits. */
+static int attend_seqs(Model *m, const BlockOps *ops, int l, const SeqSpan *seqs, int n_seqs, Err *err) {
+    int *rows = malloc((size_t)n_seqs * sizeof *rows), n_dec = 0; /* (n_seqs) first row of each */
+    if (!rows) return err_set(err, ERR_NOMEM, "out of memory");
+    for (int i = 0, row = 0; i < n_seqs; row += seqs[i++].n) {
+        rows[i] = row;
+        n_dec += seqs[i].n == 1;
+    }
+    int failed = -1, rc = 0; /* the sequence whose attention failed, and its error */
+    const int par = ops->seq_parallel && n_dec >= 2 && omp_get_max_threads() > 1 && !omp_in_parallel();
+    if (par) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int i = 0; i < n_seqs; i++) {
+            int r = seqs[i].n == 1 ? attend_one(m, ops, l, &seqs[i], rows[i]) : 0;
+            if (r) {
+#pragma omp critical(attend_seqs_fail)
+                failed = i, rc = r;
+            }
+        }
+    }
+    for (int i = 0; i < n_seqs && failed < 0; i++)
+        if ((!par || seqs[i].n > 1) && (rc = attend_one(m, ops, l, &seqs[i], rows[i]))) failed = i;
+    free(rows);
+    if (failed < 0) return 0;
+    return err_set(err, rc, "layer %d: attention scratch for %d positions", l, seqs[failed].kv->len + seqs[failed].n);
+}
 
 /* One block on x (N,C); result in act.res_ffn[l].
  * seqs == NULL: training/eval, B sequences of T tokens at positions 0..T-1,
@@ -145,7 +217,6 @@ static int block_forward(Model *m, const BlockOps *ops, int l, const float *x, i
     const LayerWeights *w = &m->layers[l];
     const int tp = m->shard.tp_size;
     const int C = c->d_model, D = c->head_dim, Hq = c->n_head / tp, Hkv = c->n_kv_head / tp;
-    const int KVD = Hkv * D, QD = Hq * D;
     int N = B * T, rc;
     if (seqs)
         for (int i = N = 0; i < n_seqs; i++) N += seqs[i].n;
@@ -162,32 +233,7 @@ static int block_forward(Model *m, const BlockOps *ops, int l, const float *x, i
         if ((rc = ops->attention(a->atty[l], a->att[l], a->q[l], a->k[l], a->v[l], DT_F32, B, T, T, 0, Hq, Hkv, D)))
             return err_set(err, rc, "layer %d: attention scratch for %d positions", l, T);
     }
-    for (int i = 0, row = 0; seqs && i < n_seqs; row += seqs[i++].n) {
-        /* append this sequence's keys and values to its cache, then attend over it */
-        KVCache *kv = seqs[i].kv;
-        const int n = seqs[i].n, pos0 = kv->len;
-        float *q = a->q[l] + (size_t)row * QD, *k = a->k[l] + (size_t)row * KVD, *v = a->v[l] + (size_t)row * KVD;
-        if (c->pos == POS_ROPE) {
-            ops->rope(q, 1, n, Hq, D, pos0, c->rope_theta, c->rope_neox);
-            ops->rope(k, 1, n, Hkv, D, pos0, c->rope_theta, c->rope_neox);
-        }
-        const size_t layer = (size_t)l * kv->ctx * KVD, at = layer + (size_t)pos0 * KVD, nkv = (size_t)n * KVD;
-        const void *kbuf, *vbuf;
-        if (kv->dtype == DT_F16) {
-            kv_store_f16((uint16_t *)kv->k + at, k, nkv);
-            kv_store_f16((uint16_t *)kv->v + at, v, nkv);
-            kbuf = (const uint16_t *)kv->k + layer;
-            vbuf = (const uint16_t *)kv->v + layer;
-        } else {
-            memcpy((float *)kv->k + at, k, nkv * sizeof(float));
-            memcpy((float *)kv->v + at, v, nkv * sizeof(float));
-            kbuf = (const float *)kv->k + layer;
-            vbuf = (const float *)kv->v + layer;
-        }
-        if ((rc = ops->attention(a->atty[l] + (size_t)row * QD, a->att[l], q, kbuf, vbuf, kv->dtype, 1, n, kv->ctx, pos0,
-                                 Hq, Hkv, D)))
-            return err_set(err, rc, "layer %d: attention scratch for %d positions", l, pos0 + n);
-    }
+    if (seqs && (rc = attend_seqs(m, ops, l, seqs, n_seqs, err))) return rc;
     const Tensor *wo[1] = {w->wo}, *bo[1] = {row_bias(m, w->bo)};
     float *const res_att[1] = {a->res_att[l]};
     if ((rc = ops->linears(a->atty[l], N, wo, bo, res_att, 1)))
@@ -555,10 +601,10 @@ static int lcpp_ffn_rows(Model *m, int l, const float *x, float *out, int N, Err
 }
 
 static const BlockOps LLAMACPP_OPS = {lcpp_norm, linear_infer_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn,
-                                      add_infer};
+                                      add_infer, 1};
 /* The same, every matmul row computed as if alone (FWD_ROWS_EXACT). */
 static const BlockOps LLAMACPP_ROWS_OPS = {lcpp_norm, linear_rows_multi, lcpp_rope_ops, lcpp_attention_ops, lcpp_ffn_rows,
-                                           add_infer};
+                                           add_infer, 1};
 
 /* The blocks of a batched inference step: checks, embeddings, every layer.
  * Leaves the rows (N, C) after the last block in *out and the ops used. */

@@ -4,6 +4,7 @@
   finish_reason, a usage chunk with stream_options.include_usage, then [DONE];
 - 16 concurrent streaming clients with mixed prompt lengths each get exactly their solo greedy output
   (batch invariance through continuous batching), and usage reports cached prompt tokens;
+- seeded sampling (top-p, top-k, min-p) gives `jarip generate`'s text, alone and beside other requests;
 - every bad input gets its 4xx (typed SDK exceptions where the SDK raises them), each followed by a good request;
 - a client that disconnects frees its slot; the queue answers 429 with Retry-After when full;
 - /metrics, /tokenize, /detokenize; SIGTERM stops the server with a stream open.
@@ -178,6 +179,28 @@ def run(srv, client, model, smol, ctx):
     print(f"16 prompts: {t_solo:.1f} s one after the other, {time.time() - t - t_solo:.1f} s together")
     same = sum(a == b for a, b in zip(solo, together))
     check(same == 16, f"16 concurrent streams equal their solo greedy output ({same}/16)")
+
+    # --- seeded sampling: `jarip generate`'s text, alone and beside others -----------------
+    # (the server samples a step's rows in parallel; top-p/top-k select part of the vocabulary)
+    sn = 16
+    ref = subprocess.run([JARIP, "generate", "--model", model, "--chat", "--prompt", q, "-n", str(sn), "--temperature",
+                          "0.9", "--top-p", "0.9", "--top-k", "0", "--min-p", "0", "--seed", "7", "--threads", "2",
+                          "--ctx", str(ctx)], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OMP_WAIT_POLICY="passive")).stdout
+    kinds = [dict(temperature=0.9, top_p=0.9, seed=7), dict(temperature=1.0, seed=11, extra_body={"top_k": 20}),
+             dict(temperature=0.8, top_p=0.95, seed=3, extra_body={"top_k": 40, "min_p": 0.05}),
+             dict(temperature=1.2, seed=5)]
+    sp = [msgs] + prompts[:len(kinds) - 1]
+
+    def sampled(i):
+        r = client.chat.completions.create(model="m", messages=sp[i], max_tokens=sn, **kinds[i])
+        return r.choices[0].message.content
+    solo = [sampled(i) for i in range(len(kinds))]
+    check(solo[0] == ref, f"seeded top-p sampling equals `jarip generate --seed 7` ({solo[0][:60]!r})")
+    with cf.ThreadPoolExecutor(len(kinds)) as ex:
+        together = list(ex.map(sampled, range(len(kinds))))
+    same = sum(a == b for a, b in zip(solo, together))
+    check(same == len(kinds), f"seeded sampled requests side by side equal their solo text ({same}/{len(kinds)})")
 
     # --- bad input: 4xx JSON errors, each followed by a good request ---------------------
     sdk_cases = [

@@ -73,7 +73,7 @@ static void run_type(const char *type) {
     size_t n[NSEQ];
     float *solo = malloc((size_t)NSEQ * STEPS * V * sizeof(float));  /* (NSEQ, STEPS, V) decoded alone */
     int32_t next[NSEQ][STEPS];                                         /* greedy tokens fed alone */
-    float *batch = malloc((size_t)NSEQ * V * sizeof(float));          /* (NSEQ, V) one batched step */
+    float *batch = malloc((size_t)(NSEQ + 1) * V * sizeof(float));    /* (NSEQ + 1, V) one batched step */
     float *tmp = malloc((size_t)V * sizeof(float));
     float *plast = malloc((size_t)NSEQ * V * sizeof(float));          /* (NSEQ, V) prompt in one chunk */
     for (int i = 0; i < NSEQ; i++) {
@@ -106,16 +106,26 @@ static void run_type(const char *type) {
         chunk_diff += memcmp(tmp, plast + (size_t)i * V, (size_t)V * sizeof(float)) != 0;
     }
     CHECK(chunk_diff == 0, "%s: %d of %d prompts give other last logits in chunks of 2-3 tokens", type, chunk_diff, NSEQ);
-    /* every sequence decoded together: one forward with M = NSEQ rows */
-    int diff = 0;
+    /* every sequence decoded together: one forward with M = NSEQ rows; at the
+     * first step a whole prompt (sequence 0's, on a cache of its own) goes
+     * first in the same batch, as the server mixes a new prompt with the
+     * decoding rows: its last logits are the prompt's alone */
+    int diff = 0, mixed_diff = 0;
+    KVCache kx;
+    CHECK(kvcache_create(&kx, &m->cfg, CTX, DT_F16, &err) == 0, "cache: %s", err.msg);
     for (int s = 0; s < STEPS; s++) {
-        SeqSpan spans[NSEQ];
-        for (int i = 0; i < NSEQ; i++) spans[i] = (SeqSpan){&kv[i], &next[i][s], 1};
-        CHECK(model_forward_batch(m, spans, NSEQ, batch, FWD_ROWS_EXACT, &err) == 0, "%s", err.msg);
+        SeqSpan spans[NSEQ + 1];
+        const int x = s == 0;
+        if (x) spans[0] = (SeqSpan){&kx, ids[0], (int)n[0]};
+        for (int i = 0; i < NSEQ; i++) spans[x + i] = (SeqSpan){&kv[i], &next[i][s], 1};
+        CHECK(model_forward_batch(m, spans, NSEQ + x, batch, FWD_ROWS_EXACT, &err) == 0, "%s", err.msg);
+        if (x) mixed_diff += memcmp(batch, plast, (size_t)V * sizeof(float)) != 0;
         for (int i = 0; i < NSEQ; i++)
-            diff += memcmp(batch + (size_t)i * V, solo + ((size_t)i * STEPS + s) * V, (size_t)V * sizeof(float)) != 0;
+            diff += memcmp(batch + (size_t)(x + i) * V, solo + ((size_t)i * STEPS + s) * V, (size_t)V * sizeof(float)) != 0;
     }
+    kvcache_free(&kx);
     CHECK(diff == 0, "%s: %d of %d batched rows differ from the same sequence decoded alone", type, diff, NSEQ * STEPS);
+    CHECK(mixed_diff == 0, "%s: a prompt batched with decoding rows gives other last logits than alone", type);
     /* a sequence that shares nothing: sizes and errors */
     SeqSpan dup[2] = {{&kv[0], ids[0], 1}, {&kv[0], ids[0], 1}};
     CHECK(model_forward_batch(m, dup, 2, batch, FWD_ROWS_EXACT, &err) != 0, "two spans on one cache must be refused");
