@@ -8,6 +8,8 @@
 # out on an input, or a regression input fails again.
 #   bench/fuzz.sh [SECONDS]                 every target
 #   FUZZ_TARGETS="gguf shard" bench/fuzz.sh 600
+#   FUZZ_RUNS=10500000 bench/fuzz.sh 3600   stop each target after N inputs
+#                                           (or SECONDS, whichever comes first)
 # New inputs that add coverage go to build-fuzz/corpus/<target> (not the
 # committed corpus); findings to build-fuzz/findings/<target>/. To keep a
 # finding as a regression case, copy it to tests/fuzz/regressions/<target>/.
@@ -34,10 +36,11 @@ for t in $targets; do
   [ -x "$bin" ] || { echo "fuzz: no target $bin" >&2; bad=1; continue; }
   mkdir -p "$B/corpus/$t" "$B/findings/$t" tests/fuzz/corpus/$t
   dict=(); [ -f tests/fuzz/dict/$t.dict ] && dict=(-dict=tests/fuzz/dict/$t.dict)
+  runs=(); [ -n "${FUZZ_RUNS:-}" ] && runs=(-runs="$FUZZ_RUNS")
   log="$B/findings/$t/last.log"
   set +e
   nice -n 19 "$bin" -max_total_time="$SECONDS_PER" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    "${dict[@]}" -artifact_prefix="$B/findings/$t/" "$B/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
+    "${runs[@]}" "${dict[@]}" -artifact_prefix="$B/findings/$t/" "$B/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
   rc=$?
   set -e
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
