@@ -4,7 +4,8 @@
  *       -o /tmp/qmm_hot && for t in 1 2; do OMP_NUM_THREADS=$t /tmp/qmm_hot [pp|tg|all]; done
  *  pp   prompt processing with llama.cpp's numerics: M=512 rows of Q8
  *       activations through the 7 matmuls of a layer (integer dot path,
- *       QMM_Q8_ACTIVATIONS), per weight type; thread CPU time of one thread
+ *       QMM_Q8_ACTIVATIONS), per weight type in QMM_PP_TYPES (default
+ *       "q8_0 q4_1"; QMM_M sets M); thread CPU time of one thread
  *       (robust to other load on the machine), scaled to 30 layers;
  *  tg   one token's matvecs (30 layers + the tied 49152x576 head) of each
  *       type in QMM_TG_TYPES (default "f16"; e.g. "q8_0 q4_1"), best wall
@@ -118,8 +119,10 @@ int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "all";
     if (!strcmp(what, "pp") || !strcmp(what, "all")) {
         const int reps = getenv("QMM_REPS") ? atoi(getenv("QMM_REPS")) : 3;
-        pp(DT_Q8_0, 512, reps);
-        pp(DT_Q4_1, 512, reps);
+        const int M = getenv("QMM_M") ? atoi(getenv("QMM_M")) : 512;
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", getenv("QMM_PP_TYPES") ? getenv("QMM_PP_TYPES") : "q8_0 q4_1");
+        for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) pp(dtype_from_name(t), M, reps);
     }
     if (!strcmp(what, "tg") || !strcmp(what, "all")) {
         const char *types = getenv("QMM_TG_TYPES") ? getenv("QMM_TG_TYPES") : "f16";
