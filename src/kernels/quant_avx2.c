@@ -23,22 +23,6 @@ TGT static inline void prefetch_block(const void *p, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o + MATVEC_PREFETCH, _MM_HINT_T0);
 }
 
-/* ggml's vec_dot_q4_0_q8_0 order (one accumulator, blocks in order), which
- * the prompt-batch kernels (quant_avx2_batch.c, quant_avx512.c) keep too. */
-TGT static float dot_q4_0(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ4_0 *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i off = _mm256_set1_epi8(8);
-    for (int64_t i = 0; i < K / QK; i++) {
-        _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
-        const __m256i wv = _mm256_sub_epi8(nibbles(b[i].qs), off);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
-                              _mm256_cvtepi32_ps(dot_ss(wv, load_q8(a->qs + i * QK))), acc);
-    }
-    return hsum_ps(acc);
-}
-
 /* One accumulator, blocks in order, the min term summed apart: the order
  * of ggml's vec_dot_q4_1_q8_1, so results match llama.cpp bit for bit. */
 TGT static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t K) {
@@ -55,23 +39,6 @@ TGT static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t 
     return hsum_ps(acc) + summ;
 }
 
-
-/* ggml's vec_dot_q5_0_q8_0 order (one accumulator, blocks in order), which
- * the prompt-batch kernels keep too; weight = level - 16, level the nibble
- * with the fifth bit. */
-TGT static float dot_q5_0(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)x;
-    const BlockQ5_0 *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i off = _mm256_set1_epi8(16);
-    for (int64_t i = 0; i < K / QK; i++) {
-        _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
-        const __m256i wv = _mm256_sub_epi8(levels5(b[i].qs, b[i].qh), off);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
-                              _mm256_cvtepi32_ps(dot_ss(wv, load_q8(a->qs + i * QK))), acc);
-    }
-    return hsum_ps(acc);
-}
 
 TGT static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
@@ -349,27 +316,6 @@ TGT static inline __m256 heads4(const uint8_t *p0, const uint8_t *p1, const uint
     const T *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),           \
             *b3 = (const void *)(w + 3 * rb)
 
-/* Q4_0 as unsigned levels u = q + 8: d*q*a summed = d*(sum u*a - 8*sum a),
- * which spares the sign juggling of a signed product. */
-TGT static void dot4_q4_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
-    ROWS4(BlockQ4_0);
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, corr = c0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const __m256i av = load_q8(a->qs + i * QK);
-        const __m256 dv = _mm256_mul_ps(heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
-                                               (const uint8_t *)&b3[i]),
-                                        _mm256_set1_ps(a->d[i]));
-        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(nibbles(b0[i].qs), av)), c0);
-        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(nibbles(b1[i].qs), av)), c1);
-        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_us(nibbles(b2[i].qs), av)), c2);
-        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_us(nibbles(b3[i].qs), av)), c3);
-        corr = _mm256_fmadd_ps(dv, _mm256_set1_ps(8.0f * a->qsum[i]), corr); /* even lanes */
-    }
-    float c[8];
-    _mm256_storeu_ps(c, corr);
-    out[0] = hsum_ps(c0) - c[0], out[1] = hsum_ps(c1) - c[2], out[2] = hsum_ps(c2) - c[4], out[3] = hsum_ps(c3) - c[6];
-}
-
 TGT static void dot4_q4_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
     ROWS4(BlockQ4_1);
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, mm = c0;
@@ -405,27 +351,8 @@ TGT static void dot4_q8_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K,
     out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
 }
 
-/* Q5_0 / Q5_1: 5-bit unsigned levels (nibble | fifth bit << 4); Q5_0 is
- * d*(u - 16), corrected with the activation sums like Q4_0. */
-
-TGT static void dot4_q5_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
-    ROWS4(BlockQ5_0);
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, corr = c0;
-    for (int64_t i = 0; i < K / QK; i++) {
-        const __m256i av = load_q8(a->qs + i * QK);
-        const __m256 dv = _mm256_mul_ps(heads4((const uint8_t *)&b0[i], (const uint8_t *)&b1[i], (const uint8_t *)&b2[i],
-                                               (const uint8_t *)&b3[i]),
-                                        _mm256_set1_ps(a->d[i]));
-        c0 = _mm256_fmadd_ps(lane(dv, 0), _mm256_cvtepi32_ps(dot_us(levels5(b0[i].qs, b0[i].qh), av)), c0);
-        c1 = _mm256_fmadd_ps(lane(dv, 2), _mm256_cvtepi32_ps(dot_us(levels5(b1[i].qs, b1[i].qh), av)), c1);
-        c2 = _mm256_fmadd_ps(lane(dv, 4), _mm256_cvtepi32_ps(dot_us(levels5(b2[i].qs, b2[i].qh), av)), c2);
-        c3 = _mm256_fmadd_ps(lane(dv, 6), _mm256_cvtepi32_ps(dot_us(levels5(b3[i].qs, b3[i].qh), av)), c3);
-        corr = _mm256_fmadd_ps(dv, _mm256_set1_ps(16.0f * a->qsum[i]), corr);
-    }
-    float c[8];
-    _mm256_storeu_ps(c, corr);
-    out[0] = hsum_ps(c0) - c[0], out[1] = hsum_ps(c1) - c[2], out[2] = hsum_ps(c2) - c[4], out[3] = hsum_ps(c3) - c[6];
-}
+/* Q5_1: 5-bit unsigned levels (nibble | fifth bit << 4). (Q4_0 and Q5_0
+ * have their eight-row kernels in quant_blocksum.c.) */
 
 TGT static void dot4_q5_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
     ROWS4(BlockQ5_1);
@@ -449,10 +376,8 @@ TGT static void dot4_q5_1(const uint8_t *w, size_t rb, const QAct *a, int64_t K,
 QDot4Fn quant_dot4_fn_avx2(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
     switch (t) {
-    case DT_Q4_0: return dot4_q4_0;
     case DT_Q4_1: return dot4_q4_1;
     case DT_Q8_0: return dot4_q8_0;
-    case DT_Q5_0: return dot4_q5_0;
     case DT_Q5_1: return dot4_q5_1;
     default: return NULL;
     }
@@ -592,9 +517,8 @@ QDequantFn quant_dequant_fn_avx2(int t) {
 QDotFn quant_dot_fn_avx2(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
     switch (t) {
-    case DT_Q4_0: return dot_q4_0;
+    case DT_Q4_0: case DT_Q5_0: return quant_blocksum_dot_fn_avx2(t);
     case DT_Q4_1: return dot_q4_1;
-    case DT_Q5_0: return dot_q5_0;
     case DT_Q5_1: return dot_q5_1;
     case DT_Q8_0: return dot_q8_0;
     case DT_Q4_K: return dot_q4_K;

@@ -9,21 +9,14 @@
  * The weight block is loaded and unpacked once for the four rows; each
  * output keeps the single-row kernel's order exactly (one accumulator,
  * blocks in order), so batch and single-token results are the same bits. */
-/* The signed-weight types (kind 0 Q8_0, 1 Q4_0, 2 Q5_0; a constant after
- * inlining; all: half d first). */
-TGT static inline __attribute__((always_inline)) void rows4_signed(const int kind, const uint8_t *w, const QAct *a,
-                                                                  int64_t K, float *out) {
-    const size_t bs = kind == 0 ? sizeof(BlockQ8_0) : kind == 1 ? sizeof(BlockQ4_0) : sizeof(BlockQ5_0);
+/* Q8_0 (Q4_0 and Q5_0: quant_blocksum.c). */
+TGT static void rows4_q8_0(const void *w, const QAct *a, int64_t K, float *out) {
+    const BlockQ8_0 *b = w;
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t i = 0; i < K / QK; i++) {
-        const uint8_t *blk = w + i * bs;
-        const __m256i wv = kind == 0 ? load_q8((const int8_t *)(blk + 2))
-                           : kind == 1 ? _mm256_sub_epi8(nibbles(blk + 2), _mm256_set1_epi8(8))
-                                       : _mm256_sub_epi8(levels5(blk + 6, blk + 2), _mm256_set1_epi8(16));
+        const __m256i wv = load_q8(b[i].qs);
         const __m256i aw = _mm256_sign_epi8(wv, wv);
-        uint16_t dh;
-        memcpy(&dh, blk, 2);
-        const float dw = h2f(dh);
+        const float dw = h2f(b[i].d);
 #define ROW(c, m) c = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[m].d[i]), \
                                       _mm256_cvtepi32_ps(dot_us(aw, _mm256_sign_epi8(load_q8(a[m].qs + i * QK), wv))), c)
         ROW(c0, 0); ROW(c1, 1); ROW(c2, 2); ROW(c3, 3);
@@ -31,12 +24,6 @@ TGT static inline __attribute__((always_inline)) void rows4_signed(const int kin
     }
     out[0] = hsum_ps(c0), out[1] = hsum_ps(c1), out[2] = hsum_ps(c2), out[3] = hsum_ps(c3);
 }
-
-TGT static void rows4_q8_0(const void *w, const QAct *a, int64_t K, float *out) { rows4_signed(0, w, a, K, out); }
-
-TGT static void rows4_q4_0(const void *w, const QAct *a, int64_t K, float *out) { rows4_signed(1, w, a, K, out); }
-
-TGT static void rows4_q5_0(const void *w, const QAct *a, int64_t K, float *out) { rows4_signed(2, w, a, K, out); }
 
 TGT static void rows4_q4_1(const void *w, const QAct *a, int64_t K, float *out) {
     const BlockQ4_1 *b = w;
@@ -76,7 +63,6 @@ TGT static inline __m256 halves2(const void *p0, const void *p1, int k) {
 #define T42_NAME(x) x##_avx2
 #define T42_SW(raw, off, u, w) ((w) = (off) == 128 ? (raw) : _mm256_sub_epi8(raw, _mm256_set1_epi8((char)(off))), (u) = _mm256_sign_epi8(w, w))
 #define T42_SA(av, off) (av)
-#define T42_LEVELS5(qs, qh) levels5(qs, qh)
 #define T42_SDOT(u, w, av, prep) dot_us(u, _mm256_sign_epi8(av, w))
 #define T42_U8_DOT(u, av) dot_us(u, av)
 #include "kernels/quant_tile42_tmpl.h"
@@ -86,16 +72,6 @@ TGT static inline __m256 halves2(const void *p0, const void *p1, int k) {
  * and read by every group of four activation rows. */
 TGT static void tile42_scales_q8_0(const uint8_t *w, size_t rb, int64_t K, float *wsc) {
     const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
-    for (int64_t i = 0; i < K / QK; i++) _mm256_store_ps(wsc + 8 * i, halves2(&b0[i], &b1[i], 0));
-}
-
-TGT static void tile42_scales_q4_0(const uint8_t *w, size_t rb, int64_t K, float *wsc) {
-    const BlockQ4_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
-    for (int64_t i = 0; i < K / QK; i++) _mm256_store_ps(wsc + 8 * i, halves2(&b0[i], &b1[i], 0));
-}
-
-TGT static void tile42_scales_q5_0(const uint8_t *w, size_t rb, int64_t K, float *wsc) {
-    const BlockQ5_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
     for (int64_t i = 0; i < K / QK; i++) _mm256_store_ps(wsc + 8 * i, halves2(&b0[i], &b1[i], 0));
 }
 
@@ -109,19 +85,17 @@ TGT static void tile42_scales_q4_1(const uint8_t *w, size_t rb, int64_t K, float
 
 QTile42ScalesFn quant_tile42_scales_fn_avx2(int t) {
     if (!quant_tile42_fn_avx2(t)) return NULL;
-    return t == DT_Q8_0 ? tile42_scales_q8_0 : t == DT_Q4_0 ? tile42_scales_q4_0 : t == DT_Q5_0 ? tile42_scales_q5_0 : tile42_scales_q4_1;
+    return t == DT_Q8_0 ? tile42_scales_q8_0 : tile42_scales_q4_1;
 }
 
 QTile42Fn quant_tile42_fn_avx2(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
-    return t == DT_Q8_0 ? tile42_q8_0_avx2 : t == DT_Q4_1 ? tile42_q4_1_avx2 : t == DT_Q4_0 ? tile42_q4_0_avx2
-         : t == DT_Q5_0 ? tile42_q5_0_avx2 : NULL;
+    return t == DT_Q8_0 ? tile42_q8_0_avx2 : t == DT_Q4_1 ? tile42_q4_1_avx2 : NULL;
 }
 
 QRows4Fn quant_rows4_fn_avx2(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
-    return t == DT_Q8_0 ? rows4_q8_0 : t == DT_Q4_1 ? rows4_q4_1 : t == DT_Q4_0 ? rows4_q4_0
-         : t == DT_Q5_0 ? rows4_q5_0 : NULL;
+    return t == DT_Q8_0 ? rows4_q8_0 : t == DT_Q4_1 ? rows4_q4_1 : quant_blocksum_rows4_fn_avx2(t);
 }
 #else
 QRows4Fn quant_rows4_fn_avx2(int t) {

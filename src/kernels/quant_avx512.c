@@ -14,8 +14,7 @@
  * -128 x (the activation quad's sum), one vpdpbusd of 128s with -a per
  * activation block, shared by both weight rows (cheaper than loading it
  * precomputed: measured): sum((w+128)a) - 128 sum(a) = sum(wa), exactly.
- * Q4_0 and Q5_0 likewise with their stored levels u = w + 8 (w + 16) and an
- * offset of 8 (16).
+ * (Q4_0 and Q5_0 use their own order and panel kernels: quant_blocksum.c.)
  * (-a cannot overflow: 8-bit activations lie in [-127, 127].) */
 #include "kernels/quant_avx2_inl.h"
 
@@ -30,27 +29,17 @@
  * block instead of 4-5. */
 #define T42_TGT TGT512
 #define T42_NAME(x) x##_vnni
-/* Q8_0: u = w + 128 (xor); Q4_0 / Q5_0: u = the level */
+/* Q8_0: u = w + 128 (xor) */
 #define T42_SW(raw, off, u, w) ((u) = (off) == 128 ? _mm256_xor_si256(raw, _mm256_set1_epi8((char)0x80)) : (raw), (w) = (u))
 #define T42_SA(av, off) \
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)(off)), _mm256_sub_epi8(_mm256_setzero_si256(), av))
 #define T42_SDOT(u, w, av, prep) _mm256_dpbusd_epi32(prep, u, av)
-/* Q5_0's fifth bits: one masked add of 16 under the 32-bit mask (AVX512-BW)
- * in place of AVX2's shuffle, or, compare and and (same levels). */
-TGT512 static inline __m256i levels5_bw(const uint8_t *qs, const uint8_t *qh) {
-    uint32_t bits;
-    memcpy(&bits, qh, 4);
-    const __m256i nib = nibbles(qs);
-    return _mm256_mask_add_epi8(nib, (__mmask32)bits, nib, _mm256_set1_epi8(16));
-}
-#define T42_LEVELS5(qs, qh) levels5_bw(qs, qh)
 #define T42_U8_DOT(u, av) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, av)
 #include "kernels/quant_tile42_tmpl.h"
 
 QTile42Fn quant_tile42_fn_avx512(int t) {
     if (kernel_isa() < ISA_AVX512) return NULL;
-    return t == DT_Q8_0 ? tile42_q8_0_vnni : t == DT_Q4_1 ? tile42_q4_1_vnni : t == DT_Q4_0 ? tile42_q4_0_vnni
-         : t == DT_Q5_0 ? tile42_q5_0_vnni : NULL;
+    return t == DT_Q8_0 ? tile42_q8_0_vnni : t == DT_Q4_1 ? tile42_q4_1_vnni : NULL;
 }
 #else
 QTile42Fn quant_tile42_fn_avx512(int t) {

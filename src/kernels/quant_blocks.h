@@ -72,4 +72,30 @@ float dot_q4_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
 float dot_q5_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
 float dot_q6_K_scalar(const void *w, const QAct *a, const float *x, int64_t K);
 
+/* ---- Q4_0 / Q5_0 in the block-total order (quant_blocksum.c) -------------
+ * Every output is acc = fmaf(d_w[i] * d_a[i], (float)isum_i, acc) over the
+ * blocks in order from +0 (isum_i the exact integer dot of block i), in
+ * every kernel below and in the scalar reference: the same bits from all. */
+/* The AVX2 single-row dot and one-row x four-activation-row kernels. */
+QDotFn quant_blocksum_dot_fn_avx2(int wtype);
+QRows4Fn quant_blocksum_rows4_fn_avx2(int wtype);
+/* Eight consecutive weight rows (stride rb) against one activation row:
+ * out[0..8). NULL when the type or the CPU has none. */
+typedef void (*QDot8Fn)(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out);
+QDot8Fn quant_dot8_fn_avx2(int wtype);
+QDot8Fn quant_dot8_fn_avx512(int wtype);
+/* Panels: QPANEL_ROWS weight rows unpacked and interleaved for the panel
+ * kernel, quant_panel_bytes(K) bytes (64-byte aligned). pack: rows (1..16)
+ * rows from w (stride rb); the rest zero. panel: M activation rows a[0..M)
+ * against the panel, out[m * ldo + r] for r < rows; corr: (M, K/32) int32
+ * from quant_block_corr (the offset terms -off * sum(a) of each block). */
+#define QPANEL_ROWS 16
+size_t quant_panel_bytes(int64_t K);
+typedef void (*QPanelPackFn)(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel);
+typedef void (*QPanelFn)(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
+                         size_t ldo, int rows);
+QPanelPackFn quant_panel_pack_fn(int wtype);
+QPanelFn quant_panel_fn_avx512(int wtype);
+void quant_block_corr(int wtype, const QAct *acts, int M, int64_t nb, int32_t *corr);
+
 #endif

@@ -25,6 +25,10 @@
 #define QMM_STACK_ACT_ROWS 8
 /* Output rows per work item in the dot path: a few KiB of weights. */
 #define QMM_DOT_TILE_BYTES (16u << 10)
+/* From this many activation rows Q4_0 / Q5_0 go through panels of unpacked
+ * weight rows (quant_blocksum.c), where the CPU has the panel kernel: the
+ * unpacking of 16 rows costs about as much as 8 activation rows' dots. */
+#define QMM_PANEL_MIN_M 8
 
 int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
 
@@ -32,7 +36,7 @@ int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
  * dequantize + sgemm by ~15%; Q5_0's lost ~5% (unpacking its fifth bits
  * costs as much as the dot; still ~2% with AVX512-BW's masked add), so Q5_0
  * keeps its tiles for batch-invariant serving only. */
-int quant_batch_dots_fast(int t) { return t == DT_Q4_0 && quant_tile42_fn_avx512(t) != NULL; }
+int quant_batch_dots_fast(int t) { return quant_panel_fn_avx512(t) != NULL; }
 
 QDotFn quant_dot_fn(int t) {
     QDotFn f = quant_dot_fn_avx2(t);
@@ -81,6 +85,11 @@ typedef struct {
     QRows4Fn rows4;
     QTile42Fn tile42;
     QTile42ScalesFn tile42_scales;
+    QDot8Fn dot8;         /* Q4_0 / Q5_0: eight weight rows x one activation row */
+    QPanelPackFn pack;    /* with panel: Q4_0 / Q5_0 for M >= QMM_PANEL_MIN_M */
+    QPanelFn panel;
+    const int32_t *corr;  /* panel: (M, K/32) offset terms */
+    uint8_t *panels;      /* panel: per thread quant_panel_bytes(K) bytes */
     const float *ds; /* tile42: per group of 4 activation rows, d4 then s4 (nb * 4 floats each) */
     float *wsc;      /* tile42: per thread wsc_floats floats for the weight-pair scales of a tile */
     size_t wsc_floats;
@@ -96,6 +105,15 @@ static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
     const int64_t nb = j->K / QK;
     for (int t = t0; t < t1; t++) {
         const int n0 = t * j->tile, n1 = n0 + j->tile < j->N ? n0 + j->tile : j->N;
+        if (j->panel) { /* 16 weight rows unpacked once for all M activation rows */
+            uint8_t *pan = j->panels + (size_t)tid * quant_panel_bytes(j->K);
+            for (int n = n0; n < n1; n += QPANEL_ROWS) {
+                const int rows = n1 - n < QPANEL_ROWS ? n1 - n : QPANEL_ROWS;
+                j->pack(j->W + (size_t)n * j->rb, j->rb, rows, j->K, pan);
+                j->panel(pan, j->acts, j->corr, j->M, j->K, j->out + n, (size_t)j->N, rows);
+            }
+            continue;
+        }
         float *wsc = NULL;
         if (j->tile42 && j->M >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
             wsc = j->wsc + (size_t)tid * j->wsc_floats;
@@ -128,6 +146,8 @@ static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
             const float *x = j->inp + (size_t)m * j->K;
             float *o = j->out + (size_t)m * j->N;
             int n = n0;
+            if (j->dot8)
+                for (; n + 8 <= n1; n += 8) j->dot8(j->W + (size_t)n * j->rb, j->rb, &j->acts[m], j->K, o + n);
             if (j->dot4)
                 for (; n + 4 <= n1; n += 4) j->dot4(j->W + (size_t)n * j->rb, j->rb, &j->acts[m], j->K, o + n);
             for (; n < n1; n++) o[n] = j->dot(j->W + (size_t)n * j->rb, &j->acts[m], x, j->K);
@@ -198,6 +218,18 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     if (rows4 && M >= 4) tile42 = quant_tile42_fn_avx512(wtype);
     if (rows4 && M >= 4 && !tile42) tile42 = quant_tile42_fn_avx2(wtype);
     QTile42ScalesFn tile42_scales = quant_tile42_scales_fn_avx2(wtype);
+    QDot8Fn dot8 = quant_dot8_fn_avx512(wtype);
+    if (!dot8) dot8 = quant_dot8_fn_avx2(wtype);
+    QPanelFn panel = M >= QMM_PANEL_MIN_M ? quant_panel_fn_avx512(wtype) : NULL;
+    QPanelPackFn pack = panel ? quant_panel_pack_fn(wtype) : NULL;
+    int32_t *corr = NULL;
+    uint8_t *panels = NULL;
+    if (panel && pack) {
+        corr = xalloc((size_t)M * (K / QK) * sizeof(int32_t), NULL);
+        panels = xalloc((size_t)nth * quant_panel_bytes(K), NULL);
+        if (corr) quant_block_corr(wtype, acts, M, K / QK, corr);
+    }
+    if (!corr || !panels) panel = NULL; /* out of memory (or no panel kernel): the row kernels need no scratch */
     float *ds = NULL;
     if (tile42) {
         const int64_t nb = K / QK;
@@ -215,14 +247,18 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         if (items < nth) items = nth;
         items = (items + nth - 1) / nth * nth;
         int tile = N ? (N + items - 1) / items : 1;
-        if (tile42 && tile < N) { /* whole pairs of weight rows for the 4x2 kernel, still a tile count per thread */
-            tile += tile % 2;
-            while (tile > 2 && ((N + tile - 1) / tile) % nth) tile -= 2;
+        /* whole panels, groups of eight or pairs of weight rows for the
+         * kernels, still a tile count per thread */
+        const int unit = panel ? QPANEL_ROWS : dot8 ? 8 : tile42 ? 2 : 1;
+        if (unit > 1 && tile < N) {
+            tile = (tile + unit - 1) / unit * unit;
+            while (tile > unit && ((N + tile - 1) / tile) % nth) tile -= unit;
         }
         /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
-        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales, ds, NULL, 0, M, N, K, tile};
+        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales,
+                           dot8, pack, panel, corr, panels, ds, NULL, 0, M, N, K, tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
         if (tile42 && (size_t)tile / 2 * (K / QK) * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * (K / QK) * QTILE42_WSC;
     }
@@ -248,6 +284,8 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     }
     xfree(ds);
     xfree(wsc);
+    xfree(corr);
+    xfree(panels);
     if (!on_stack) {
         xfree(scratch);
         free(acts);

@@ -370,7 +370,8 @@ static float dot_32(int t, const void *w, const QAct *a, int64_t K) {
         float d, m;
         block_levels(t, p + (size_t)i * bb, q, &d, &m);
         for (int j = 0; j < QK; j++) s += q[j] * a->qs[i * QK + j];
-        acc += d * a->d[i] * (float)s + (t == DT_Q4_1 || t == DT_Q5_1 ? m * a->s[i] : 0.0f);
+        if (t == DT_Q4_0 || t == DT_Q5_0) acc = fmaf(d * a->d[i], (float)s, acc); /* the block-total order (quant_blocks.h) */
+        else acc += d * a->d[i] * (float)s + (t == DT_Q4_1 || t == DT_Q5_1 ? m * a->s[i] : 0.0f);
     }
     return acc;
 }

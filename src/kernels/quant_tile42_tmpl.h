@@ -4,30 +4,26 @@
  * defines for its instruction set before including this:
  *   T42_TGT             the functions' target attribute
  *   T42_NAME(x)         the functions' names (x##_avx2, ...)
- *   T42_SW(raw, off, u, w)  a signed-weight block (Q8_0: its bytes, off 128;
- *                       Q4_0 / Q5_0: its levels, weight = level - off, off 8 /
- *                       16) as the dot's operands u (unsigned) and w (signed,
+ *   T42_SW(raw, off, u, w)  a signed-weight block (Q8_0: its bytes, off 128)
+ *                       as the dot's operands u (unsigned) and w (signed,
  *                       where the ISA needs it)
  *   T42_SA(av, off)     per activation block, shared by both weight rows
  *   T42_SDOT(u, w, av, prep)  int32 x8 quad sums of weight * av
  *   T42_U8_DOT(u, av)   int32 x8 quad sums of unsigned u * av (Q4_1 levels)
- *   T42_LEVELS5(qs, qh) Q5_0's 32 levels (as levels5 of quant_avx2_inl.h)
  * Every instruction set must give the same int32 sums (they are exact), so
  * the float arithmetic after them, here once, keeps every output's bits. */
 #define T42_CHUNK 64 /* blocks per scale pass: 2 KiB of scales on the stack */
 
-/* The signed-weight types, one scale per block (kind a constant after
- * inlining): 0 Q8_0, 1 Q4_0, 2 Q5_0. One accumulator per output, blocks in
- * order, d_w*d_a times the block's int32 sums, as ggml's vec_dot_q8_0_q8_0,
- * vec_dot_q4_0_q8_0 and vec_dot_q5_0_q8_0. */
-static inline size_t t42_block_bytes(int kind) {
-    return kind == 0 ? sizeof(BlockQ8_0) : kind == 1 ? sizeof(BlockQ4_0) : sizeof(BlockQ5_0);
-}
-static inline int t42_offset(int kind) { return kind == 0 ? 128 : kind == 1 ? 8 : 16; }
+/* The signed-weight type Q8_0 (kind 0; Q4_0 and Q5_0 have their own
+ * order and kernels, quant_blocksum.c), one scale per block. One
+ * accumulator per output, blocks in order, d_w*d_a times the block's int32
+ * sums, as ggml's vec_dot_q8_0_q8_0. */
+static inline size_t t42_block_bytes(int kind) { return (void)kind, sizeof(BlockQ8_0); }
+static inline int t42_offset(int kind) { return (void)kind, 128; }
 
-/* A block's raw bytes or levels (all three types: half d first). */
+/* A block's raw bytes (half d first). */
 T42_TGT static inline __attribute__((always_inline)) __m256i T42_NAME(t42_raw)(const int kind, const uint8_t *blk) {
-    return kind == 0 ? load_q8((const int8_t *)(blk + 2)) : kind == 1 ? nibbles(blk + 2) : T42_LEVELS5(blk + 6, blk + 2);
+    return (void)kind, load_q8((const int8_t *)(blk + 2));
 }
 
 T42_TGT static inline __attribute__((always_inline)) void T42_NAME(tile42_signed)(
@@ -71,18 +67,6 @@ T42_TGT static void T42_NAME(tile42_q8_0)(const uint8_t *w, size_t rb, const flo
     T42_NAME(tile42_signed)(0, w, rb, wsc, a, d4, K, out);
 }
 
-T42_TGT static void T42_NAME(tile42_q4_0)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
-                                          const float *s4, int64_t K, float *out) {
-    (void)s4;
-    T42_NAME(tile42_signed)(1, w, rb, wsc, a, d4, K, out);
-}
-
-T42_TGT static void T42_NAME(tile42_q5_0)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
-                                          const float *s4, int64_t K, float *out) {
-    (void)s4;
-    T42_NAME(tile42_signed)(2, w, rb, wsc, a, d4, K, out);
-}
-
 T42_TGT static void T42_NAME(tile42_q4_1)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
                             const float *s4, int64_t K, float *out) {
     const BlockQ4_1 *b0 = (const void *)w, *b1 = (const void *)(w + rb);
@@ -120,5 +104,4 @@ T42_TGT static void T42_NAME(tile42_q4_1)(const uint8_t *w, size_t rb, const flo
 #undef T42_SA
 #undef T42_SDOT
 #undef T42_U8_DOT
-#undef T42_LEVELS5
 #undef T42_CHUNK

@@ -1,0 +1,316 @@
+/* Q4_0 and Q5_0 dot products in the block-total order, every path.
+ *
+ * Neither type has to match llama.cpp bit for bit (quant_matches_llamacpp),
+ * so jarip fixes its own summation order, the one that needs the fewest
+ * float operations: per 32-block the exact integer total
+ *   isum_i = sum_j w_j a_j = sum_j u_j a_j - off * sum_j a_j
+ * (u the stored level, off 8 for Q4_0 and 16 for Q5_0), then one float
+ * multiply-add per block and output, blocks in order from +0:
+ *   acc = fmaf(d_w[i] * d_a[i], (float)isum_i, acc)
+ * (|isum| < 2^24, so the conversion is exact). Every path below (and the
+ * scalar reference, quant_ref.c) computes exactly that chain, so an output
+ * has the same bits whichever kernel, batch size or thread computed it
+ * (serving's batch invariance); the integer totals may be formed any way.
+ *
+ * Kernels:
+ *  - dot: one weight row (the QDotFn; tails).
+ *  - dot8: eight consecutive weight rows against one activation row
+ *    (generation). Each row's block gives 8 int32 lane sums; the eight rows'
+ *    lanes are reduced together by a horizontal-add tree (10 operations per
+ *    8 rows), then one conversion, scale and FMA serve all eight outputs.
+ *  - panel (AVX-512 VNNI, prompts and batched serving): 16 weight rows are
+ *    unpacked once into an interleaved panel, quad q of row r at 4r of
+ *    the q-th 64-byte vector, so one vpdpbusd of that vector with the
+ *    activation quad broadcast gives 16 rows' partial sums: 8 vpdpbusd, a
+ *    conversion, a scale and an FMA per block, activation row and 16 outputs,
+ *    against ~5 operations per output of a natural-layout tile. The panel
+ *    (nb x 576 bytes) is built per 16 rows and reused by every activation
+ *    row of the call; the weights in memory keep GGML's layout. */
+#include "kernels/quant_avx2_inl.h"
+
+#include <stdlib.h>
+
+#define BT_PANEL_BLOCK (QPANEL_ROWS * QK) /* bytes of levels per block in a panel */
+
+size_t quant_panel_bytes(int64_t K) { return (size_t)(K / QK) * (BT_PANEL_BLOCK + QPANEL_ROWS * sizeof(float)); }
+
+static int bt_kind(int t) { return t == DT_Q4_0 ? 0 : t == DT_Q5_0 ? 1 : -1; }
+static int bt_off(int kind) { return kind == 0 ? 8 : 16; }
+
+void quant_block_corr(int t, const QAct *acts, int M, int64_t nb, int32_t *corr) {
+    const int off = bt_off(bt_kind(t));
+    for (int m = 0; m < M; m++)
+        for (int64_t i = 0; i < nb; i++) corr[(size_t)m * nb + i] = -off * (int32_t)acts[m].qsum[i];
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+#define INL __attribute__((always_inline))
+
+static size_t bt_bytes(int kind) { return kind == 0 ? sizeof(BlockQ4_0) : sizeof(BlockQ5_0); }
+
+/* -off * sum(a) of block i: exact (|sum| <= 32 * 127) */
+static inline int32_t bt_corr(int kind, const QAct *a, int64_t i) { return -bt_off(kind) * (int32_t)a->qsum[i]; }
+
+/* The 32 levels of a block in element order (the nibbles: low then high). */
+TGT static inline INL __m256i bt_levels(int kind, const uint8_t *blk) {
+    return kind == 0 ? nibbles(blk + 2) : levels5(blk + 6, blk + 2);
+}
+
+TGT static inline int hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Totals of eight int32 x8 vectors, lane r = total of s[r]; the upper
+ * 128-bit halves' part shifted right by sh first (the VNNI Q4_0 kernel
+ * keeps the high nibbles times 16 there). hadd keeps 128-bit halves apart. */
+TGT static inline INL __m256i bt_total8(const __m256i *s, int sh) {
+    const __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+    const __m256i y = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
+    const __m256i lo = _mm256_permute2x128_si256(x, y, 0x20), hi = _mm256_permute2x128_si256(x, y, 0x31);
+    return _mm256_add_epi32(lo, sh ? _mm256_srai_epi32(hi, sh) : hi);
+}
+
+/* The half scales d of block i of eight rows (p: block i of row 0; vidx:
+ * the rows' byte offsets) as floats: one gather of the 4 bytes at each d. */
+TGT static inline __m256 bt_dw8(const uint8_t *p, __m256i vidx) {
+    const __m256i g = _mm256_i32gather_epi32((const int *)p, vidx, 1);
+    const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
+                                          12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, lo16), 0x08);
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+}
+
+/* Prefetch of the next group of eight rows (8 rb bytes after row 0's
+ * start), 3 lines per block of the group: 8 rows of a block are at most
+ * 8 * 22 bytes, under 3 lines. */
+TGT static inline INL void bt_prefetch_next(const uint8_t *row0, size_t rb, int64_t i) {
+    const char *next = (const char *)row0 + 8 * rb + 192 * (size_t)i;
+    _mm_prefetch(next, _MM_HINT_T0);
+    _mm_prefetch(next + 64, _MM_HINT_T0);
+    _mm_prefetch(next + 128, _MM_HINT_T0);
+}
+
+/* ---- AVX2 ---------------------------------------------------------------------------- */
+TGT static inline INL float bt_dot(int kind, const void *w, const QAct *a, int64_t K) {
+    const uint8_t *p = w;
+    const size_t bs = bt_bytes(kind);
+    float acc = 0;
+    for (int64_t i = 0; i < K / QK; i++, p += bs) {
+        _mm_prefetch((const char *)p + 1024, _MM_HINT_T0);
+        uint16_t dh;
+        memcpy(&dh, p, 2);
+        const int isum = hsum_epi32(dot_us(bt_levels(kind, p), load_q8(a->qs + i * QK))) + bt_corr(kind, a, i);
+        acc = fmaf(h2f(dh) * a->d[i], (float)isum, acc);
+    }
+    return acc;
+}
+
+TGT static float bt_dot_q4_0(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    return bt_dot(0, w, a, K);
+}
+TGT static float bt_dot_q5_0(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)x;
+    return bt_dot(1, w, a, K);
+}
+
+TGT static inline __m256i bt_rowidx(size_t rb) {
+    const int r = (int)rb;
+    return _mm256_setr_epi32(0, r, 2 * r, 3 * r, 4 * r, 5 * r, 6 * r, 7 * r);
+}
+
+TGT static inline INL void bt_dot8(int kind, const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    const size_t bs = bt_bytes(kind);
+    const int64_t nb = K / QK;
+    const __m256i vidx = bt_rowidx(rb);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = w + i * bs;
+        bt_prefetch_next(w, rb, i);
+        const __m256i av = load_q8(a->qs + i * QK);
+        __m256i s[8];
+        for (int r = 0; r < 8; r++) s[r] = dot_us(bt_levels(kind, p + r * rb), av);
+        const __m256i isum = _mm256_add_epi32(bt_total8(s, 0), _mm256_set1_epi32(bt_corr(kind, a, i)));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(bt_dw8(p, vidx), _mm256_set1_ps(a->d[i])), _mm256_cvtepi32_ps(isum), acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+
+TGT static void bt_dot8_q4_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) { bt_dot8(0, w, rb, a, K, out); }
+TGT static void bt_dot8_q5_0(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) { bt_dot8(1, w, rb, a, K, out); }
+
+/* One weight row against four activation rows (QRows4Fn). */
+TGT static inline INL void bt_rows4(int kind, const uint8_t *w, const QAct *a, int64_t K, float *out) {
+    const size_t bs = bt_bytes(kind);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < K / QK; i++) {
+        const uint8_t *p = w + i * bs;
+        const __m256i lv = bt_levels(kind, p);
+        const __m256i s0 = dot_us(lv, load_q8(a[0].qs + i * QK)), s1 = dot_us(lv, load_q8(a[1].qs + i * QK));
+        const __m256i s2 = dot_us(lv, load_q8(a[2].qs + i * QK)), s3 = dot_us(lv, load_q8(a[3].qs + i * QK));
+        const __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+        __m128i isum = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+        isum = _mm_add_epi32(isum, _mm_setr_epi32(bt_corr(kind, &a[0], i), bt_corr(kind, &a[1], i),
+                                                  bt_corr(kind, &a[2], i), bt_corr(kind, &a[3], i)));
+        uint16_t dh;
+        memcpy(&dh, p, 2);
+        const __m128 da = _mm_setr_ps(a[0].d[i], a[1].d[i], a[2].d[i], a[3].d[i]);
+        acc = _mm_fmadd_ps(_mm_mul_ps(_mm_set1_ps(h2f(dh)), da), _mm_cvtepi32_ps(isum), acc);
+    }
+    _mm_storeu_ps(out, acc);
+}
+
+TGT static void bt_rows4_q4_0(const void *w, const QAct *a, int64_t K, float *out) { bt_rows4(0, w, a, K, out); }
+TGT static void bt_rows4_q5_0(const void *w, const QAct *a, int64_t K, float *out) { bt_rows4(1, w, a, K, out); }
+
+/* Panel of rows (<= 16) weight rows: levels interleaved, then the scales;
+ * missing rows are zero (their outputs are not stored). */
+TGT static inline INL void bt_pack(int kind, const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) {
+    const size_t bs = bt_bytes(kind);
+    const int64_t nb = K / QK;
+    float *pdw = (float *)(panel + nb * BT_PANEL_BLOCK); /* (nb, 16) */
+    if (rows < QPANEL_ROWS) memset(panel, 0, quant_panel_bytes(K));
+    for (int r = 0; r < rows; r++)
+        for (int64_t i = 0; i < nb; i++) {
+            const uint8_t *p = w + r * rb + i * bs;
+            _Alignas(32) uint32_t lv[8];
+            _mm256_store_si256((__m256i *)lv, bt_levels(kind, p));
+            uint32_t *dst = (uint32_t *)(panel + i * BT_PANEL_BLOCK) + r;
+            for (int q = 0; q < 8; q++) dst[QPANEL_ROWS * q] = lv[q];
+            uint16_t dh;
+            memcpy(&dh, p, 2);
+            pdw[i * QPANEL_ROWS + r] = h2f(dh);
+        }
+}
+
+TGT static void bt_pack_q4_0(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) { bt_pack(0, w, rb, rows, K, panel); }
+TGT static void bt_pack_q5_0(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) { bt_pack(1, w, rb, rows, K, panel); }
+
+/* ---- AVX-512 VNNI ---------------------------------------------------------------------- */
+/* dot8 with vpdpbusd. Q4_0: the 16 bytes broadcast to both halves and
+ * masked to low nibbles (elements 0-15) below and high nibbles times 16
+ * (16-31) above, one AND instead of shift + AND; the total shifts the
+ * upper part back (exact: a multiple of 16). Q5_0: levels with the fifth
+ * bits added under a byte mask. */
+TGT512 static inline INL void bt_dot8_v(int kind, const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
+    const size_t bs = bt_bytes(kind);
+    const int64_t nb = K / QK;
+    const __m256i vidx = bt_rowidx(rb);
+    const __m256i m4 = _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, (int64_t)0xF0F0F0F0F0F0F0F0,
+                                          (int64_t)0xF0F0F0F0F0F0F0F0);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = w + i * bs;
+        bt_prefetch_next(w, rb, i);
+        const __m256i av = load_q8(a->qs + i * QK);
+        __m256i s[8];
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *b = p + r * rb;
+            __m256i u;
+            if (kind == 0) {
+                u = _mm256_and_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(b + 2))), m4);
+            } else {
+                uint32_t bits;
+                memcpy(&bits, b + 2, 4);
+                const __m256i nib = nibbles(b + 6);
+                u = _mm256_mask_add_epi8(nib, (__mmask32)bits, nib, _mm256_set1_epi8(16));
+            }
+            s[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, av);
+        }
+        const __m256i isum = _mm256_add_epi32(bt_total8(s, kind == 0 ? 4 : 0), _mm256_set1_epi32(bt_corr(kind, a, i)));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(bt_dw8(p, vidx), _mm256_set1_ps(a->d[i])), _mm256_cvtepi32_ps(isum), acc);
+    }
+    _mm256_storeu_ps(out, acc);
+}
+
+TGT512 static void bt_dot8_q4_0_v(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) { bt_dot8_v(0, w, rb, a, K, out); }
+TGT512 static void bt_dot8_q5_0_v(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) { bt_dot8_v(1, w, rb, a, K, out); }
+
+TGT512 static inline __m512i bcast4(const int8_t *q) {
+    int32_t v;
+    memcpy(&v, q, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* mr (1..4) activation rows against a panel: out row r at out + r*ldo,
+ * the first `rows` of 16 stored. Two integer chains per row (quads 0,2,4,6
+ * and 1,3,5,7, the first started at the offset correction) for latency. */
+TGT512 static inline INL void bt_panel_mr(const int mr, const uint8_t *panel, const QAct *a, const int32_t *corr,
+                                          int64_t nb, float *out, size_t ldo, __mmask16 keep) {
+    const float *pdw = (const float *)(panel + nb * BT_PANEL_BLOCK);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *pb = panel + i * BT_PANEL_BLOCK;
+        __m512i wq[8];
+        for (int q = 0; q < 8; q++) wq[q] = _mm512_loadu_si512(pb + 64 * q);
+        const __m512 dw = _mm512_loadu_ps(pdw + i * QPANEL_ROWS);
+        for (int r = 0; r < mr; r++) {
+            const int8_t *aq = a[r].qs + i * QK;
+            __m512i x0 = _mm512_set1_epi32(corr[r * nb + i]), x1 = _mm512_setzero_si512();
+            x0 = _mm512_dpbusd_epi32(x0, wq[0], bcast4(aq));
+            x1 = _mm512_dpbusd_epi32(x1, wq[1], bcast4(aq + 4));
+            x0 = _mm512_dpbusd_epi32(x0, wq[2], bcast4(aq + 8));
+            x1 = _mm512_dpbusd_epi32(x1, wq[3], bcast4(aq + 12));
+            x0 = _mm512_dpbusd_epi32(x0, wq[4], bcast4(aq + 16));
+            x1 = _mm512_dpbusd_epi32(x1, wq[5], bcast4(aq + 20));
+            x0 = _mm512_dpbusd_epi32(x0, wq[6], bcast4(aq + 24));
+            x1 = _mm512_dpbusd_epi32(x1, wq[7], bcast4(aq + 28));
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[i])),
+                                     _mm512_cvtepi32_ps(_mm512_add_epi32(x0, x1)), acc[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) _mm512_mask_storeu_ps(out + r * ldo, keep, acc[r]);
+}
+
+TGT512 static void bt_panel_v(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
+                              size_t ldo, int rows) {
+    const int64_t nb = K / QK;
+    const __mmask16 keep = (__mmask16)((1u << rows) - 1);
+    int m = 0;
+    for (; m + 4 <= M; m += 4) bt_panel_mr(4, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep);
+    switch (M - m) {
+    case 3: bt_panel_mr(3, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep); break;
+    case 2: bt_panel_mr(2, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep); break;
+    case 1: bt_panel_mr(1, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep); break;
+    default: break;
+    }
+}
+
+/* ---- dispatch -------------------------------------------------------------------------- */
+QDotFn quant_blocksum_dot_fn_avx2(int t) {
+    if (kernel_isa() < ISA_AVX2) return NULL;
+    return t == DT_Q4_0 ? bt_dot_q4_0 : t == DT_Q5_0 ? bt_dot_q5_0 : NULL;
+}
+QRows4Fn quant_blocksum_rows4_fn_avx2(int t) {
+    if (kernel_isa() < ISA_AVX2) return NULL;
+    return t == DT_Q4_0 ? bt_rows4_q4_0 : t == DT_Q5_0 ? bt_rows4_q5_0 : NULL;
+}
+QDot8Fn quant_dot8_fn_avx2(int t) {
+    if (kernel_isa() < ISA_AVX2) return NULL;
+    return t == DT_Q4_0 ? bt_dot8_q4_0 : t == DT_Q5_0 ? bt_dot8_q5_0 : NULL;
+}
+QDot8Fn quant_dot8_fn_avx512(int t) {
+    if (kernel_isa() < ISA_AVX512) return NULL;
+    return t == DT_Q4_0 ? bt_dot8_q4_0_v : t == DT_Q5_0 ? bt_dot8_q5_0_v : NULL;
+}
+QPanelPackFn quant_panel_pack_fn(int t) {
+    if (kernel_isa() < ISA_AVX2) return NULL;
+    return t == DT_Q4_0 ? bt_pack_q4_0 : t == DT_Q5_0 ? bt_pack_q5_0 : NULL;
+}
+QPanelFn quant_panel_fn_avx512(int t) {
+    if (kernel_isa() < ISA_AVX512 || bt_kind(t) < 0) return NULL;
+    return bt_panel_v;
+}
+#else
+QDotFn quant_blocksum_dot_fn_avx2(int t) { return (void)t, NULL; }
+QRows4Fn quant_blocksum_rows4_fn_avx2(int t) { return (void)t, NULL; }
+QDot8Fn quant_dot8_fn_avx2(int t) { return (void)t, NULL; }
+QDot8Fn quant_dot8_fn_avx512(int t) { return (void)t, NULL; }
+QPanelPackFn quant_panel_pack_fn(int t) { return (void)t, NULL; }
+QPanelFn quant_panel_fn_avx512(int t) { return (void)t, NULL; }
+#endif
