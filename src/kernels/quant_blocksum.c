@@ -75,21 +75,21 @@ TGT static inline INL __m256i bt_total8(const __m256i *s, int sh) {
     return _mm256_add_epi32(lo, sh ? _mm256_srai_epi32(hi, sh) : hi);
 }
 
-/* The half scales d of block i of eight rows (p: block i of row 0; vidx:
- * the rows' byte offsets) as floats: one gather of the 4 bytes at each d. */
-TGT static inline __m256 bt_dw8(const uint8_t *p, __m256i vidx) {
-    const __m256i g = _mm256_i32gather_epi32((const int *)p, vidx, 1);
-    const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
-                                          12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
-    const __m256i h = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, lo16), 0x08);
-    return _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+/* The half scales d of blocks i0 .. i0+n of eight rows, row-interleaved:
+ * dh[8*j + r] (plain 16-bit moves, done a chunk ahead of the dots: a
+ * gather per block, or a vector load right after the eight stores, cost
+ * more). */
+#define BT_DCHUNK 32
+static inline void bt_dh8(const uint8_t *w, size_t rb, size_t bs, int64_t i0, int64_t n, uint16_t *dh) {
+    for (int r = 0; r < 8; r++)
+        for (int64_t j = 0; j < n; j++) memcpy(&dh[8 * j + r], w + r * rb + (i0 + j) * bs, 2);
 }
 
 /* Prefetch of the next group of eight rows (8 rb bytes after row 0's
  * start), 3 lines per block of the group: 8 rows of a block are at most
  * 8 * 22 bytes, under 3 lines. */
 TGT static inline INL void bt_prefetch_next(const uint8_t *row0, size_t rb, int64_t i) {
-    const char *next = (const char *)row0 + 8 * rb + 192 * (size_t)i;
+    const char *next = (const char *)row0 + 16 * rb + 192 * (size_t)i;
     _mm_prefetch(next, _MM_HINT_T0);
     _mm_prefetch(next + 64, _MM_HINT_T0);
     _mm_prefetch(next + 128, _MM_HINT_T0);
@@ -119,24 +119,20 @@ TGT static float bt_dot_q5_0(const void *w, const QAct *a, const float *x, int64
     return bt_dot(1, w, a, K);
 }
 
-TGT static inline __m256i bt_rowidx(size_t rb) {
-    const int r = (int)rb;
-    return _mm256_setr_epi32(0, r, 2 * r, 3 * r, 4 * r, 5 * r, 6 * r, 7 * r);
-}
-
 TGT static inline INL void bt_dot8(int kind, const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
     const size_t bs = bt_bytes(kind);
     const int64_t nb = K / QK;
-    const __m256i vidx = bt_rowidx(rb);
     __m256 acc = _mm256_setzero_ps();
+    _Alignas(16) uint16_t dh[BT_DCHUNK * 8];
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *p = w + i * bs;
+        if (i % BT_DCHUNK == 0) bt_dh8(w, rb, bs, i, nb - i < BT_DCHUNK ? nb - i : BT_DCHUNK, dh);
         bt_prefetch_next(w, rb, i);
         const __m256i av = load_q8(a->qs + i * QK);
         __m256i s[8];
         for (int r = 0; r < 8; r++) s[r] = dot_us(bt_levels(kind, p + r * rb), av);
         const __m256i isum = _mm256_add_epi32(bt_total8(s, 0), _mm256_set1_epi32(bt_corr(kind, a, i)));
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(bt_dw8(p, vidx), _mm256_set1_ps(a->d[i])), _mm256_cvtepi32_ps(isum), acc);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dh + 8 * (i % BT_DCHUNK)))), _mm256_set1_ps(a->d[i])), _mm256_cvtepi32_ps(isum), acc);
     }
     _mm256_storeu_ps(out, acc);
 }
@@ -200,12 +196,13 @@ TGT static void bt_pack_q5_0(const uint8_t *w, size_t rb, int rows, int64_t K, u
 TGT512 static inline INL void bt_dot8_v(int kind, const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
     const size_t bs = bt_bytes(kind);
     const int64_t nb = K / QK;
-    const __m256i vidx = bt_rowidx(rb);
     const __m256i m4 = _mm256_setr_epi64x(0x0F0F0F0F0F0F0F0F, 0x0F0F0F0F0F0F0F0F, (int64_t)0xF0F0F0F0F0F0F0F0,
                                           (int64_t)0xF0F0F0F0F0F0F0F0);
     __m256 acc = _mm256_setzero_ps();
+    _Alignas(16) uint16_t dh[BT_DCHUNK * 8];
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *p = w + i * bs;
+        if (i % BT_DCHUNK == 0) bt_dh8(w, rb, bs, i, nb - i < BT_DCHUNK ? nb - i : BT_DCHUNK, dh);
         bt_prefetch_next(w, rb, i);
         const __m256i av = load_q8(a->qs + i * QK);
         __m256i s[8];
@@ -223,7 +220,7 @@ TGT512 static inline INL void bt_dot8_v(int kind, const uint8_t *w, size_t rb, c
             s[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, av);
         }
         const __m256i isum = _mm256_add_epi32(bt_total8(s, kind == 0 ? 4 : 0), _mm256_set1_epi32(bt_corr(kind, a, i)));
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(bt_dw8(p, vidx), _mm256_set1_ps(a->d[i])), _mm256_cvtepi32_ps(isum), acc);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dh + 8 * (i % BT_DCHUNK)))), _mm256_set1_ps(a->d[i])), _mm256_cvtepi32_ps(isum), acc);
     }
     _mm256_storeu_ps(out, acc);
 }
