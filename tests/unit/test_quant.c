@@ -2,6 +2,7 @@
  * products (SIMD vs scalar vs float reference) and matmul_quant_forward. */
 #include "kernels/kernels.h"
 #include "kernels/quant.h"
+#include "kernels/quant_blocks.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -326,7 +327,9 @@ static void test_batch_kernels(void) {
         for (int isa = 0; isa < 2; isa++) {
             QTile42Fn t42 = t42s_[isa];
             const char *isa_name = isa ? "avx512" : "avx2";
-            printf("  %s tile42 %s: %s\n", dtype_name(t), isa_name, t42 ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+            printf("  %s tile42 %s: %s\n", dtype_name(t), isa_name,
+                   t42 ? "tested" : t == DT_Q4_0 || t == DT_Q5_0 ? "none (panels: test_blocksum_paths)"
+                                  : "skipped (not on this CPU, or capped by JARIP_ISA)");
             if (!t42) continue;
             float *d4 = xalloc((size_t)K / 32 * 4 * 4, NULL), *s4 = xalloc((size_t)K / 32 * 4 * 4, NULL), o[8];
             for (int i = 0; i < K / 32; i++)
@@ -371,6 +374,90 @@ static void test_batch_kernels(void) {
     free(W), free(X), free(out);
 }
 
+/* Q4_0 / Q5_0 keep one summation order (quant_blocks.h) in every kernel:
+ * the scalar reference, the AVX2 dot / rows4 / dot8, the VNNI dot8 and the
+ * VNNI panels all give the same bits per output. Raw random blocks (every
+ * level and fifth-bit pattern), activations with +-127 and zero blocks;
+ * panels of 16 rows and of a ragged tail, 1..9 activation rows. */
+static void test_blocksum_paths(void) {
+    const int types[] = {DT_Q4_0, DT_Q5_0}, N = 21, M = 9;
+    const int64_t K = 19 * 32; /* blocks beyond one chunk of scales are covered by test_batch_kernels' K */
+    float *X = malloc((size_t)M * K * 4);
+    fill(X, (int64_t)M * K, 41, 1.0f);
+    X[5] = 1000.0f, X[K + 40] = -1000.0f;          /* +-127 after quantization */
+    for (int k = 64; k < 96; k++) X[2 * K + k] = 0; /* an all-zero activation block */
+    for (int ti = 0; ti < 2; ti++) {
+        const int t = types[ti];
+        const size_t rb = dtype_row_bytes(t, K), bb = dtype_block_bytes(t), ab = quant_act_bytes(DT_Q8_0, K);
+        uint8_t *Q = malloc(rb * N), *scr = xalloc(ab * M, NULL);
+        uint64_t key = rng_key(77, t, 0);
+        for (size_t i = 0; i < rb * N; i++) Q[i] = (uint8_t)rng_u64(key, i);
+        for (size_t blk = 0; blk < rb * N / bb; blk++) { /* sane half scales, one zero */
+            uint16_t d = f32_to_fp16(blk == 3 ? 0.0f : 0.001f * (float)(1 + blk % 13));
+            memcpy(Q + blk * bb, &d, 2);
+        }
+        QAct a[9];
+        for (int m = 0; m < M; m++) quant_act_row(DT_Q8_0, X + (size_t)m * K, K, scr + m * ab, &a[m]);
+        QDotFn ref = quant_dot_fn_scalar(t);
+        float want[9][21];
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) want[m][n] = ref(Q + n * rb, &a[m], NULL, K);
+        int bad = 0;
+        QDotFn dot = quant_dot_fn_avx2(t);
+        printf("  %s dot avx2: %s\n", dtype_name(t), dot ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+        for (int m = 0; dot && m < M; m++)
+            for (int n = 0; n < N; n++) {
+                const float g = dot(Q + n * rb, &a[m], NULL, K);
+                bad += memcmp(&g, &want[m][n], 4) != 0;
+            }
+        CHECK(bad == 0, "%s dot avx2: %d outputs differ from the scalar reference", dtype_name(t), bad);
+        QRows4Fn r4 = quant_rows4_fn_avx2(t);
+        printf("  %s rows4 avx2: %s\n", dtype_name(t), r4 ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+        for (int n = 0, bad4 = 0; r4 && n < N; n++) {
+            float o[4];
+            r4(Q + n * rb, &a[2], K, o);
+            for (int r = 0; r < 4; r++) bad4 += memcmp(&o[r], &want[2 + r][n], 4) != 0;
+            CHECK(bad4 == 0, "%s rows4 avx2 col %d differs from the scalar reference", dtype_name(t), n);
+        }
+        QDot8Fn d8s[2] = {quant_dot8_fn_avx2(t), quant_dot8_fn_avx512(t)};
+        for (int isa = 0; isa < 2; isa++) {
+            printf("  %s dot8 %s: %s\n", dtype_name(t), isa ? "avx512" : "avx2", d8s[isa] ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+            int bad8 = 0;
+            for (int m = 0; d8s[isa] && m < M; m++)
+                for (int n = 0; n + 8 <= N; n += 5) {
+                    float o[8];
+                    d8s[isa](Q + n * rb, rb, &a[m], K, o);
+                    for (int r = 0; r < 8; r++) bad8 += memcmp(&o[r], &want[m][n + r], 4) != 0;
+                }
+            CHECK(bad8 == 0, "%s dot8 %s: %d outputs differ from the scalar reference", dtype_name(t), isa ? "avx512" : "avx2", bad8);
+        }
+        QPanelFn panel = quant_panel_fn_avx512(t);
+        QPanelPackFn pack = quant_panel_pack_fn(t);
+        printf("  %s panel avx512: %s\n", dtype_name(t), panel && pack ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+        if (panel && pack) {
+            uint8_t *pan = xalloc(quant_panel_bytes(K), NULL);
+            int32_t *corr = malloc((size_t)M * (K / 32) * 4);
+            quant_block_corr(t, a, M, K / 32, corr);
+            float out[9 * 21];
+            for (int mm = 1; mm <= M; mm++)
+                for (int n0 = 0; n0 < N; n0 += QPANEL_ROWS) { /* 16 rows, then a tail of 5 */
+                    const int rows = N - n0 < QPANEL_ROWS ? N - n0 : QPANEL_ROWS;
+                    memset(out, 0xFF, sizeof out);
+                    pack(Q + n0 * rb, rb, rows, K, pan);
+                    panel(pan, a, corr, mm, K, out, (size_t)N, rows);
+                    int badp = 0;
+                    for (int m = 0; m < mm; m++)
+                        for (int r = 0; r < rows; r++) badp += memcmp(&out[m * N + r], &want[m][n0 + r], 4) != 0;
+                    for (int r = rows; r < N; r++) badp += out[r] == out[r]; /* columns past the panel stay untouched (NaN) */
+                    CHECK(badp == 0, "%s panel M=%d rows=%d: %d outputs wrong", dtype_name(t), mm, rows, badp);
+                }
+            xfree(pan), free(corr);
+        }
+        free(Q), xfree(scr);
+    }
+    free(X);
+}
+
 int main(void) {
     test_round_trip();
     test_known_blocks();
@@ -380,6 +467,7 @@ int main(void) {
     test_matmul();
     test_low_kquants();
     test_batch_kernels();
+    test_blocksum_paths();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;
