@@ -69,12 +69,13 @@ TGT static float dot_q8_0(const void *w, const QAct *a, const float *x, int64_t 
     return hsum_ps(acc);
 }
 
-/* Q4_K / Q5_K: 8 scales and mins per super-block; the min term comes from
- * the activation 16-sums, the scale multiplies int16 pair sums via madd.
- * Accumulates d*d_a*sums into acc (one horizontal sum per row, at the end)
- * and returns the scalar min term. */
-TGT static inline float dot_kq(const uint8_t *scales, uint16_t dh, uint16_t dminh, const uint8_t *qs,
-                               const uint8_t *qh, const int8_t *q8, const int16_t *bs, float da, __m256 *acc) {
+/* Q4_K / Q5_K: 8 scales and mins per super-block, in the K-quant
+ * block-total order (quant_blocks.h): the exact integer totals isum (the
+ * scale multiplies int16 pair sums via madd) and msum (mins times the
+ * activation 16-sums), then two FMAs per super-block, as the scalar
+ * reference and the VNNI panels (quant_blocksum.c). */
+TGT static inline void dot_kq(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *q8,
+                              const int16_t *bs, int *isum, int *msum) {
     uint8_t sc[8], mn[8];
     int summ = 0;
     for (int j = 0; j < 8; j++) {
@@ -97,33 +98,41 @@ TGT static inline float dot_kq(const uint8_t *scales, uint16_t dh, uint16_t dmin
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
     }
-    *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dh) * da), _mm256_cvtepi32_ps(sumi), *acc);
-    return h2f(dminh) * da * (float)summ;
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sumi), _mm256_extracti128_si256(sumi, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    *isum = _mm_cvtsi128_si32(s), *msum = summ;
+}
+
+TGT static inline float kq_step(float acc, uint16_t dh, uint16_t dmh, float da, int isum, int msum) {
+    acc = fmaf(h2f(dh) * da, (float)isum, acc);
+    return fmaf(-(h2f(dmh) * da), (float)msum, acc);
 }
 
 TGT static float dot_q4_K(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ4_K *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
+    float acc = 0;
     for (int64_t i = 0; i < K / QK_K; i++) {
         prefetch_block(b + i, sizeof *b);
-        mins += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16, a->d[i], &acc);
+        int isum, msum;
+        dot_kq(b[i].scales, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16, &isum, &msum);
+        acc = kq_step(acc, b[i].d, b[i].dmin, a->d[i], isum, msum);
     }
-    return hsum_ps(acc) - mins;
+    return acc;
 }
 
 TGT static float dot_q5_K(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
     const BlockQ5_K *b = w;
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
+    float acc = 0;
     for (int64_t i = 0; i < K / QK_K; i++) {
         prefetch_block(b + i, sizeof *b);
-        mins += dot_kq(b[i].scales, b[i].d, b[i].dmin, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16, a->d[i],
-                       &acc);
+        int isum, msum;
+        dot_kq(b[i].scales, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16, &isum, &msum);
+        acc = kq_step(acc, b[i].d, b[i].dmin, a->d[i], isum, msum);
     }
-    return hsum_ps(acc) - mins;
+    return acc;
 }
 
 TGT static float dot_q6_K(const void *w, const QAct *a, const float *x, int64_t K) {

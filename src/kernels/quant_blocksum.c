@@ -32,12 +32,26 @@
 
 #define BT_PANEL_BLOCK (QPANEL_ROWS * QK) /* bytes of levels per block in a panel */
 
-size_t quant_panel_bytes(int64_t K) { return (size_t)(K / QK) * (BT_PANEL_BLOCK + QPANEL_ROWS * sizeof(float)); }
+/* Per 32 elements: Q4_0 / Q5_0 512 bytes of levels + 16 scales (576);
+ * Q4_K 512 bytes of levels and, per 256, 16 x (8 int32 scales, 4 int16
+ * min pairs, d, dmin) = 624 per 32. One size serves all three. */
+#define BT_K_SB (8 * BT_PANEL_BLOCK + QPANEL_ROWS * (8 * 4 + 4 * 4 + 2 * 4)) /* Q4_K panel bytes per super-block */
+size_t quant_panel_bytes(int64_t K) { return (size_t)(K / QK_K) * BT_K_SB + (size_t)(K % QK_K / QK) * 624; }
 
-static int bt_kind(int t) { return t == DT_Q4_0 ? 0 : t == DT_Q5_0 ? 1 : -1; }
+static int bt_kind(int t) { return t == DT_Q4_0 ? 0 : t == DT_Q5_0 ? 1 : t == DT_Q4_K ? 2 : -1; }
 static int bt_off(int kind) { return kind == 0 ? 8 : 16; }
 
 void quant_block_corr(int t, const QAct *acts, int M, int64_t nb, int32_t *corr) {
+    if (t == DT_Q4_K) { /* per super-block: 4 int16 pairs of the sub-blocks' activation sums, 4 unused */
+        for (int m = 0; m < M; m++)
+            for (int64_t i = 0; i < nb / 8; i++)
+                for (int k = 0; k < 8; k++) {
+                    const int16_t *bs = acts[m].bsums + i * 16 + 4 * k;
+                    corr[(size_t)m * nb + 8 * i + k] =
+                        k < 4 ? (int32_t)((uint32_t)(uint16_t)(bs[0] + bs[1]) | (uint32_t)(uint16_t)(bs[2] + bs[3]) << 16) : 0;
+                }
+        return;
+    }
     const int off = bt_off(bt_kind(t));
     for (int m = 0; m < M; m++)
         for (int64_t i = 0; i < nb; i++) corr[(size_t)m * nb + i] = -off * (int32_t)acts[m].qsum[i];
@@ -228,6 +242,7 @@ TGT512 static inline INL void bt_dot8_v(int kind, const uint8_t *w, size_t rb, c
 TGT512 static void bt_dot8_q4_0_v(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) { bt_dot8_v(0, w, rb, a, K, out); }
 TGT512 static void bt_dot8_q5_0_v(const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) { bt_dot8_v(1, w, rb, a, K, out); }
 
+#define BT_MR 8 /* activation rows per pass over a panel */
 TGT512 static inline __m512i bcast4(const int8_t *q) {
     int32_t v;
     memcpy(&v, q, 4);
@@ -240,7 +255,8 @@ TGT512 static inline __m512i bcast4(const int8_t *q) {
 TGT512 static inline INL void bt_panel_mr(const int mr, const uint8_t *panel, const QAct *a, const int32_t *corr,
                                           int64_t nb, float *out, size_t ldo, __mmask16 keep) {
     const float *pdw = (const float *)(panel + nb * BT_PANEL_BLOCK);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc[BT_MR];
+    for (int r = 0; r < mr; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *pb = panel + i * BT_PANEL_BLOCK;
         __m512i wq[8];
@@ -264,18 +280,117 @@ TGT512 static inline INL void bt_panel_mr(const int mr, const uint8_t *panel, co
     for (int r = 0; r < mr; r++) _mm512_mask_storeu_ps(out + r * ldo, keep, acc[r]);
 }
 
-TGT512 static void bt_panel_v(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
-                              size_t ldo, int rows) {
-    const int64_t nb = K / QK;
+/* ---- Q4_K panels ------------------------------------------------------------------------
+ * Per super-block: the 8 sub-blocks' levels interleaved as above (8 x 512
+ * bytes), then per sub-block the 16 rows' int32 scales, the 16 rows' mins
+ * as int16 pairs (m_2k, m_2k+1), d and dmin. Per sub-block and activation
+ * row: 8 vpdpbusd, one vpmulld by the scales into isum; per super-block
+ * 4 vpdpwssd of the min pairs with the activation 32-sums (msum) and the
+ * two FMAs of the K-quant order (quant_blocks.h). */
+#define BT_K_SC (8 * BT_PANEL_BLOCK)
+#define BT_K_MN (BT_K_SC + 8 * QPANEL_ROWS * 4)
+#define BT_K_D (BT_K_MN + 4 * QPANEL_ROWS * 4)
+
+TGT static void bt_pack_q4_K(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) {
+    const int64_t ns = K / QK_K;
+    if (rows < QPANEL_ROWS) memset(panel, 0, quant_panel_bytes(K));
+    for (int r = 0; r < rows; r++)
+        for (int64_t i = 0; i < ns; i++) {
+            const BlockQ4_K *b = (const void *)(w + r * rb + i * sizeof(BlockQ4_K));
+            uint8_t *sb = panel + i * BT_K_SB;
+            uint8_t sc[8], mn[8];
+            for (int j = 0; j < 8; j++) {
+                kq_scale_min(j, b->scales, &sc[j], &mn[j]);
+                ((int32_t *)(sb + BT_K_SC))[QPANEL_ROWS * j + r] = sc[j];
+            }
+            for (int k = 0; k < 4; k++) ((uint32_t *)(sb + BT_K_MN))[QPANEL_ROWS * k + r] = mn[2 * k] | (uint32_t)mn[2 * k + 1] << 16;
+            ((float *)(sb + BT_K_D))[r] = h2f(b->d);
+            ((float *)(sb + BT_K_D))[QPANEL_ROWS + r] = h2f(b->dmin);
+            for (int k = 0; k < 4; k++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)), m4 = _mm256_set1_epi8(0x0F);
+                _Alignas(32) uint32_t lv[2][8];
+                _mm256_store_si256((__m256i *)lv[0], _mm256_and_si256(q, m4));
+                _mm256_store_si256((__m256i *)lv[1], _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+                for (int h = 0; h < 2; h++) {
+                    uint32_t *dst = (uint32_t *)(sb + (2 * k + h) * BT_PANEL_BLOCK) + r;
+                    for (int qd = 0; qd < 8; qd++) dst[QPANEL_ROWS * qd] = lv[h][qd];
+                }
+            }
+        }
+}
+
+#define BT_MR_K 4 /* activation rows per pass over a Q4_K panel (registers: 3 per row + 9) */
+TGT512 static inline INL void bt_panel_k_mr(const int mr, const uint8_t *panel, const QAct *a, const int32_t *corr,
+                                            int64_t nb, float *out, size_t ldo, __mmask16 keep) {
+    __m512 acc[8]; /* mr <= 7 in the tails */
+    for (int r = 0; r < mr; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb / 8; i++) {
+        const uint8_t *sb = panel + i * BT_K_SB;
+        __m512i isum[8];
+        for (int r = 0; r < mr; r++) isum[r] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *pb = sb + j * BT_PANEL_BLOCK;
+            __m512i wq[8];
+            for (int q = 0; q < 8; q++) wq[q] = _mm512_loadu_si512(pb + 64 * q);
+            const __m512i sc = _mm512_loadu_si512(sb + BT_K_SC + 64 * j);
+            for (int r = 0; r < mr; r++) {
+                const int8_t *aq = a[r].qs + i * QK_K + j * QK;
+                __m512i x0 = _mm512_setzero_si512(), x1 = _mm512_setzero_si512();
+                for (int q = 0; q < 8; q += 2) {
+                    x0 = _mm512_dpbusd_epi32(x0, wq[q], bcast4(aq + 4 * q));
+                    x1 = _mm512_dpbusd_epi32(x1, wq[q + 1], bcast4(aq + 4 * q + 4));
+                }
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(x0, x1), sc));
+            }
+        }
+        const __m512 d = _mm512_loadu_ps((const float *)(sb + BT_K_D)), dm = _mm512_loadu_ps((const float *)(sb + BT_K_D) + QPANEL_ROWS);
+        for (int r = 0; r < mr; r++) {
+            __m512i ms = _mm512_setzero_si512();
+            for (int k = 0; k < 4; k++)
+                ms = _mm512_dpwssd_epi32(ms, _mm512_loadu_si512(sb + BT_K_MN + 64 * k), _mm512_set1_epi32(corr[r * nb + 8 * i + k]));
+            const __m512 da = _mm512_set1_ps(a[r].d[i]);
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum[r]), acc[r]);
+            acc[r] = _mm512_fnmadd_ps(_mm512_mul_ps(dm, da), _mm512_cvtepi32_ps(ms), acc[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) _mm512_mask_storeu_ps(out + r * ldo, keep, acc[r]);
+}
+
+/* M activation rows against a panel, BT_MR (Q4_K: BT_MR_K) at a time. */
+TGT512 static inline INL void bt_panel_mr_any(const int kind, const int mr, const uint8_t *panel, const QAct *a,
+                                              const int32_t *corr, int64_t nb, float *out, size_t ldo, __mmask16 keep) {
+    if (kind == 2) bt_panel_k_mr(mr, panel, a, corr, nb, out, ldo, keep);
+    else bt_panel_mr(mr, panel, a, corr, nb, out, ldo, keep);
+}
+
+TGT512 static inline INL void bt_panel_run(const int kind, const uint8_t *panel, const QAct *a, const int32_t *corr,
+                                           int M, int64_t K, float *out, size_t ldo, int rows) {
+    const int64_t nb = K / QK, MR = kind == 2 ? BT_MR_K : BT_MR;
     const __mmask16 keep = (__mmask16)((1u << rows) - 1);
     int m = 0;
-    for (; m + 4 <= M; m += 4) bt_panel_mr(4, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep);
+#define PANEL(mr) bt_panel_mr_any(kind, mr, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep)
+    for (; m + MR <= M; m += MR) PANEL(MR);
     switch (M - m) {
-    case 3: bt_panel_mr(3, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep); break;
-    case 2: bt_panel_mr(2, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep); break;
-    case 1: bt_panel_mr(1, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, keep); break;
+    case 7: PANEL(7); break;
+    case 6: PANEL(6); break;
+    case 5: PANEL(5); break;
+    case 4: PANEL(4); break;
+    case 3: PANEL(3); break;
+    case 2: PANEL(2); break;
+    case 1: PANEL(1); break;
     default: break;
     }
+#undef PANEL
+}
+
+TGT512 static void bt_panel_v(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
+                              size_t ldo, int rows) {
+    bt_panel_run(0, panel, a, corr, M, K, out, ldo, rows);
+}
+
+TGT512 static void bt_panel_k(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
+                              size_t ldo, int rows) {
+    bt_panel_run(2, panel, a, corr, M, K, out, ldo, rows);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------- */
@@ -297,11 +412,11 @@ QDot8Fn quant_dot8_fn_avx512(int t) {
 }
 QPanelPackFn quant_panel_pack_fn(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
-    return t == DT_Q4_0 ? bt_pack_q4_0 : t == DT_Q5_0 ? bt_pack_q5_0 : NULL;
+    return t == DT_Q4_0 ? bt_pack_q4_0 : t == DT_Q5_0 ? bt_pack_q5_0 : t == DT_Q4_K ? bt_pack_q4_K : NULL;
 }
 QPanelFn quant_panel_fn_avx512(int t) {
     if (kernel_isa() < ISA_AVX512 || bt_kind(t) < 0) return NULL;
-    return bt_panel_v;
+    return t == DT_Q4_K ? bt_panel_k : bt_panel_v;
 }
 #else
 QDotFn quant_blocksum_dot_fn_avx2(int t) { return (void)t, NULL; }

@@ -5,6 +5,8 @@
  * quantization of those scales relative to the super-block's largest. */
 #include "kernels/quant_blocks.h"
 
+#include <stddef.h>
+
 #include <float.h>
 #include <math.h>
 
@@ -242,9 +244,10 @@ void quant_q8_K(const float *x, void *dst, int64_t nb) {
 /* ---- scalar dots with Q8_K activations ---------------------------------------------------
  * sum = d_a * (d * sum_j sc_j * <q_j, a_j> - dmin * sum_j m_j * sum(a_j)) */
 /* One Q4_K/Q5_K super-block (qh NULL for Q4_K) against Q8_K values q8 with
- * 16-sums bs: returns d * sum sc*<q,a> - dmin * sum m*sum(a) (without d_a). */
-static float kq_block_dot(const uint8_t *scales, uint16_t dh, uint16_t dminh, const uint8_t *qs, const uint8_t *qh,
-                          const int8_t *q8, const int16_t *bs) {
+ * 16-sums bs: the exact integer totals sum_j sc_j * <q, a>_j (isum) and
+ * sum_j m_j * sum(a)_j (msum) over its 8 sub-blocks. */
+static void kq_block_sums(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, const int8_t *q8,
+                          const int16_t *bs, int *isum, int *msum) {
     int sumi = 0, summ = 0;
     for (int j = 0; j < 4; j++) {
         uint8_t s1, m1, s2, m2;
@@ -260,26 +263,32 @@ static float kq_block_dot(const uint8_t *scales, uint16_t dh, uint16_t dminh, co
         sumi += s1 * p1 + s2 * p2;
         summ += m1 * (bs[4 * j] + bs[4 * j + 1]) + m2 * (bs[4 * j + 2] + bs[4 * j + 3]);
     }
-    return fp16_to_f32(dh) * (float)sumi - fp16_to_f32(dminh) * (float)summ;
+    *isum = sumi, *msum = summ;
+}
+
+/* The K-quant block-total order (quant_blocks.h): two FMAs per super-block. */
+static float kq_dot(const uint8_t *w, size_t bb, size_t qs_off, ptrdiff_t qh_off, const QAct *a, int64_t K) {
+    float acc = 0;
+    for (int64_t i = 0; i < K / QK_K; i++) {
+        const uint8_t *b = w + (size_t)i * bb;
+        uint16_t dh, dmh;
+        memcpy(&dh, b, 2), memcpy(&dmh, b + 2, 2);
+        int isum, msum;
+        kq_block_sums(b + 4, b + qs_off, qh_off >= 0 ? b + qh_off : NULL, a->qs + i * QK_K, a->bsums + i * 16, &isum, &msum);
+        acc = fmaf(fp16_to_f32(dh) * a->d[i], (float)isum, acc);
+        acc = fmaf(-(fp16_to_f32(dmh) * a->d[i]), (float)msum, acc);
+    }
+    return acc;
 }
 
 float dot_q4_K_scalar(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
-    const BlockQ4_K *b = w;
-    float acc = 0;
-    for (int64_t i = 0; i < K / QK_K; i++)
-        acc += a->d[i] * kq_block_dot(b[i].scales, b[i].d, b[i].dmin, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16);
-    return acc;
+    return kq_dot(w, sizeof(BlockQ4_K), offsetof(BlockQ4_K, qs), -1, a, K);
 }
 
 float dot_q5_K_scalar(const void *w, const QAct *a, const float *x, int64_t K) {
     (void)x;
-    const BlockQ5_K *b = w;
-    float acc = 0;
-    for (int64_t i = 0; i < K / QK_K; i++)
-        acc += a->d[i] *
-               kq_block_dot(b[i].scales, b[i].d, b[i].dmin, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16);
-    return acc;
+    return kq_dot(w, sizeof(BlockQ5_K), offsetof(BlockQ5_K, qs), (ptrdiff_t)offsetof(BlockQ5_K, qh), a, K);
 }
 
 float dot_q6_K_scalar(const void *w, const QAct *a, const float *x, int64_t K) {

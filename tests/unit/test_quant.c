@@ -379,32 +379,35 @@ static void test_batch_kernels(void) {
  * VNNI panels all give the same bits per output. Raw random blocks (every
  * level and fifth-bit pattern), activations with +-127 and zero blocks;
  * panels of 16 rows and of a ragged tail, 1..9 activation rows. */
+#define SKIPPED "skipped (none for this type, or not on this CPU / capped by JARIP_ISA)"
 static void test_blocksum_paths(void) {
-    const int types[] = {DT_Q4_0, DT_Q5_0}, N = 21, M = 9;
-    const int64_t K = 19 * 32; /* blocks beyond one chunk of scales are covered by test_batch_kernels' K */
-    float *X = malloc((size_t)M * K * 4);
-    fill(X, (int64_t)M * K, 41, 1.0f);
-    X[5] = 1000.0f, X[K + 40] = -1000.0f;          /* +-127 after quantization */
-    for (int k = 64; k < 96; k++) X[2 * K + k] = 0; /* an all-zero activation block */
-    for (int ti = 0; ti < 2; ti++) {
-        const int t = types[ti];
-        const size_t rb = dtype_row_bytes(t, K), bb = dtype_block_bytes(t), ab = quant_act_bytes(DT_Q8_0, K);
+    const int types[] = {DT_Q4_0, DT_Q5_0, DT_Q4_K}, N = 21, M = 9;
+    const int64_t KMAX = 3 * 256;
+    float *X = malloc((size_t)M * KMAX * 4);
+    for (int ti = 0; ti < 3; ti++) {
+        const int t = types[ti], act = quant_act_type(t);
+        const int64_t K = t == DT_Q4_K ? KMAX : 19 * 32; /* more blocks than a chunk: test_batch_kernels' K */
+        fill(X, (int64_t)M * K, 41, 1.0f);
+        X[5] = 1000.0f, X[K + 40] = -1000.0f;          /* +-127 after quantization */
+        for (int k = 64; k < 96; k++) X[2 * K + k] = 0; /* an all-zero activation block */
+        const size_t rb = dtype_row_bytes(t, K), bb = dtype_block_bytes(t), ab = quant_act_bytes(act, K);
         uint8_t *Q = malloc(rb * N), *scr = xalloc(ab * M, NULL);
         uint64_t key = rng_key(77, t, 0);
         for (size_t i = 0; i < rb * N; i++) Q[i] = (uint8_t)rng_u64(key, i);
-        for (size_t blk = 0; blk < rb * N / bb; blk++) { /* sane half scales, one zero */
+        for (size_t blk = 0; blk < rb * N / bb; blk++) { /* sane half scales (and Q4_K mins), one zero */
             uint16_t d = f32_to_fp16(blk == 3 ? 0.0f : 0.001f * (float)(1 + blk % 13));
             memcpy(Q + blk * bb, &d, 2);
+            if (t == DT_Q4_K) memcpy(Q + blk * bb + 2, &d, 2);
         }
         QAct a[9];
-        for (int m = 0; m < M; m++) quant_act_row(DT_Q8_0, X + (size_t)m * K, K, scr + m * ab, &a[m]);
+        for (int m = 0; m < M; m++) quant_act_row(act, X + (size_t)m * K, K, scr + m * ab, &a[m]);
         QDotFn ref = quant_dot_fn_scalar(t);
         float want[9][21];
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++) want[m][n] = ref(Q + n * rb, &a[m], NULL, K);
         int bad = 0;
         QDotFn dot = quant_dot_fn_avx2(t);
-        printf("  %s dot avx2: %s\n", dtype_name(t), dot ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+        printf("  %s dot avx2: %s\n", dtype_name(t), dot ? "tested" : SKIPPED);
         for (int m = 0; dot && m < M; m++)
             for (int n = 0; n < N; n++) {
                 const float g = dot(Q + n * rb, &a[m], NULL, K);
@@ -412,7 +415,7 @@ static void test_blocksum_paths(void) {
             }
         CHECK(bad == 0, "%s dot avx2: %d outputs differ from the scalar reference", dtype_name(t), bad);
         QRows4Fn r4 = quant_rows4_fn_avx2(t);
-        printf("  %s rows4 avx2: %s\n", dtype_name(t), r4 ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+        printf("  %s rows4 avx2: %s\n", dtype_name(t), r4 ? "tested" : SKIPPED);
         for (int n = 0, bad4 = 0; r4 && n < N; n++) {
             float o[4];
             r4(Q + n * rb, &a[2], K, o);
@@ -421,7 +424,7 @@ static void test_blocksum_paths(void) {
         }
         QDot8Fn d8s[2] = {quant_dot8_fn_avx2(t), quant_dot8_fn_avx512(t)};
         for (int isa = 0; isa < 2; isa++) {
-            printf("  %s dot8 %s: %s\n", dtype_name(t), isa ? "avx512" : "avx2", d8s[isa] ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+            printf("  %s dot8 %s: %s\n", dtype_name(t), isa ? "avx512" : "avx2", d8s[isa] ? "tested" : SKIPPED);
             int bad8 = 0;
             for (int m = 0; d8s[isa] && m < M; m++)
                 for (int n = 0; n + 8 <= N; n += 5) {
@@ -433,10 +436,10 @@ static void test_blocksum_paths(void) {
         }
         QPanelFn panel = quant_panel_fn_avx512(t);
         QPanelPackFn pack = quant_panel_pack_fn(t);
-        printf("  %s panel avx512: %s\n", dtype_name(t), panel && pack ? "tested" : "skipped (not on this CPU, or capped by JARIP_ISA)");
+        printf("  %s panel avx512: %s\n", dtype_name(t), panel && pack ? "tested" : SKIPPED);
         if (panel && pack) {
             uint8_t *pan = xalloc(quant_panel_bytes(K), NULL);
-            int32_t *corr = malloc((size_t)M * (K / 32) * 4);
+            int32_t *corr = malloc((size_t)M * (size_t)(K / 32) * 4);
             quant_block_corr(t, a, M, K / 32, corr);
             float out[9 * 21];
             for (int mm = 1; mm <= M; mm++)
@@ -452,6 +455,14 @@ static void test_blocksum_paths(void) {
                     CHECK(badp == 0, "%s panel M=%d rows=%d: %d outputs wrong", dtype_name(t), mm, rows, badp);
                 }
             xfree(pan), free(corr);
+        }
+        for (int mm = 3; mm <= M; mm += M - 3) { /* the matmul: row kernels (M = 3), panels where present (M = 9) */
+            float out[9 * 21];
+            CHECK(matmul_quant_forward_ex(out, X, Q, t, mm, N, (int)K, QMM_Q8_ACTIVATIONS) == 0, "%s matmul", dtype_name(t));
+            int badm = 0;
+            for (int m = 0; m < mm; m++)
+                for (int n = 0; n < N; n++) badm += memcmp(&out[m * N + n], &want[m][n], 4) != 0;
+            CHECK(badm == 0, "%s matmul M=%d: %d outputs differ from the scalar reference", dtype_name(t), mm, badm);
         }
         free(Q), xfree(scr);
     }
