@@ -25,17 +25,18 @@
 #define QMM_STACK_ACT_ROWS 8
 /* Output rows per work item in the dot path: a few KiB of weights. */
 #define QMM_DOT_TILE_BYTES (16u << 10)
-/* From this many activation rows Q4_0 / Q5_0 go through panels of unpacked
- * weight rows (quant_blocksum.c), where the CPU has the panel kernel: the
- * unpacking of 16 rows costs about as much as 8 activation rows' dots. */
-#define QMM_PANEL_MIN_M 8
+/* From this many activation rows Q4_0 / Q5_0 / Q4_K go through panels of
+ * unpacked weight rows (quant_blocksum.c), where the CPU has the panel
+ * kernel. Measured on Zen 4 (1536x576, one thread): at M = 4 panels take
+ * 0.88x the time of the rows4 + dot8 kernels, at M = 3 about the same, at
+ * M = 2 1.3x (unpacking 16 rows costs about 3 activation rows' dots). */
+#define QMM_PANEL_MIN_M 4
 
 int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
 
-/* Measured on Zen 4 (pp512, one thread, CPU time): Q4_0's VNNI tiles beat
- * dequantize + sgemm by ~15%; Q5_0's lost ~5% (unpacking its fifth bits
- * costs as much as the dot; still ~2% with AVX512-BW's masked add), so Q5_0
- * keeps its tiles for batch-invariant serving only. */
+/* Where the VNNI panels run (Q4_0, Q5_0, Q4_K): measured on Zen 4 (pp512,
+ * one thread, CPU time of `jarip bench infer`), 2.0x (Q4_0) and 2.3x
+ * (SmolLM2's Q5_0 + Q4_K file) faster than dequantize + sgemm. */
 int quant_batch_dots_fast(int t) { return quant_panel_fn_avx512(t) != NULL; }
 
 QDotFn quant_dot_fn(int t) {
