@@ -28,6 +28,7 @@
  *    row of the call; the weights in memory keep GGML's layout. */
 #include "kernels/quant_avx2_inl.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #define BT_PANEL_BLOCK (QPANEL_ROWS * QK) /* bytes of levels per block in a panel */
@@ -178,24 +179,40 @@ TGT static inline INL void bt_rows4(int kind, const uint8_t *w, const QAct *a, i
 TGT static void bt_rows4_q4_0(const void *w, const QAct *a, int64_t K, float *out) { bt_rows4(0, w, a, K, out); }
 TGT static void bt_rows4_q5_0(const void *w, const QAct *a, int64_t K, float *out) { bt_rows4(1, w, a, K, out); }
 
+/* Eight rows' 32 levels (v[k]: row k) stored transposed by 4-byte quads:
+ * dst + 64 q gets the 8 rows' quad q (the half of a panel vector). */
+TGT static inline INL void bt_store_t8(const __m256i *v, uint8_t *dst) {
+    __m256i t[8], u[8];
+    for (int k = 0; k < 8; k += 2) t[k] = _mm256_unpacklo_epi32(v[k], v[k + 1]), t[k + 1] = _mm256_unpackhi_epi32(v[k], v[k + 1]);
+    for (int h = 0; h < 8; h += 4) {
+        u[h] = _mm256_unpacklo_epi64(t[h], t[h + 2]), u[h + 1] = _mm256_unpackhi_epi64(t[h], t[h + 2]);
+        u[h + 2] = _mm256_unpacklo_epi64(t[h + 1], t[h + 3]), u[h + 3] = _mm256_unpackhi_epi64(t[h + 1], t[h + 3]);
+    }
+    for (int q = 0; q < 4; q++) {
+        _mm256_storeu_si256((__m256i *)(dst + 64 * q), _mm256_permute2x128_si256(u[q], u[q + 4], 0x20));
+        _mm256_storeu_si256((__m256i *)(dst + 64 * (q + 4)), _mm256_permute2x128_si256(u[q], u[q + 4], 0x31));
+    }
+}
+
 /* Panel of rows (<= 16) weight rows: levels interleaved, then the scales;
  * missing rows are zero (their outputs are not stored). */
 TGT static inline INL void bt_pack(int kind, const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) {
     const size_t bs = bt_bytes(kind);
     const int64_t nb = K / QK;
     float *pdw = (float *)(panel + nb * BT_PANEL_BLOCK); /* (nb, 16) */
-    if (rows < QPANEL_ROWS) memset(panel, 0, quant_panel_bytes(K));
-    for (int r = 0; r < rows; r++)
-        for (int64_t i = 0; i < nb; i++) {
-            const uint8_t *p = w + r * rb + i * bs;
-            _Alignas(32) uint32_t lv[8];
-            _mm256_store_si256((__m256i *)lv, bt_levels(kind, p));
-            uint32_t *dst = (uint32_t *)(panel + i * BT_PANEL_BLOCK) + r;
-            for (int q = 0; q < 8; q++) dst[QPANEL_ROWS * q] = lv[q];
-            uint16_t dh;
-            memcpy(&dh, p, 2);
+    for (int64_t i = 0; i < nb; i++) {
+        for (int h = 0; h < QPANEL_ROWS; h += 8) {
+            __m256i v[8];
+            for (int k = 0; k < 8; k++)
+                v[k] = h + k < rows ? bt_levels(kind, w + (h + k) * rb + i * bs) : _mm256_setzero_si256();
+            bt_store_t8(v, panel + i * BT_PANEL_BLOCK + 4 * h);
+        }
+        for (int r = 0; r < QPANEL_ROWS; r++) {
+            uint16_t dh = 0;
+            if (r < rows) memcpy(&dh, w + r * rb + i * bs, 2);
             pdw[i * QPANEL_ROWS + r] = h2f(dh);
         }
+    }
 }
 
 TGT static void bt_pack_q4_0(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) { bt_pack(0, w, rb, rows, K, panel); }
@@ -294,10 +311,11 @@ TGT512 static inline INL void bt_panel_mr(const int mr, const uint8_t *panel, co
 TGT static void bt_pack_q4_K(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) {
     const int64_t ns = K / QK_K;
     if (rows < QPANEL_ROWS) memset(panel, 0, quant_panel_bytes(K));
-    for (int r = 0; r < rows; r++)
-        for (int64_t i = 0; i < ns; i++) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < ns; i++) {
+        uint8_t *sb = panel + i * BT_K_SB;
+        for (int r = 0; r < rows; r++) {
             const BlockQ4_K *b = (const void *)(w + r * rb + i * sizeof(BlockQ4_K));
-            uint8_t *sb = panel + i * BT_K_SB;
             uint8_t sc[8], mn[8];
             for (int j = 0; j < 8; j++) {
                 kq_scale_min(j, b->scales, &sc[j], &mn[j]);
@@ -306,17 +324,20 @@ TGT static void bt_pack_q4_K(const uint8_t *w, size_t rb, int rows, int64_t K, u
             for (int k = 0; k < 4; k++) ((uint32_t *)(sb + BT_K_MN))[QPANEL_ROWS * k + r] = mn[2 * k] | (uint32_t)mn[2 * k + 1] << 16;
             ((float *)(sb + BT_K_D))[r] = h2f(b->d);
             ((float *)(sb + BT_K_D))[QPANEL_ROWS + r] = h2f(b->dmin);
-            for (int k = 0; k < 4; k++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)), m4 = _mm256_set1_epi8(0x0F);
-                _Alignas(32) uint32_t lv[2][8];
-                _mm256_store_si256((__m256i *)lv[0], _mm256_and_si256(q, m4));
-                _mm256_store_si256((__m256i *)lv[1], _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-                for (int h = 0; h < 2; h++) {
-                    uint32_t *dst = (uint32_t *)(sb + (2 * k + h) * BT_PANEL_BLOCK) + r;
-                    for (int qd = 0; qd < 8; qd++) dst[QPANEL_ROWS * qd] = lv[h][qd];
-                }
-            }
         }
+        for (int k = 0; k < 4; k++) /* sub-blocks 2k (low nibbles) and 2k+1 (high) */
+            for (int h = 0; h < QPANEL_ROWS; h += 8) {
+                __m256i lo[8], hi[8];
+                for (int j = 0; j < 8; j++) {
+                    const __m256i q = h + j < rows ? _mm256_loadu_si256((const __m256i *)(w + (h + j) * rb + i * sizeof(BlockQ4_K) +
+                                                                                          offsetof(BlockQ4_K, qs) + 32 * k))
+                                                   : _mm256_setzero_si256();
+                    lo[j] = _mm256_and_si256(q, m4), hi[j] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                }
+                bt_store_t8(lo, sb + 2 * k * BT_PANEL_BLOCK + 4 * h);
+                bt_store_t8(hi, sb + (2 * k + 1) * BT_PANEL_BLOCK + 4 * h);
+            }
+    }
 }
 
 #define BT_MR_K 4 /* activation rows per pass over a Q4_K panel (registers: 3 per row + 9) */

@@ -27,10 +27,10 @@
 #define QMM_DOT_TILE_BYTES (16u << 10)
 /* From this many activation rows Q4_0 / Q5_0 / Q4_K go through panels of
  * unpacked weight rows (quant_blocksum.c), where the CPU has the panel
- * kernel. Measured on Zen 4 (1536x576, one thread): at M = 4 panels take
- * 0.88x the time of the rows4 + dot8 kernels, at M = 3 about the same, at
- * M = 2 1.3x (unpacking 16 rows costs about 3 activation rows' dots). */
-#define QMM_PANEL_MIN_M 4
+ * kernel. Measured on Zen 4 (1536x576, hot cache, one thread): against the
+ * eight-row matvecs, panels take 0.85x (Q4_0) / 1.0x (Q5_0) the time at
+ * M = 2 and 0.67x / 0.75x at M = 3. */
+#define QMM_PANEL_MIN_M 2
 
 int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
 
