@@ -456,7 +456,7 @@ static void test_blocksum_paths(void) {
                 }
             xfree(pan), free(corr);
         }
-        for (int mm = 3; mm <= M; mm += M - 3) { /* the matmul: row kernels (M = 3), panels where present (M = 9) */
+        for (int mm = 1; mm <= M; mm += mm == 1 ? 2 : M - 3) { /* the matmul: dot8 + dot (M = 1), panels where present (M = 3, 9) */
             float out[9 * 21];
             CHECK(matmul_quant_forward_ex(out, X, Q, t, mm, N, (int)K, QMM_Q8_ACTIVATIONS) == 0, "%s matmul", dtype_name(t));
             int badm = 0;
