@@ -95,7 +95,8 @@ typedef void (*QPanelPackFn)(const uint8_t *w, size_t rb, int rows, int64_t K, u
 typedef void (*QPanelFn)(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
                          size_t ldo, int rows);
 QPanelPackFn quant_panel_pack_fn(int wtype);
-QPanelFn quant_panel_fn_avx512(int wtype);
+QPanelFn quant_panel_fn_avx512(int wtype); /* Q4_0, Q5_0, Q4_K */
+QPanelFn quant_panel_fn_avx2(int wtype);   /* Q4_0, Q5_0 */
 void quant_block_corr(int wtype, const QAct *acts, int M, int64_t nb, int32_t *corr);
 
 #endif

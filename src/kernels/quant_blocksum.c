@@ -218,6 +218,58 @@ TGT static inline INL void bt_pack(int kind, const uint8_t *w, size_t rb, int ro
 TGT static void bt_pack_q4_0(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) { bt_pack(0, w, rb, rows, K, panel); }
 TGT static void bt_pack_q5_0(const uint8_t *w, size_t rb, int rows, int64_t K, uint8_t *panel) { bt_pack(1, w, rb, rows, K, panel); }
 
+/* AVX2 panels (Q4_0 / Q5_0; CPUs without VNNI): the same panel, each
+ * 64-byte quad vector as two halves of 8 rows. maddubs of the levels with
+ * the broadcast activation quad gives int16 pair sums (<= 2 * 31 * 127),
+ * four quads add in int16 (<= 31496: no saturation), madd by ones widens
+ * to int32: the exact isum again, so the same bits as every other path. */
+TGT static inline INL void bt_panel_mr_avx2(const int mr, const uint8_t *panel, const QAct *a, const int32_t *corr,
+                                            int64_t nb, float *out, size_t ldo, int rows) {
+    const float *pdw = (const float *)(panel + nb * BT_PANEL_BLOCK);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int h = 0; h < QPANEL_ROWS && h < rows; h += 8) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t i = 0; i < nb; i++) {
+            const uint8_t *pb = panel + i * BT_PANEL_BLOCK + 4 * h;
+            const __m256 dw = _mm256_loadu_ps(pdw + i * QPANEL_ROWS + h);
+            for (int r = 0; r < mr; r++) {
+                const int8_t *aq = a[r].qs + i * QK;
+                __m256i p[2];
+                for (int g = 0; g < 2; g++) {
+                    p[g] = _mm256_setzero_si256();
+                    for (int q = 4 * g; q < 4 * g + 4; q++) {
+                        int32_t av;
+                        memcpy(&av, aq + 4 * q, 4);
+                        p[g] = _mm256_add_epi16(p[g], _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(pb + 64 * q)),
+                                                                           _mm256_set1_epi32(av)));
+                    }
+                }
+                __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(p[0], ones), _mm256_madd_epi16(p[1], ones));
+                isum = _mm256_add_epi32(isum, _mm256_set1_epi32(corr[r * nb + i]));
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(a[r].d[i])), _mm256_cvtepi32_ps(isum), acc[r]);
+            }
+        }
+        const int n = rows - h < 8 ? rows - h : 8;
+        const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int r = 0; r < mr; r++) _mm256_maskstore_ps(out + r * ldo + h, keep, acc[r]);
+    }
+}
+
+TGT static void bt_panel_avx2(const uint8_t *panel, const QAct *a, const int32_t *corr, int M, int64_t K, float *out,
+                              size_t ldo, int rows) {
+    const int64_t nb = K / QK;
+    int m = 0;
+#define PANEL(mr) bt_panel_mr_avx2(mr, panel, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo, rows)
+    for (; m + 4 <= M; m += 4) PANEL(4);
+    switch (M - m) {
+    case 3: PANEL(3); break;
+    case 2: PANEL(2); break;
+    case 1: PANEL(1); break;
+    default: break;
+    }
+#undef PANEL
+}
+
 /* ---- AVX-512 VNNI ---------------------------------------------------------------------- */
 /* dot8 with vpdpbusd. Q4_0: the 16 bytes broadcast to both halves and
  * masked to low nibbles (elements 0-15) below and high nibbles times 16
@@ -435,6 +487,10 @@ QPanelPackFn quant_panel_pack_fn(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
     return t == DT_Q4_0 ? bt_pack_q4_0 : t == DT_Q5_0 ? bt_pack_q5_0 : t == DT_Q4_K ? bt_pack_q4_K : NULL;
 }
+QPanelFn quant_panel_fn_avx2(int t) {
+    if (kernel_isa() < ISA_AVX2) return NULL;
+    return t == DT_Q4_0 || t == DT_Q5_0 ? bt_panel_avx2 : NULL;
+}
 QPanelFn quant_panel_fn_avx512(int t) {
     if (kernel_isa() < ISA_AVX512 || bt_kind(t) < 0) return NULL;
     return t == DT_Q4_K ? bt_panel_k : bt_panel_v;
@@ -445,5 +501,10 @@ QRows4Fn quant_blocksum_rows4_fn_avx2(int t) { return (void)t, NULL; }
 QDot8Fn quant_dot8_fn_avx2(int t) { return (void)t, NULL; }
 QDot8Fn quant_dot8_fn_avx512(int t) { return (void)t, NULL; }
 QPanelPackFn quant_panel_pack_fn(int t) { return (void)t, NULL; }
+QPanelFn quant_panel_fn_avx2(int t) {
+    if (kernel_isa() < ISA_AVX2) return NULL;
+    return t == DT_Q4_0 || t == DT_Q5_0 ? bt_panel_avx2 : NULL;
+}
+QPanelFn quant_panel_fn_avx2(int t) { return (void)t, NULL; }
 QPanelFn quant_panel_fn_avx512(int t) { return (void)t, NULL; }
 #endif

@@ -31,13 +31,16 @@
  * eight-row matvecs, panels take 0.85x (Q4_0) / 1.0x (Q5_0) the time at
  * M = 2 and 0.67x / 0.75x at M = 3. */
 #define QMM_PANEL_MIN_M 2
+/* The same on AVX2 (maddubs panels), measured the same way: */
+#define QMM_PANEL_MIN_M_AVX2 4
 
 int quant_can_matmul(int t) { return quant_dot_fn(t) != NULL; }
 
-/* Where the VNNI panels run (Q4_0, Q5_0, Q4_K): measured on Zen 4 (pp512,
- * one thread, CPU time of `jarip bench infer`), 2.0x (Q4_0) and 2.3x
- * (SmolLM2's Q5_0 + Q4_K file) faster than dequantize + sgemm. */
-int quant_batch_dots_fast(int t) { return quant_panel_fn_avx512(t) != NULL; }
+/* Where the panels run: measured on Zen 4 (pp512, one thread, CPU time of
+ * `jarip bench infer`), the VNNI ones 2.0x (Q4_0) and 2.3x (SmolLM2's Q5_0 +
+ * Q4_K file) faster than dequantize + sgemm; the AVX2 ones (Q4_0, Q5_0;
+ * JARIP_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2, 1536x576, M = 256) 1.65x. */
+int quant_batch_dots_fast(int t) { return quant_panel_fn_avx512(t) != NULL || quant_panel_fn_avx2(t) != NULL; }
 
 QDotFn quant_dot_fn(int t) {
     QDotFn f = quant_dot_fn_avx2(t);
@@ -222,6 +225,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     QDot8Fn dot8 = quant_dot8_fn_avx512(wtype);
     if (!dot8) dot8 = quant_dot8_fn_avx2(wtype);
     QPanelFn panel = M >= QMM_PANEL_MIN_M ? quant_panel_fn_avx512(wtype) : NULL;
+    if (!panel && M >= QMM_PANEL_MIN_M_AVX2) panel = quant_panel_fn_avx2(wtype);
     QPanelPackFn pack = panel ? quant_panel_pack_fn(wtype) : NULL;
     int32_t *corr = NULL;
     uint8_t *panels = NULL;

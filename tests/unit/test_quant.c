@@ -434,10 +434,12 @@ static void test_blocksum_paths(void) {
                 }
             CHECK(bad8 == 0, "%s dot8 %s: %d outputs differ from the scalar reference", dtype_name(t), isa ? "avx512" : "avx2", bad8);
         }
-        QPanelFn panel = quant_panel_fn_avx512(t);
+        QPanelFn panels[2] = {quant_panel_fn_avx2(t), quant_panel_fn_avx512(t)};
         QPanelPackFn pack = quant_panel_pack_fn(t);
-        printf("  %s panel avx512: %s\n", dtype_name(t), panel && pack ? "tested" : SKIPPED);
-        if (panel && pack) {
+        for (int isa = 0; isa < 2; isa++) {
+            QPanelFn panel = panels[isa];
+            printf("  %s panel %s: %s\n", dtype_name(t), isa ? "avx512" : "avx2", panel && pack ? "tested" : SKIPPED);
+            if (!panel || !pack) continue;
             uint8_t *pan = xalloc(quant_panel_bytes(K), NULL);
             int32_t *corr = malloc((size_t)M * (size_t)(K / 32) * 4);
             quant_block_corr(t, a, M, K / 32, corr);
