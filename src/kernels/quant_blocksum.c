@@ -1,31 +1,36 @@
-/* Q4_0 and Q5_0 dot products in the block-total order, every path.
+/* Q4_0, Q5_0 (and Q4_K panels) in the block-total order, every path.
  *
- * Neither type has to match llama.cpp bit for bit (quant_matches_llamacpp),
- * so jarip fixes its own summation order, the one that needs the fewest
- * float operations: per 32-block the exact integer total
+ * None of these types has to match llama.cpp bit for bit
+ * (quant_matches_llamacpp), so jarip fixes its own summation order, the one
+ * that needs the fewest float operations: per 32-block the exact integer
  *   isum_i = sum_j w_j a_j = sum_j u_j a_j - off * sum_j a_j
  * (u the stored level, off 8 for Q4_0 and 16 for Q5_0), then one float
  * multiply-add per block and output, blocks in order from +0:
  *   acc = fmaf(d_w[i] * d_a[i], (float)isum_i, acc)
- * (|isum| < 2^24, so the conversion is exact). Every path below (and the
- * scalar reference, quant_ref.c) computes exactly that chain, so an output
- * has the same bits whichever kernel, batch size or thread computed it
- * (serving's batch invariance); the integer totals may be formed any way.
+ * (|isum| < 2^24, so the conversion is exact). Q4_K per 256-block: isum =
+ * sum_j sc_j <q, a>_j and msum = sum_j m_j sum(a)_j, then
+ * acc = fmaf(d * d_a, (float)isum, acc); acc = fmaf(-(dmin * d_a), (float)msum, acc).
+ * Every path below (and the scalar references, quant_ref.c and
+ * quant_kquant.c, and the AVX2 K-quant dots) computes exactly that chain,
+ * so an output has the same bits whichever kernel, batch size or thread
+ * computed it (serving's batch invariance); the integer totals may be formed
+ * any way.
  *
  * Kernels:
- *  - dot: one weight row (the QDotFn; tails).
+ *  - dot: one weight row (the QDotFn; tails). rows4: one row x 4 activations.
  *  - dot8: eight consecutive weight rows against one activation row
  *    (generation). Each row's block gives 8 int32 lane sums; the eight rows'
  *    lanes are reduced together by a horizontal-add tree (10 operations per
  *    8 rows), then one conversion, scale and FMA serve all eight outputs.
- *  - panel (AVX-512 VNNI, prompts and batched serving): 16 weight rows are
- *    unpacked once into an interleaved panel, quad q of row r at 4r of
- *    the q-th 64-byte vector, so one vpdpbusd of that vector with the
- *    activation quad broadcast gives 16 rows' partial sums: 8 vpdpbusd, a
- *    conversion, a scale and an FMA per block, activation row and 16 outputs,
- *    against ~5 operations per output of a natural-layout tile. The panel
- *    (nb x 576 bytes) is built per 16 rows and reused by every activation
- *    row of the call; the weights in memory keep GGML's layout. */
+ *  - panels (prompts and batched serving): 16 weight rows are unpacked once
+ *    into an interleaved panel, quad q of row r at 4r of the q-th 64-byte
+ *    vector, so one vpdpbusd of that vector with the activation quad
+ *    broadcast gives 16 rows' partial sums: 8 vpdpbusd, a conversion, a
+ *    scale and an FMA per block, activation row and 16 outputs, against ~5
+ *    operations per output of a natural-layout tile (AVX2: maddubs on two
+ *    8-row halves). The panel (quant_panel_bytes) is built per 16 rows and
+ *    reused by every activation row of the call; the weights in memory keep
+ *    GGML's layout. */
 #include "kernels/quant_avx2_inl.h"
 
 #include <stddef.h>

@@ -360,7 +360,8 @@ void quant_act_row(int act, const float *x, int64_t K, void *scratch, QAct *a) {
 
 /* ---- scalar dots ---------------------------------------------------------------------- */
 /* sum over blocks of d_w*d_a*<q_w, q_a> + m_w*s_a (the second term only
- * for the formats with a min). */
+ * for the formats with a min); Q4_0 / Q5_0 in their block-total order, one
+ * fmaf per block (quant_blocks.h), which every SIMD path reproduces. */
 static float dot_32(int t, const void *w, const QAct *a, int64_t K) {
     const uint8_t *p = w;
     const size_t bb = dtype_block_bytes(t);
