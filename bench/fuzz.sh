@@ -2,7 +2,7 @@
 # Build the libFuzzer targets (tests/fuzz/fuzz_*.c) with clang in build-fuzz/
 # and run each for SECONDS (default 60) on its committed corpus
 # (tests/fuzz/corpus/<target>) with its dictionary (tests/fuzz/dict/<target>.dict),
-# one target at a time under nice -n 19; then replay every kept crash input
+# one target at a time under nice -n 19 (FUZZ_NICE); then replay every kept crash input
 # (tests/fuzz/regressions/<target>/*). Prints executions per target; exits
 # non-zero when a target crashed, leaked, hit UB, ran out of memory or timed
 # out on an input, or a regression input fails again.
@@ -39,7 +39,7 @@ for t in $targets; do
   runs=(); [ -n "${FUZZ_RUNS:-}" ] && runs=(-runs="$FUZZ_RUNS")
   log="$B/findings/$t/last.log"
   set +e
-  nice -n 19 "$bin" -max_total_time="$SECONDS_PER" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  nice -n "${FUZZ_NICE:-19}" "$bin" -max_total_time="$SECONDS_PER" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     "${runs[@]}" "${dict[@]}" -artifact_prefix="$B/findings/$t/" "$B/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1
   rc=$?
   set -e

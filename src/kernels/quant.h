@@ -140,8 +140,8 @@ void lcpp_swiglu(float *out, const float *g, const float *u, size_t n);
  * llama.cpp's results bit for bit (checked: Q4_1, Q8_0). */
 int quant_matches_llamacpp(int t);
 /* Whether prompt batches of weight type t are faster through the integer
- * 4x2 kernels (QMM_Q8_ACTIVATIONS) than through dequantize + f32 GEMM on
- * this CPU (measured per type: Q4_0 with AVX512-VNNI tiles). */
+ * kernels (QMM_Q8_ACTIVATIONS) than through dequantize + f32 GEMM on this
+ * CPU (measured per type: the Q4_0/Q5_0/Q4_K panels of quant_blocksum.c). */
 int quant_batch_dots_fast(int t);
 /* Whether lcpp_attention handles head size D (a multiple of 32). */
 int lcpp_attention_ok(int D);
