@@ -13,6 +13,8 @@ expect_error "not fp32 or bf16" -- "$JARIP" train --preset gpt2-tiny --data "$WO
 expect_error "native bf16" -- env ONEDNN_MAX_CPU_ISA=AVX2 "$JARIP" train --preset gpt2-tiny --data "$WORK/corpus.txt" \
   --out "$WORK/refused" --steps 2 --batch 2 --seq 16 --quiet --precision bf16
 [ ! -e "$WORK/refused/log.jsonl" ] || fail "a refused run wrote a log"
+expect_error "native bf16" -- env ONEDNN_MAX_CPU_ISA=AVX2 "$JARIP" bench train --preset moe-tiny --batch 1 --seq 8 \
+  --steps 1 --precision bf16
 
 if ! "$JARIP" bench train --preset gpt2-tiny --batch 1 --seq 8 --steps 1 --precision bf16 > "$WORK/probe" 2>&1; then
   grep -q "native bf16" "$WORK/probe" || { cat "$WORK/probe" >&2; fail "bench train --precision bf16 failed"; }

@@ -108,6 +108,11 @@ int main(void) {
         config_preset(&c, "gpt2-tiny", &err);
         model_create(&m, &c, 1, &err);
         CHECK(model_set_precision(&m, PRECISION_BF16, &err) == ERR_UNSUPPORTED, "bf16 must be refused without native units");
+        CHECK(strstr(err.msg, "native bf16") && strstr(err.msg, "--precision fp32") && !strchr(err.msg, '\n'),
+              "the refusal is one line that names the problem and the way out: %s", err.msg);
+        int any = m.precision != PRECISION_FP32;
+        for (int i = 0; i < m.n_tensors; i++) any |= m.tensors[i].bf16 != NULL;
+        CHECK(!any, "a refused bf16 leaves the model in fp32");
         model_free(&m);
         printf("test_precision: bf16 comparison skipped: no native bf16 (oneDNN %s)\n", gemm_isa_name());
     } else {
