@@ -7,7 +7,7 @@
  * the rows as a run-time dimension.
  *
  * The scratch is sized when both the precision and the activations are
- * known (bf16_scratch_elems), for the largest operand of any product, so a
+ * known (scratch_elems), for the largest operand of any product, so a
  * step allocates nothing and the planner counts the same bytes
  * (model_bf16_scratch_bytes). */
 #include <stdlib.h>
@@ -140,7 +140,7 @@ int bf16_expert_backward(Bf16Linear *b, float *dinp, float *dW, float *dbias, co
 }
 
 /* Largest operand of any bf16 product, in elements per scratch (BUF_*),
- * for rows = B*T tokens of the local config lc. has[0..8]: whether q, k, v,
+ * for rows = B*T tokens of the local config lc. has[0..7]: whether q, k, v,
  * o, gate, up, down (stacked experts when lc has experts) and the head run
  * in bf16 (float32 weights). Expert products take at most rows * ep rows:
  * top-k picks an expert at most once per token, and under expert
@@ -175,8 +175,8 @@ size_t model_bf16_scratch_bytes(const Config *c, int B, int T, int training) {
     return (n[0] + n[1] + n[2]) * sizeof(uint16_t);
 }
 
-/* Size the scratch for m's planned activations (no-op before they are). */
-static int plan_scratch(Model *m, Err *err) {
+/* The scratch for m's planned activations (no-op before they are, or in fp32). */
+int model_precision_plan(Model *m, Err *err) {
     Bf16Linear *b = m->bf16;
     if (!b || m->act.B <= 0) return 0;
     const Config lc = model_local_config(&m->cfg, &m->shard);
@@ -198,8 +198,6 @@ static int plan_scratch(Model *m, Err *err) {
     }
     return 0;
 }
-
-int model_precision_plan(Model *m, Err *err) { return plan_scratch(m, err); }
 
 size_t model_bf16_scratch_allocated(const Model *m, size_t *peak) {
     size_t n = 0, p = 0;
@@ -245,7 +243,7 @@ int model_set_precision(Model *m, int precision, Err *err) {
             if (runs_bf16(t[i])) t[i]->bf16 = m->bf16;
     }
     if (runs_bf16(m->lm_head) && m->shard.last) m->lm_head->bf16 = m->bf16;
-    int rc = plan_scratch(m, err);
+    int rc = model_precision_plan(m, err);
     if (rc) model_precision_free(m);
     return rc;
 }
