@@ -2,7 +2,9 @@
  * (AVX512-BF16 or AMX-BF16 where the CPU has them). The primitive is made
  * once per shape by gemm_bf16_plan (JIT code generation costs milliseconds)
  * and run many times, as the training step's shapes are fixed when its
- * activations are planned. */
+ * activations are planned. A mixture-of-experts' rows per expert change
+ * every step: there one dimension is a run-time value (oneDNN's runtime
+ * dimensions, served by its JIT GEMM at about the fixed-shape speed). */
 #include <dnnl.h>
 #include <stdlib.h>
 
@@ -19,6 +21,21 @@
         }                                                                                                  \
     } while (0)
 
+/* The memory descriptors of op(A) (M,K), op(B) (K,N) and C (M,N) in g's
+ * layout; M or K may be DNNL_RUNTIME_DIM_VAL. A transposed operand is the
+ * same memory read with swapped strides. */
+static dnnl_status_t descriptors(const GemmBf16 *g, int64_t M, int64_t K, dnnl_memory_desc_t md[3]) {
+    const dnnl_dims_t a_dims = {M, K}, b_dims = {K, g->N}, c_dims = {M, g->N};
+    const dnnl_dims_t a_str = {g->transA ? 1 : g->lda, g->transA ? g->lda : 1},
+                      b_str = {g->transB ? 1 : g->ldb, g->transB ? g->ldb : 1}, c_str = {g->ldc, 1};
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&md[0], 2, a_dims, dnnl_bf16, a_str);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&md[1], 2, b_dims, dnnl_bf16, b_str);
+    if (st == dnnl_success) st = dnnl_memory_desc_init_by_strides(&md[2], 2, c_dims, dnnl_f32, c_str);
+    return st;
+}
+
+static int64_t dim(int d) { return d == GEMM_BF16_ROWS ? DNNL_RUNTIME_DIM_VAL : d; }
+
 int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc,
                    int accumulate, Err *err) {
     *g = (GemmBf16){0};
@@ -29,18 +46,13 @@ int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = NULL;
-    if (M <= 0 || N <= 0 || K <= 0) return err_set(err, ERR_INVALID, "bf16 GEMM: empty shape %dx%dx%d", M, N, K);
-    /* op(A) (M,K), op(B) (K,N), C (M,N): a transposed operand is the same
-     * memory read with swapped strides */
-    const dnnl_dims_t a_dims = {M, K}, b_dims = {K, N}, c_dims = {M, N};
-    const dnnl_dims_t a_str = {transA ? 1 : lda, transA ? lda : 1}, b_str = {transB ? 1 : ldb, transB ? ldb : 1},
-                      c_str = {ldc, 1};
-    dnnl_memory_desc_t a_md, b_md, c_md;
+    const int m_ok = M > 0 || (M == GEMM_BF16_ROWS && K > 0), k_ok = K > 0 || (K == GEMM_BF16_ROWS && M > 0);
+    if (!m_ok || N <= 0 || !k_ok) return err_set(err, ERR_INVALID, "bf16 GEMM: empty shape %dx%dx%d", M, N, K);
+    const GemmBf16 shape = {NULL, NULL, NULL, M, N, K, transA, transB, lda, ldb, ldc};
+    dnnl_memory_desc_t md[3];
     dnnl_matmul_desc_t desc;
-    DNNL_TRY(dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_str), "memory descriptor");
-    DNNL_TRY(dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_str), "memory descriptor");
-    DNNL_TRY(dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_str), "memory descriptor");
-    DNNL_TRY(dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md), "matmul descriptor");
+    DNNL_TRY(descriptors(&shape, dim(M), dim(K), md), "memory descriptor");
+    DNNL_TRY(dnnl_matmul_desc_init(&desc, &md[0], &md[1], NULL, &md[2]), "matmul descriptor");
     DNNL_TRY(dnnl_engine_create(&eng, dnnl_cpu, 0), "engine");
     DNNL_TRY(dnnl_stream_create(&str, eng, dnnl_stream_default_flags), "stream");
     DNNL_TRY(dnnl_primitive_attr_create(&attr), "attributes");
@@ -51,7 +63,8 @@ int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int
     }
     DNNL_TRY(dnnl_primitive_desc_create(&pd, &desc, attr, eng, NULL), "primitive descriptor");
     DNNL_TRY(dnnl_primitive_create(&prim, pd), "primitive");
-    *g = (GemmBf16){eng, str, prim, M, N, K};
+    *g = shape;
+    g->engine = eng, g->stream = str, g->prim = prim;
     eng = NULL, str = NULL, prim = NULL;
 done:
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -63,18 +76,14 @@ done:
     return rc;
 }
 
-int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C) {
-    const_dnnl_primitive_desc_t pd;
-    if (!g->prim || dnnl_primitive_get_primitive_desc(g->prim, &pd) != dnnl_success) return ERR_INVALID;
+static int run(const GemmBf16 *g, const dnnl_memory_desc_t *md[3], const uint16_t *A, const uint16_t *B, float *C) {
     const int which[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-    const dnnl_query_t q[3] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_dst_md};
     void *ptr[3] = {(void *)A, (void *)B, C};
     dnnl_memory_t mem[3] = {NULL, NULL, NULL};
     dnnl_exec_arg_t args[3];
     int rc = 0;
     for (int i = 0; i < 3 && !rc; i++) {
-        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, q[i], 0);
-        if (!md || dnnl_memory_create(&mem[i], md, g->engine, ptr[i]) != dnnl_success) rc = ERR_NOMEM;
+        if (!md[i] || dnnl_memory_create(&mem[i], md[i], g->engine, ptr[i]) != dnnl_success) rc = ERR_NOMEM;
         args[i] = (dnnl_exec_arg_t){which[i], mem[i]};
     }
     if (!rc && (dnnl_primitive_execute(g->prim, g->stream, 3, args) != dnnl_success ||
@@ -83,6 +92,26 @@ int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float
     for (int i = 0; i < 3; i++)
         if (mem[i]) dnnl_memory_destroy(mem[i]);
     return rc;
+}
+
+int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C) {
+    const_dnnl_primitive_desc_t pd;
+    if (!g->prim || g->M == GEMM_BF16_ROWS || g->K == GEMM_BF16_ROWS ||
+        dnnl_primitive_get_primitive_desc(g->prim, &pd) != dnnl_success)
+        return ERR_INVALID;
+    const dnnl_memory_desc_t *md[3] = {dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
+                                       dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                                       dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0)};
+    return run(g, md, A, B, C);
+}
+
+int gemm_bf16_run_rows(const GemmBf16 *g, int rows, const uint16_t *A, const uint16_t *B, float *C) {
+    if (!g->prim || rows <= 0 || (g->M != GEMM_BF16_ROWS && g->K != GEMM_BF16_ROWS)) return ERR_INVALID;
+    dnnl_memory_desc_t d[3];
+    if (descriptors(g, g->M == GEMM_BF16_ROWS ? rows : g->M, g->K == GEMM_BF16_ROWS ? rows : g->K, d) != dnnl_success)
+        return ERR_INVALID;
+    const dnnl_memory_desc_t *md[3] = {&d[0], &d[1], &d[2]};
+    return run(g, md, A, B, C);
 }
 
 void gemm_bf16_free(GemmBf16 *g) {

@@ -66,13 +66,21 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const fl
  * shape (the JIT costs milliseconds), run many times. */
 typedef struct {
     void *engine, *stream, *prim; /* oneDNN handles */
-    int M, N, K;
+    int M, N, K;                  /* GEMM_BF16_ROWS: given at each run */
+    int transA, transB, lda, ldb, ldc;
 } GemmBf16;
+/* A value of M or K (not both) for a dimension that changes from run to run
+ * (a mixture-of-experts' rows per expert): one plan serves every value,
+ * passed to gemm_bf16_run_rows. */
+#define GEMM_BF16_ROWS (-1)
 /* accumulate: C += product (else C = product). ERR_UNSUPPORTED when oneDNN
  * has no implementation on this CPU. */
 int gemm_bf16_plan(GemmBf16 *g, int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc,
                    int accumulate, Err *err);
 int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float *C);
+/* The same for a plan with a GEMM_BF16_ROWS dimension, which is rows (> 0)
+ * in this run; the strides stay the planned ones. */
+int gemm_bf16_run_rows(const GemmBf16 *g, int rows, const uint16_t *A, const uint16_t *B, float *C);
 void gemm_bf16_free(GemmBf16 *g);
 /* Whether oneDNN runs bf16 GEMMs on native bf16 units here (AVX512-BF16 or
  * AMX); elsewhere it emulates them, slower than float32. */

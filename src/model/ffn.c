@@ -37,10 +37,11 @@ static float *expert_g(const Tensor *t, int e) {
 static int local_ff(const Model *m) { return m->cfg.d_ff / m->shard.tp_size; }
 
 /* y (rows, N) = x (rows, K) W_e^T + b_e: expert e's block of a stacked
- * tensor, or a dense weight through the linear layer (its precision and
- * LoRA adapter: linear_forward). */
+ * tensor (in bf16 when it carries wt->bf16), or a dense weight through the
+ * linear layer (its precision and LoRA adapter: linear_forward). */
 static int weight_forward(float *y, const float *x, const Tensor *wt, const Tensor *b, int e, int rows, int N, int K) {
     if (!(wt->flags & PF_EXPERT)) return linear_forward(y, x, wt, b, rows);
+    if (wt->bf16) return bf16_expert_forward(wt->bf16, y, x, expert_w(wt, e), N, K, expert_w(b, e), rows);
     return matmul_forward(y, x, expert_w(wt, e), wt->dtype, expert_w(b, e), rows, N, K);
 }
 
@@ -73,6 +74,8 @@ static int weight_backward(float *dx, const float *dy, const float *x, const Ten
         if (!rc && expert_g(b, e)) matmul_backward(NULL, NULL, expert_g(b, e), dy, x, NULL, rows, N, K);
         return rc;
     }
+    if (wt->bf16)
+        return bf16_expert_backward(wt->bf16, dx, expert_g(wt, e), expert_g(b, e), dy, x, expert_w(wt, e), N, K, rows);
     matmul_backward(dx, expert_g(wt, e), expert_g(b, e), dy, x, expert_w(wt, e), rows, N, K);
     return 0;
 }

@@ -339,7 +339,7 @@ int model_plan_activations(Model *m, int B, int T, int training, Err *err) {
     a->T = T;
     a->training = training;
     a->n_floats = b.off;
-    return 0;
+    return model_precision_plan(m, err);
 }
 
 void model_free(Model *m) {

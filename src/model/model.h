@@ -282,8 +282,8 @@ typedef struct Model_ {
 
 /* ---- mixed precision ---------------------------------------------------------
  * PRECISION_BF16 (bf16 mixed precision as the literature defines it): the
- * products of the dense linear layers (attention q/k/v/o, the FFN, the
- * output head) take bfloat16 inputs, rounded from the float32 activations,
+ * products of the linear layers (attention q/k/v/o, the FFN or each MoE
+ * expert, the output head) take bfloat16 inputs, rounded from the float32 activations,
  * gradients and master weights at each use, and accumulate in float32;
  * everything else (embeddings, norms, softmax, loss, AdamW and its moments,
  * checkpoints) stays float32. No loss scaling: bf16 has float32's range. */
@@ -291,10 +291,19 @@ enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 };
 /* "fp32"/"bf16" -> PRECISION_*; -1 for anything else. */
 int precision_from_name(const char *name);
 const char *precision_name(int precision);
-/* Choose how m's linear layers multiply. bf16 needs native bf16 GEMMs
- * (AVX512-BF16 or AMX through oneDNN): elsewhere an error says so. Sharded
- * experts (MoE) keep float32 (their row counts change every step). */
+/* Choose how m's linear layers and MoE experts multiply (the router stays
+ * float32). bf16 needs native bf16 GEMMs (AVX512-BF16 or AMX through
+ * oneDNN): elsewhere an error says so. Its conversion scratch is allocated
+ * here or by model_plan_activations, whichever comes last. */
 int model_set_precision(Model *m, int precision, Err *err);
+/* Bytes of bf16 conversion scratch that one process (no tp, pp or ep)
+ * training c in bf16 at batch B x seq T allocates besides its float32
+ * state and activations: three buffers holding the largest input (M,K),
+ * weight (N,K) and output gradient (M,N) of any product, as bfloat16. */
+size_t model_bf16_scratch_bytes(const Config *c, int B, int T, int training);
+/* Bytes of that scratch m holds now; peak: the most its products have used
+ * so far (both 0 in fp32). */
+size_t model_bf16_scratch_allocated(const Model *m, size_t *peak);
 
 /* Allocate weights (and, if training, grads and Adam moments) for c. */
 int model_create(Model *m, const Config *c, int training, Err *err);

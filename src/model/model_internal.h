@@ -22,7 +22,16 @@ struct Bf16Linear_;
 int bf16_linear_forward(struct Bf16Linear_ *b, float *out, const float *in, const Tensor *w, const float *bias, int M);
 int bf16_linear_backward(struct Bf16Linear_ *b, float *dinp, float *dW, float *dbias, const float *dout,
                          const float *inp, const Tensor *w, int M);
+/* The same for expert e's block W (N,K) of a stacked float32 tensor: M,
+ * its rows in this step, changes from step to step. */
+int bf16_expert_forward(struct Bf16Linear_ *b, float *out, const float *in, const float *W, int N, int K,
+                        const float *bias, int M);
+int bf16_expert_backward(struct Bf16Linear_ *b, float *dinp, float *dW, float *dbias, const float *dout,
+                         const float *inp, const float *W, int N, int K, int M);
 void model_precision_free(Model *m);
+/* Size the bf16 conversion scratch for m's planned activations (after
+ * model_plan_activations; no-op in fp32). ERR_NOMEM on failure. */
+int model_precision_plan(Model *m, Err *err);
 
 /* Expert-parallel exchange of one MoE layer (moe_ep.c). ep <= 64. */
 typedef struct {

@@ -218,7 +218,7 @@ void plan_state_memory(const PlanLayout *l, size_t n_dense, size_t n_expert, Pla
     m->weights = b.weights * (l->zero >= 3 ? shard : full);
     m->grads = b.grads * (l->zero >= 2 ? shard : full);
     m->optimizer = b.optimizer * (l->zero >= 1 ? shard : full);
-    m->total = m->weights + m->grads + m->optimizer + m->activations;
+    m->total = m->weights + m->grads + m->optimizer + m->activations + m->scratch;
 }
 
 /* What `jarip train` allocates on this rank for weights, gradients and the

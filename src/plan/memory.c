@@ -3,8 +3,8 @@
  * Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
  * Transformer Models", Table 2) generalised to GQA, SwiGLU, d_ff and MoE,
  * with the pipeline's in-flight micro-batches of Megatron-LM's 1F1B and
- * interleaved schedules. A one-process fp32 plan on this machine asks the
- * engine's own activation planner instead. */
+ * interleaved schedules. A one-process plan on this machine counts what the
+ * engine allocates instead (plan_memory). */
 #include "plan.h"
 
 #include <string.h>
@@ -107,6 +107,7 @@ int plan_memory(const Config *c, const PlanLayout *l, const PlanRun *r, int engi
         int rc = plan_shard_build(c, l, rank, &rs, err);
         if (rc) return rc;
         PlanMemory cur = {0};
+        PlanLayout state = *l;
         if (engine_single) {
             size_t act = model_activation_bytes(c, r->micro_batch, r->seq, 1);
             if (act == 0) {
@@ -114,10 +115,13 @@ int plan_memory(const Config *c, const PlanLayout *l, const PlanRun *r, int engi
                 return err_set(err, ERR_NOMEM, "the engine could not plan activations");
             }
             cur.activations = (double)act;
+            if (l->precision == PREC_BF16)
+                cur.scratch = (double)model_bf16_scratch_bytes(c, r->micro_batch, r->seq, 1);
+            state.precision = PREC_FP32; /* the engine's bf16: float32 master weights are the only copy */
         } else {
             cur.activations = plan_stage_activation_bytes(c, l, r, s);
         }
-        plan_state_memory(l, rs.n_dense, rs.n_expert, &cur);
+        plan_state_memory(&state, rs.n_dense, rs.n_expert, &cur);
         plan_shard_free(&rs);
         if (cur.total > m->total) {
             *m = cur;

@@ -104,7 +104,9 @@ StateBytes plan_state_bytes_per_param(const PlanLayout *l);
 /* Weights, grads and optimizer bytes for n_dense + n_expert local parameters
  * after ZeRO (dense over dp, expert over dp/ep; a shard is ceil(n / group)). */
 typedef struct {
-    double weights, grads, optimizer, activations, total;
+    double weights, grads, optimizer, activations;
+    double scratch; /* the engine's bf16 conversion scratch (model_bf16_scratch_bytes); 0 elsewhere */
+    double total;
 } PlanMemory;
 void plan_state_memory(const PlanLayout *l, size_t n_dense, size_t n_expert, PlanMemory *m);
 
@@ -132,8 +134,12 @@ double plan_layer_activation_bytes(const Config *c, const PlanLayout *l, const P
 double plan_stage_activation_bytes(const Config *c, const PlanLayout *l, const PlanRun *r, int stage);
 
 /* Memory of the most loaded device. engine_single: the plan is one process
- * in fp32 on this machine; activations then come from the engine's own
- * planner (model_activation_bytes) so that plan and allocation agree. */
+ * on this machine, and every byte comes from what the engine allocates, so
+ * that plan and allocation agree: float32 weights, grads and Adam moments
+ * in either precision (jarip's bf16 keeps no bf16 copy of the weights), the
+ * activations from the engine's own planner (model_activation_bytes, float32
+ * in either precision) and in bf16 the conversion scratch
+ * (model_bf16_scratch_bytes). */
 int plan_memory(const Config *c, const PlanLayout *l, const PlanRun *r, int engine_single, PlanMemory *m,
                 int *worst_stage, Err *err);
 
@@ -181,6 +187,7 @@ typedef struct {
     PlanRun run;
     PlanMemory mem;
     int worst_stage;
+    int engine;              /* 1: the memory is what `jarip train` allocates (one process on cpu) */
     int fits;
     int time_known, step_known;
     int time_from_model;     /* 1: step time from the model, not a given rate */

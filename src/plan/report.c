@@ -56,13 +56,18 @@ int plan_report_text(const Config *c, const char *model_name, const Hardware *hw
     char ls[256];
     layout_str(ls, sizeof ls, l, &res->run);
     fprintf(out, "layout     %s\n", ls);
-    fprintf(out, "precision  %s weights/activations, %s grads; global batch %lld x %d tokens\n", prec_name(l),
-            grad_name(l), res->run.global_batch, res->run.seq);
+    if (res->engine && l->precision == PREC_BF16) /* what jarip train --precision bf16 does */
+        fprintf(out, "precision  bf16 products, fp32 weights/grads/activations (bf16 copies made at each product); "
+                     "global batch %lld x %d tokens\n", res->run.global_batch, res->run.seq);
+    else
+        fprintf(out, "precision  %s weights/activations, %s grads; global batch %lld x %d tokens\n", prec_name(l),
+                grad_name(l), res->run.global_batch, res->run.seq);
     fprintf(out, "memory     per device (pipeline stage %d, the most loaded):\n", res->worst_stage);
     fprintf(out, "             weights     %10.2f GiB\n", gib(res->mem.weights));
     fprintf(out, "             grads       %10.2f GiB\n", gib(res->mem.grads));
     fprintf(out, "             optimizer   %10.2f GiB\n", gib(res->mem.optimizer));
     fprintf(out, "             activations %10.2f GiB\n", gib(res->mem.activations));
+    if (res->mem.scratch > 0) fprintf(out, "             bf16 scratch%10.2f GiB\n", gib(res->mem.scratch));
     fprintf(out, "             total       %10.2f GiB of %.2f GiB usable -> %s\n", gib(res->mem.total),
             gib(hw->memory * hw->usable_fraction), res->fits ? "fits" : "DOES NOT FIT");
     if (res->time_known) {
@@ -123,6 +128,7 @@ static json_t *memory_json(const PlanMemory *m) {
     json_object_set_new(o, "grads", bytes_json(m->grads));
     json_object_set_new(o, "optimizer", bytes_json(m->optimizer));
     json_object_set_new(o, "activations", bytes_json(m->activations));
+    json_object_set_new(o, "scratch", bytes_json(m->scratch));
     json_object_set_new(o, "total", bytes_json(m->total));
     return o;
 }

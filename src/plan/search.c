@@ -54,8 +54,9 @@ static int run_check(const Config *c, const PlanLayout *l, const PlanRun *r, Err
     return 0;
 }
 
+/* One process on this machine: jarip train itself, in either precision. */
 static int engine_single(const Hardware *hw, const PlanLayout *l) {
-    return strcmp(hw->name, "cpu") == 0 && l->tp * l->pp * l->dp == 1 && l->precision == PREC_FP32;
+    return strcmp(hw->name, "cpu") == 0 && l->tp * l->pp * l->dp == 1;
 }
 
 int plan_compute(const Config *c, const Hardware *hw, const PlanRequest *q, PlanResult *res, Err *err) {
@@ -73,7 +74,8 @@ int plan_compute(const Config *c, const Hardware *hw, const PlanRequest *q, Plan
     res->tokens = q->tokens > 0 ? q->tokens : 20.0 * (double)res->params_total;
     res->train_flops = 6.0 * (double)res->params_active * res->tokens;
     res->devices = l->tp * l->pp * l->dp;
-    if ((rc = plan_memory(c, l, &q->run, engine_single(hw, l), &res->mem, &res->worst_stage, err))) return rc;
+    res->engine = engine_single(hw, l);
+    if ((rc = plan_memory(c, l, &q->run, res->engine, &res->mem, &res->worst_stage, err))) return rc;
     res->fits = res->mem.total <= hw->memory * hw->usable_fraction;
 
     const double peak = peak_of(hw, l), n = res->devices;

@@ -112,6 +112,18 @@ m=o['memory_per_device_bytes']; n=o['params_total']
 assert m['weights']==4*n and m['grads']==4*n and m['optimizer']==8*n, m
 assert m['activations']>0 and o['step_time_s']>0 and o['fits']
 " "$TMP/c.json" && ok "cpu plan" || bad "cpu plan values"
+# cpu in bf16: what jarip train --precision bf16 allocates (float32 state and
+# activations, bf16 conversion scratch; test_plan_shard checks it byte for byte)
+"$JARIP" plan --preset moe-tiny --gpu cpu --seq 128 --micro-batch 4 --precision bf16 --json >"$TMP/b.json" || bad "cpu bf16 plan"
+"$JARIP" plan --preset moe-tiny --gpu cpu --seq 128 --micro-batch 4 --precision fp32 --json >"$TMP/f.json" || bad "cpu fp32 plan"
+$PY -c "
+import json,sys
+b=json.load(open(sys.argv[1])); f=json.load(open(sys.argv[2]))
+m=b['memory_per_device_bytes']; m32=f['memory_per_device_bytes']; n=b['params_total']
+assert m['weights']==4*n and m['grads']==4*n and m['optimizer']==8*n, m
+assert m['activations']==m32['activations'] and m['scratch']>0 and m32['scratch']==0, (m, m32)
+assert m['total']==m32['total']+m['scratch'], (m, m32)
+" "$TMP/b.json" "$TMP/f.json" && ok "cpu bf16 plan: the engine's bytes" || bad "cpu bf16 plan values"
 
 # the 2T preset on a big cluster, text report
 "$JARIP" plan --preset olympus-2t --gpu b200 --gpus 16384 --tp 8 --pp 21 --recompute full --sequence-parallel \

@@ -13,6 +13,8 @@ expect_error "not fp32 or bf16" -- "$JARIP" train --preset gpt2-tiny --data "$WO
 expect_error "native bf16" -- env ONEDNN_MAX_CPU_ISA=AVX2 "$JARIP" train --preset gpt2-tiny --data "$WORK/corpus.txt" \
   --out "$WORK/refused" --steps 2 --batch 2 --seq 16 --quiet --precision bf16
 [ ! -e "$WORK/refused/log.jsonl" ] || fail "a refused run wrote a log"
+expect_error "native bf16" -- env ONEDNN_MAX_CPU_ISA=AVX2 "$JARIP" bench train --preset moe-tiny --batch 1 --seq 8 \
+  --steps 1 --precision bf16
 
 if ! "$JARIP" bench train --preset gpt2-tiny --batch 1 --seq 8 --steps 1 --precision bf16 > "$WORK/probe" 2>&1; then
   grep -q "native bf16" "$WORK/probe" || { cat "$WORK/probe" >&2; fail "bench train --precision bf16 failed"; }
@@ -33,9 +35,10 @@ cmp -s "$WORK/fp32/ckpt_00000300/model.bin" "$WORK/bf16/ckpt_00000300/model.bin"
 grep -q '"precision": "bf16"' "$WORK/bf16/ckpt_00000300/state.json" || fail "state.json does not record bf16"
 pass "300 steps: val_loss fp32 $v32, bf16 $v16 (within 1%)"
 
-# 2. exact resume under bf16, which the resumed run keeps without the flag
+# 2. exact resume under bf16 (dense and MoE, whose experts run in bf16), which
+# the resumed run keeps without the flag
 strip() { sed 's/"tokens_per_s": [0-9.e+-]*, "mfu": [0-9.e+-]*//' "$1"; }
-for llama in gpt2-tiny llama-tiny; do
+for llama in gpt2-tiny llama-tiny moe-tiny; do
   "$JARIP" train --preset $llama --data "$WORK/corpus.txt" --out "$WORK/a_$llama" --steps 40 --batch 4 --seq 32 \
     --save-every 20 --threads 2 --quiet --precision bf16
   "$JARIP" train --preset $llama --data "$WORK/corpus.txt" --out "$WORK/b_$llama" --steps 40 --batch 4 --seq 32 \

@@ -127,5 +127,9 @@ int gemm_bf16_run(const GemmBf16 *g, const uint16_t *A, const uint16_t *B, float
     (void)g, (void)A, (void)B, (void)C;
     return ERR_UNSUPPORTED;
 }
+int gemm_bf16_run_rows(const GemmBf16 *g, int rows, const uint16_t *A, const uint16_t *B, float *C) {
+    (void)g, (void)rows, (void)A, (void)B, (void)C;
+    return ERR_UNSUPPORTED;
+}
 void gemm_bf16_free(GemmBf16 *g) { (void)g; }
 void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n) { (void)dst, (void)src, (void)n; }

@@ -1,7 +1,7 @@
 /* The bf16 GEMM (oneDNN matmul, float32 accumulation) against a float64
  * product of the same bf16-rounded operands, every transpose combination,
  * overwrite and accumulate, ragged shapes and leading dimensions wider than
- * the matrices; and the f32 -> bf16 conversion against the scalar rounding
+ * the matrices, with fixed shapes and with the rows a run-time dimension; and the f32 -> bf16 conversion against the scalar rounding
  * of the GGUF code (round to nearest even). Skips the GEMM where oneDNN has
  * no native bf16 kernel (it would emulate: correct but not what we ship). */
 #include <math.h>
@@ -35,7 +35,9 @@ static void test_convert(void) {
     free(x), free(y);
 }
 
-static void test_gemm(int tA, int tB, int M, int N, int K, int accumulate) {
+/* rows: plan with M (or, transposing A, K) as a run-time dimension
+ * (GEMM_BF16_ROWS), as the MoE experts do, and run it at its value here. */
+static void test_gemm(int tA, int tB, int M, int N, int K, int accumulate, int rows) {
     const int lda = (tA ? M : K) + 3, ldb = (tB ? K : N) + 5, ldc = N + 2;
     const int arows = tA ? K : M, brows = tB ? N : K;
     float *A = malloc((size_t)arows * lda * 4), *B = malloc((size_t)brows * ldb * 4), *C = malloc((size_t)M * ldc * 4);
@@ -50,10 +52,16 @@ static void test_gemm(int tA, int tB, int M, int N, int K, int accumulate) {
     memcpy(C0, C, (size_t)M * ldc * 4);
     GemmBf16 g;
     Err err = {0};
-    int rc = gemm_bf16_plan(&g, tA, tB, M, N, K, lda, ldb, ldc, accumulate, &err);
-    CHECK(rc == 0, "plan %d%d %dx%dx%d: %s", tA, tB, M, N, K, err.msg);
+    const int pM = rows && !tA ? GEMM_BF16_ROWS : M, pK = rows && tA ? GEMM_BF16_ROWS : K;
+    int rc = gemm_bf16_plan(&g, tA, tB, pM, N, pK, lda, ldb, ldc, accumulate, &err);
+    CHECK(rc == 0, "plan %d%d %dx%dx%d: %s", tA, tB, pM, N, pK, err.msg);
     if (rc) goto out;
-    CHECK(gemm_bf16_run(&g, Ah, Bh, C) == 0, "run");
+    if (rows) {
+        CHECK(gemm_bf16_run(&g, Ah, Bh, C) == ERR_INVALID, "a plan with run-time rows needs them");
+        CHECK(gemm_bf16_run_rows(&g, tA ? K : M, Ah, Bh, C) == 0, "run with rows");
+    } else {
+        CHECK(gemm_bf16_run(&g, Ah, Bh, C) == 0, "run");
+    }
     double worst = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
@@ -68,7 +76,8 @@ static void test_gemm(int tA, int tB, int M, int N, int K, int accumulate) {
         }
     /* float32 accumulation of K exact products: relative to the sum of
      * magnitudes, a few K x 2^-24 at worst */
-    CHECK(worst < 4e-7 * K, "bf16 GEMM %d%d %dx%dx%d acc %d: error %.3g of the magnitude", tA, tB, M, N, K, accumulate, worst);
+    CHECK(worst < 4e-7 * K, "bf16 GEMM %d%d %dx%dx%d acc %d rows %d: error %.3g of the magnitude", tA, tB, M, N, K,
+          accumulate, rows, worst);
     int pad_bad = 0; /* columns between N and ldc are not written */
     for (int i = 0; i < M; i++)
         for (int j = N; j < ldc; j++) pad_bad += C[(size_t)i * ldc + j] != C0[(size_t)i * ldc + j];
@@ -86,12 +95,15 @@ int main(void) {
         const int shapes[][3] = {{1, 1, 1}, {7, 13, 29}, {64, 48, 96}, {130, 70, 257}};
         for (int si = 0; si < 4; si++)
             for (int t = 0; t < 4; t++)
-                for (int acc = 0; acc < 2; acc++) test_gemm(t & 1, t >> 1, shapes[si][0], shapes[si][1], shapes[si][2], acc);
+                for (int acc = 0; acc < 4; acc++)
+                    test_gemm(t & 1, t >> 1, shapes[si][0], shapes[si][1], shapes[si][2], acc & 1, acc >> 1);
         printf("test_gemm_bf16: GEMM tested on oneDNN %s\n", gemm_isa_name());
     }
     GemmBf16 g;
     Err err = {0};
     CHECK(gemm_bf16_plan(&g, 0, 0, 0, 4, 4, 4, 4, 4, 0, &err) == ERR_INVALID, "an empty shape is refused");
+    CHECK(gemm_bf16_plan(&g, 0, 0, GEMM_BF16_ROWS, 4, GEMM_BF16_ROWS, 4, 4, 4, 0, &err) == ERR_INVALID,
+          "two run-time dimensions are refused");
     if (!failures) printf("test_gemm_bf16: ok\n");
     return failures != 0;
 }

@@ -56,6 +56,57 @@ static void test_engine_allocation(void) {
     }
 }
 
+/* One process, bf16 (jarip's CPU mixed precision), the engine's allocation:
+ * byte for byte. The state stays float32 (the master weights are the only
+ * copy), the activations are the float32 ones, and the conversion scratch
+ * is what model_set_precision + model_plan_activations allocate; a training
+ * step grows none of it, and a dense model's step uses all of it (an MoE's
+ * experts may see fewer rows than the bound). The planner's side needs no
+ * bf16 hardware; the engine's is skipped without it. */
+static void test_engine_allocation_bf16(void) {
+    const char *names[] = {"gpt2-tiny", "llama-tiny", "moe-tiny", "gpt2-mini"};
+    if (!gemm_bf16_available()) printf("test_plan_shard: bf16 engine allocation skipped: no native bf16 (oneDNN %s)\n",
+                                       gemm_isa_name());
+    for (int i = 0; i < 4; i++) {
+        Config c = preset(names[i]);
+        const int B = 2, T = 64;
+        PlanLayout l;
+        plan_layout_default(&l);
+        l.precision = PREC_BF16;
+        PlanRun r = {.seq = T, .micro_batch = B, .global_batch = B};
+        PlanMemory pm;
+        Err err = {0};
+        CHECK(plan_memory(&c, &l, &r, 1, &pm, NULL, &err) == 0, "%s: %s", names[i], err.msg);
+        const double buf = (double)config_param_count(&c) * sizeof(float);
+        CHECK(pm.weights == buf && pm.grads == buf && pm.optimizer == 2 * buf,
+              "%s bf16: state %.0f/%.0f/%.0f vs the engine's float32 buffers %.0f each", names[i], pm.weights, pm.grads,
+              pm.optimizer, buf);
+        CHECK(pm.scratch > 0 && pm.total == pm.weights + pm.grads + pm.optimizer + pm.activations + pm.scratch,
+              "%s bf16: scratch %.0f, total", names[i], pm.scratch);
+        if (!gemm_bf16_available()) continue;
+        Model m;
+        if (model_create(&m, &c, 1, &err)) {
+            CHECK(0, "%s: model_create: %s", names[i], err.msg);
+            continue;
+        }
+        model_init_weights(&m, 5);
+        CHECK(model_set_precision(&m, PRECISION_BF16, &err) == 0, "%s: %s", names[i], err.msg);
+        CHECK(model_plan_activations(&m, B, T, 1, &err) == 0, "%s: %s", names[i], err.msg);
+        const size_t act = m.act.n_floats * sizeof(float), scratch = model_bf16_scratch_allocated(&m, NULL);
+        CHECK(pm.activations == (double)act, "%s bf16: activations %.0f vs engine %zu", names[i], pm.activations, act);
+        CHECK(pm.scratch == (double)scratch, "%s bf16: scratch %.0f vs engine %zu", names[i], pm.scratch, scratch);
+        int32_t tok[128], tgt[128];
+        for (int j = 0; j < B * T; j++) tok[j] = (j * 31 + 7) % c.vocab_size, tgt[j] = (j * 17 + 3) % c.vocab_size;
+        model_forward(&m, tok, tgt, B, T, &err);
+        model_backward(&m, tok, tgt, 1.0f);
+        size_t peak = 0, after = model_bf16_scratch_allocated(&m, &peak);
+        CHECK(after == scratch, "%s bf16: a step grew the scratch from %zu to %zu bytes", names[i], scratch, after);
+        CHECK(c.n_expert ? peak <= after : peak == after, "%s bf16: a step used %zu of the %zu scratch bytes", names[i],
+              peak, after);
+        model_free(&m);
+    }
+}
+
 /* Every tensor of the registry is covered exactly once per replica: split
  * tensors' slices add up to the whole over tp (and ep), replicated ones are
  * whole on every tp rank, and each layer lives on one pipeline stage. */
@@ -285,6 +336,7 @@ static void test_zero_buckets(void) {
 int main(void) {
     test_zero_buckets();
     test_engine_allocation();
+    test_engine_allocation_bf16();
     test_partitions();
     test_llama3_shapes();
     test_dry_run();
