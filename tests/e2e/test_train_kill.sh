@@ -52,7 +52,12 @@ while [ $kills -lt $KILLS ]; do
   [ $lost -gt $max_lost ] && max_lost=$lost
 done
 # finish the run
-[ $finished = 1 ] || "$JARIP" train --resume "$run" --quiet --threads 1
+# (on a loaded machine every kill may have come before the first checkpoint:
+# then there is nothing to resume and the run starts again)
+if [ $finished != 1 ]; then
+  if [ -f "$run/latest" ]; then "$JARIP" train --resume "$run" --quiet --threads 1
+  else "$JARIP" train --config "$WORK/cfg.json" --out "$run" "${common[@]}"; fi
+fi
 [ "$(cat "$run/latest")" = "$ref_final" ] || fail "the resumed run did not finish: $(cat "$run/latest")"
 cmp "$WORK/ref/$ref_final/model.bin" "$run/$ref_final/model.bin" || fail "final weights differ from the uninterrupted run"
 strip() { sed 's/"tokens_per_s": [0-9.]*, "mfu": [0-9.]*//' "$1"; }
