@@ -9,7 +9,10 @@
  * gets no gradient: it has none to get (Tensor.grad NULL).
  * Dropout (PEFT's lora_dropout) replaces x by xd = x * mask / (1 - p) in the
  * adapter's term only: u = xd A^T, dA += du^T xd, and the adapter's part of
- * dx is (du A) * mask / (1 - p). */
+ * dx is (du A) * mask / (1 - p).
+ * Training on a float32 base without dropout runs the layer merged instead
+ * (lora_merged): y = x W'^T and dx += dy W' with W' = W + scale B A, made
+ * afresh for each product in one (out, in) scratch. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +65,28 @@ void lora_forward(float *out, const float *in, const Tensor *w, int M) {
     gemm_f32(0, 1, M, N, r, k->scale, k->u, r, F(k->b), r, 1.0f, out, N);    /* out += scale u B^T */
 }
 
+/* W' = W + scale B A (out, in) in k->w, or NULL where the adapter's own
+ * products are cheaper or the merge does not hold. One GEMM with W' then
+ * gives the layer's output (x W'^T) and its input gradient (dy W'), where
+ * the adapter's products would take two more rank-r GEMMs and a pass over
+ * the (M, out) output or the (M, in) gradient each; the merge costs out x
+ * in x r multiply-adds, less than the adapter's M x (out + in) x r once
+ * M (out + in) >= out in (M >= 288 for 576 x 576). It needs a float32
+ * base (bf16 and quantized bases keep their own products) and no dropout
+ * (the adapter then sees another input than W). The sums are in another
+ * order than x W^T + scale (x A^T) B^T: the results differ by rounding. */
+static const float *lora_merged(const LoraLink *k, const Tensor *w, int M) {
+    if (!k || !k->w || w->dtype != DT_F32 || w->bf16 || (k->drop && k->drop->on)) return NULL;
+    const int N = (int)w->shape[0], K = (int)w->shape[1];
+    if ((double)M * (N + K) < (double)N * K) return NULL;
+    memcpy(k->w, w->data, (size_t)N * K * sizeof(float));
+    gemm_f32(0, 0, N, K, k->r, k->scale, F(k->b), k->r, F(k->a), K, 1.0f, k->w, K); /* W' (N,K) += scale B A */
+    return k->w;
+}
+
 int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M) {
+    const float *wm = lora_merged(w->lora, w, M);
+    if (wm) return matmul_forward(out, in, wm, DT_F32, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
     int rc = w->bf16 ? bf16_linear_forward(w->bf16, out, in, w, F(bias), M)
                      : matmul_forward(out, in, w->data, w->dtype, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
     if (!rc) lora_forward(out, in, w, M);
@@ -72,7 +96,11 @@ int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *b
 int linear_backward(float *dinp, const float *dout, const float *inp, const Tensor *w, const Tensor *bias, int M) {
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     const LoraLink *k = w->lora;
-    if (w->bf16) {
+    const float *wm = dinp && k && k->du ? lora_merged(k, w, M) : NULL;
+    if (wm) {
+        matmul_backward(dinp, NULL, bias ? bias->grad : NULL, dout, inp, wm, M, N, K);
+        dinp = NULL; /* it has the adapter's part */
+    } else if (w->bf16) {
         int rc = bf16_linear_backward(w->bf16, dinp, w->grad, bias ? bias->grad : NULL, dout, inp, w, M);
         if (rc) return rc;
     } else if (w->dtype == DT_F32) {
@@ -117,6 +145,7 @@ void lora_bind_scratch(Model *m) {
                 k->u = m->act.lora_u;
                 k->du = m->act.lora_du;
                 k->x = m->act.lora_x;
+                k->w = m->act.lora_w;
             }
         }
 }
