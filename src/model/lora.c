@@ -84,9 +84,22 @@ static const float *lora_merged(const LoraLink *k, const Tensor *w, int M) {
     return k->w;
 }
 
+/* out (M,N) = in (M,K) W^T + bias for a merged weight: a block of rows per
+ * thread (gemm_f32_rows), as the backward's dx = dy W' runs. */
+static void merged_forward(float *out, const float *in, const float *W, const float *bias, int M, int N, int K) {
+    if (bias) {
+#pragma omp parallel for
+        for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, bias, (size_t)N * sizeof(float));
+    }
+    gemm_f32_rows(1, M, N, K, 1.0f, in, K, W, K, bias ? 1.0f : 0.0f, out, N);
+}
+
 int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M) {
     const float *wm = lora_merged(w->lora, w, M);
-    if (wm) return matmul_forward(out, in, wm, DT_F32, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
+    if (wm) {
+        merged_forward(out, in, wm, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
+        return 0;
+    }
     int rc = w->bf16 ? bf16_linear_forward(w->bf16, out, in, w, F(bias), M)
                      : matmul_forward(out, in, w->data, w->dtype, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
     if (!rc) lora_forward(out, in, w, M);
@@ -97,20 +110,19 @@ int linear_backward(float *dinp, const float *dout, const float *inp, const Tens
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     const LoraLink *k = w->lora;
     const float *wm = dinp && k && k->du ? lora_merged(k, w, M) : NULL;
-    if (wm) {
-        matmul_backward(dinp, NULL, bias ? bias->grad : NULL, dout, inp, wm, M, N, K);
-        dinp = NULL; /* it has the adapter's part */
-    } else if (w->bf16) {
+    if (w->bf16 && !wm) {
         int rc = bf16_linear_backward(w->bf16, dinp, w->grad, bias ? bias->grad : NULL, dout, inp, w, M);
         if (rc) return rc;
-    } else if (w->dtype == DT_F32) {
+    } else if (w->dtype == DT_F32 && w->grad) {
         matmul_backward(dinp, w->grad, bias ? bias->grad : NULL, dout, inp, F(w), M, N, K);
-    } else {
+    } else { /* a frozen weight: the input gradient alone, through W' when merged */
         if (dinp) {
-            int rc = matmul_backward_input(dinp, dout, w->data, w->dtype, M, N, K);
+            int rc = wm ? matmul_backward_input(dinp, dout, wm, DT_F32, M, N, K)
+                        : matmul_backward_input(dinp, dout, w->data, w->dtype, M, N, K);
             if (rc) return rc;
         }
         if (bias && bias->grad) matmul_backward(NULL, NULL, bias->grad, dout, inp, NULL, M, N, K);
+        if (wm) dinp = NULL; /* it has the adapter's part */
     }
     if (!k || !k->u || !k->du) return 0;
     const int r = k->r;
