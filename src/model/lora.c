@@ -13,6 +13,7 @@
  * Training on a float32 base without dropout runs the layer merged instead
  * (lora_merged): y = x W'^T and dx += dy W' with W' = W + scale B A, made
  * afresh for each product in one (out, in) scratch. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,8 +80,16 @@ static const float *lora_merged(const LoraLink *k, const Tensor *w, int M) {
     if (!k || !k->w || w->dtype != DT_F32 || w->bf16 || (k->drop && k->drop->on)) return NULL;
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     if ((double)M * (N + K) < (double)N * K) return NULL;
-    memcpy(k->w, w->data, (size_t)N * K * sizeof(float));
-    gemm_f32(0, 0, N, K, k->r, k->scale, F(k->b), k->r, F(k->a), K, 1.0f, k->w, K); /* W' (N,K) += scale B A */
+    /* each thread its block of rows: copied, then its rows' GEMM while they are in its cache (one
+     * thread or a nested call: one block) */
+    const int parts = omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(parts)
+    {
+        const int p = omp_get_thread_num(), n0 = (int)((long)N * p / parts), n1 = (int)((long)N * (p + 1) / parts);
+        memcpy(k->w + (size_t)n0 * K, F(w) + (size_t)n0 * K, (size_t)(n1 - n0) * K * sizeof(float));
+        gemm_f32(0, 0, n1 - n0, K, k->r, k->scale, F(k->b) + (size_t)n0 * k->r, k->r, F(k->a), K, 1.0f,
+                 k->w + (size_t)n0 * K, K); /* W' (rows, K) += scale B A */
+    }
     return k->w;
 }
 
