@@ -115,6 +115,33 @@ int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *b
     return rc;
 }
 
+/* The adapter's rank-r products of the backward, in one parallel region:
+ * u (M,r) = x A^T and du (M,r) = scale dy B over each thread's block of
+ * rows, then dB (N,r) += scale dy^T u over its block of B's rows and
+ * dA (r,K) += du^T x over its block of A's columns. Each is a single-
+ * threaded GEMM with one barrier between the two halves, where four
+ * 2-thread GEMMs of a few tens of MFLOP each sync inside. */
+static void lora_grads(const LoraLink *k, const float *x, const float *dout, int M, int N, int K) {
+    const int r = k->r;
+    float *dB = k->b->grad, *dA = k->a->grad;
+    const int parts = omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(parts)
+    {
+        const int p = omp_get_thread_num();
+        const int m0 = (int)((long)M * p / parts), m1 = (int)((long)M * (p + 1) / parts);
+        if (m1 > m0) {
+            gemm_f32(0, 1, m1 - m0, r, K, 1.0f, x + (size_t)m0 * K, K, F(k->a), K, 0.0f, k->u + (size_t)m0 * r, r);
+            gemm_f32(0, 0, m1 - m0, r, N, k->scale, dout + (size_t)m0 * N, N, F(k->b), r, 0.0f, k->du + (size_t)m0 * r,
+                     r);
+        }
+#pragma omp barrier
+        const int n0 = (int)((long)N * p / parts), n1 = (int)((long)N * (p + 1) / parts);
+        const int k0 = (int)((long)K * p / parts), k1 = (int)((long)K * (p + 1) / parts);
+        if (dB && n1 > n0) gemm_f32(1, 0, n1 - n0, r, M, k->scale, dout + n0, N, k->u, r, 1.0f, dB + (size_t)n0 * r, r);
+        if (dA && k1 > k0) gemm_f32(1, 0, r, k1 - k0, M, 1.0f, k->du, r, x + k0, K, 1.0f, dA + k0, K);
+    }
+}
+
 int linear_backward(float *dinp, const float *dout, const float *inp, const Tensor *w, const Tensor *bias, int M) {
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     const LoraLink *k = w->lora;
@@ -136,10 +163,7 @@ int linear_backward(float *dinp, const float *dout, const float *inp, const Tens
     if (!k || !k->u || !k->du) return 0;
     const int r = k->r;
     const float *x = lora_input(k, inp, M, K);
-    gemm_f32(0, 1, M, r, K, 1.0f, x, K, F(k->a), K, 0.0f, k->u, r);              /* u (M,r) = x A^T */
-    if (k->b->grad) gemm_f32(1, 0, N, r, M, k->scale, dout, N, k->u, r, 1.0f, k->b->grad, r); /* dB (N,r) */
-    gemm_f32(0, 0, M, r, N, k->scale, dout, N, F(k->b), r, 0.0f, k->du, r);      /* du (M,r) = scale dy B */
-    if (k->a->grad) gemm_f32(1, 0, r, K, M, 1.0f, k->du, r, x, K, 1.0f, k->a->grad, K); /* dA (r,K) */
+    lora_grads(k, x, dout, M, N, K);
     if (!dinp) return 0;
     if (x == inp) {
         gemm_f32(0, 0, M, K, r, 1.0f, k->du, r, F(k->a), K, 1.0f, dinp, K);    /* dx += du A */
