@@ -55,6 +55,13 @@ void matmul_backward(float *dinp, float *dW, float *dbias, const float *dout, co
  * types are dequantized a tile of rows at a time into a small buffer (never
  * the whole matrix). Returns 0, ERR_NOMEM or ERR_UNSUPPORTED. */
 int matmul_backward_input(float *dinp, const float *dout, const void *W, int wtype, int M, int N, int K);
+/* gemm_f32 with op(A) not transposed, its rows (and C's) cut into one
+ * contiguous block per thread, each block one single-threaded GEMM: no
+ * barrier inside the product, one at its end (matmul_frozen.c). Falls back
+ * to gemm_f32 on one thread, inside a parallel region, or when the blocks
+ * would be short. */
+void gemm_f32_rows(int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                   float beta, float *C, int ldc);
 /* Plain row-major GEMM, C (M,N) = alpha·op(A)·op(B) + beta·C. */
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);

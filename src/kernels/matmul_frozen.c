@@ -2,6 +2,7 @@
  * from a frozen (e.g. quantized) base weight. The weight stays in its own
  * type; tiles of its rows are dequantized into a small float buffer, each
  * tile one GEMM, so the whole matrix never exists in float. */
+#include <omp.h>
 #include <stdlib.h>
 
 #include "kernels.h"
@@ -16,9 +17,30 @@
 #define TILE_FLOATS (1 << 18)
 #endif
 
+/* Rows of a block below which one GEMM over all threads is kept: the
+ * blocks' GEMMs each pack all of B, which pays only on enough rows. */
+#define ROWS_MIN 256
+
+void gemm_f32_rows(int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                   float beta, float *C, int ldc) {
+    const int nt = omp_get_max_threads();
+    if (nt < 2 || omp_in_parallel() || M < 2 * ROWS_MIN) {
+        gemm_f32(0, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int parts = M / ROWS_MIN < nt ? M / ROWS_MIN : nt;
+    /* oneDNN runs single-threaded inside a parallel region; the blocks
+     * write disjoint rows of C */
+#pragma omp parallel num_threads(parts)
+    {
+        const int p = omp_get_thread_num(), m0 = (int)((long)M * p / parts), m1 = (int)((long)M * (p + 1) / parts);
+        gemm_f32(0, transB, m1 - m0, N, K, alpha, A + (size_t)m0 * lda, lda, B, ldb, beta, C + (size_t)m0 * ldc, ldc);
+    }
+}
+
 int matmul_backward_input(float *dinp, const float *dout, const void *W, int wtype, int M, int N, int K) {
     if (wtype == DT_F32) {
-        gemm_f32(0, 0, M, K, N, 1.0f, dout, N, (const float *)W, K, 1.0f, dinp, K);
+        gemm_f32_rows(0, M, K, N, 1.0f, dout, N, (const float *)W, K, 1.0f, dinp, K);
         return 0;
     }
     const size_t rb = dtype_row_bytes(wtype, K);

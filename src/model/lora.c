@@ -9,7 +9,11 @@
  * gets no gradient: it has none to get (Tensor.grad NULL).
  * Dropout (PEFT's lora_dropout) replaces x by xd = x * mask / (1 - p) in the
  * adapter's term only: u = xd A^T, dA += du^T xd, and the adapter's part of
- * dx is (du A) * mask / (1 - p). */
+ * dx is (du A) * mask / (1 - p).
+ * Training on a float32 base without dropout runs the layer merged instead
+ * (lora_merged): y = x W'^T and dx += dy W' with W' = W + scale B A, made
+ * afresh for each product in one (out, in) scratch. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,35 +66,104 @@ void lora_forward(float *out, const float *in, const Tensor *w, int M) {
     gemm_f32(0, 1, M, N, r, k->scale, k->u, r, F(k->b), r, 1.0f, out, N);    /* out += scale u B^T */
 }
 
+/* W' = W + scale B A (out, in) in k->w, or NULL where the adapter's own
+ * products are cheaper or the merge does not hold. One GEMM with W' then
+ * gives the layer's output (x W'^T) and its input gradient (dy W'), where
+ * the adapter's products would take two more rank-r GEMMs and a pass over
+ * the (M, out) output or the (M, in) gradient each; the merge costs out x
+ * in x r multiply-adds, less than the adapter's M x (out + in) x r once
+ * M (out + in) >= out in (M >= 288 for 576 x 576). It needs a float32
+ * base (bf16 and quantized bases keep their own products) and no dropout
+ * (the adapter then sees another input than W). The sums are in another
+ * order than x W^T + scale (x A^T) B^T: the results differ by rounding. */
+static const float *lora_merged(const LoraLink *k, const Tensor *w, int M) {
+    if (!k || !k->w || w->dtype != DT_F32 || w->bf16 || (k->drop && k->drop->on)) return NULL;
+    const int N = (int)w->shape[0], K = (int)w->shape[1];
+    if ((double)M * (N + K) < (double)N * K) return NULL;
+    /* each thread its block of rows: copied, then its rows' GEMM while they are in its cache (one
+     * thread or a nested call: one block) */
+    const int parts = omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(parts)
+    {
+        const int p = omp_get_thread_num(), n0 = (int)((long)N * p / parts), n1 = (int)((long)N * (p + 1) / parts);
+        memcpy(k->w + (size_t)n0 * K, F(w) + (size_t)n0 * K, (size_t)(n1 - n0) * K * sizeof(float));
+        gemm_f32(0, 0, n1 - n0, K, k->r, k->scale, F(k->b) + (size_t)n0 * k->r, k->r, F(k->a), K, 1.0f,
+                 k->w + (size_t)n0 * K, K); /* W' (rows, K) += scale B A */
+    }
+    return k->w;
+}
+
+/* out (M,N) = in (M,K) W^T + bias for a merged weight: a block of rows per
+ * thread (gemm_f32_rows), as the backward's dx = dy W' runs. */
+static void merged_forward(float *out, const float *in, const float *W, const float *bias, int M, int N, int K) {
+    if (bias) {
+#pragma omp parallel for
+        for (int i = 0; i < M; i++) memcpy(out + (size_t)i * N, bias, (size_t)N * sizeof(float));
+    }
+    gemm_f32_rows(1, M, N, K, 1.0f, in, K, W, K, bias ? 1.0f : 0.0f, out, N);
+}
+
 int linear_forward(float *out, const float *in, const Tensor *w, const Tensor *bias, int M) {
+    const float *wm = lora_merged(w->lora, w, M);
+    if (wm) {
+        merged_forward(out, in, wm, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
+        return 0;
+    }
     int rc = w->bf16 ? bf16_linear_forward(w->bf16, out, in, w, F(bias), M)
                      : matmul_forward(out, in, w->data, w->dtype, F(bias), M, (int)w->shape[0], (int)w->shape[1]);
     if (!rc) lora_forward(out, in, w, M);
     return rc;
 }
 
+/* The adapter's rank-r products of the backward, in one parallel region:
+ * u (M,r) = x A^T and du (M,r) = scale dy B over each thread's block of
+ * rows, then dB (N,r) += scale dy^T u over its block of B's rows and
+ * dA (r,K) += du^T x over its block of A's columns. Each is a single-
+ * threaded GEMM with one barrier between the two halves, where four
+ * 2-thread GEMMs of a few tens of MFLOP each sync inside. */
+static void lora_grads(const LoraLink *k, const float *x, const float *dout, int M, int N, int K) {
+    const int r = k->r;
+    float *dB = k->b->grad, *dA = k->a->grad;
+    const int parts = omp_in_parallel() ? 1 : omp_get_max_threads();
+#pragma omp parallel num_threads(parts)
+    {
+        const int p = omp_get_thread_num();
+        const int m0 = (int)((long)M * p / parts), m1 = (int)((long)M * (p + 1) / parts);
+        if (m1 > m0) {
+            gemm_f32(0, 1, m1 - m0, r, K, 1.0f, x + (size_t)m0 * K, K, F(k->a), K, 0.0f, k->u + (size_t)m0 * r, r);
+            gemm_f32(0, 0, m1 - m0, r, N, k->scale, dout + (size_t)m0 * N, N, F(k->b), r, 0.0f, k->du + (size_t)m0 * r,
+                     r);
+        }
+#pragma omp barrier
+        const int n0 = (int)((long)N * p / parts), n1 = (int)((long)N * (p + 1) / parts);
+        const int k0 = (int)((long)K * p / parts), k1 = (int)((long)K * (p + 1) / parts);
+        if (dB && n1 > n0) gemm_f32(1, 0, n1 - n0, r, M, k->scale, dout + n0, N, k->u, r, 1.0f, dB + (size_t)n0 * r, r);
+        if (dA && k1 > k0) gemm_f32(1, 0, r, k1 - k0, M, 1.0f, k->du, r, x + k0, K, 1.0f, dA + k0, K);
+    }
+}
+
 int linear_backward(float *dinp, const float *dout, const float *inp, const Tensor *w, const Tensor *bias, int M) {
     const int N = (int)w->shape[0], K = (int)w->shape[1];
     const LoraLink *k = w->lora;
-    if (w->bf16) {
+    const float *wm = dinp && k && k->du ? lora_merged(k, w, M) : NULL;
+    if (w->bf16 && !wm) {
         int rc = bf16_linear_backward(w->bf16, dinp, w->grad, bias ? bias->grad : NULL, dout, inp, w, M);
         if (rc) return rc;
-    } else if (w->dtype == DT_F32) {
+    } else if (w->dtype == DT_F32 && w->grad) {
         matmul_backward(dinp, w->grad, bias ? bias->grad : NULL, dout, inp, F(w), M, N, K);
-    } else {
+    } else { /* a frozen weight: the input gradient alone, through W' when merged */
         if (dinp) {
-            int rc = matmul_backward_input(dinp, dout, w->data, w->dtype, M, N, K);
+            int rc = wm ? matmul_backward_input(dinp, dout, wm, DT_F32, M, N, K)
+                        : matmul_backward_input(dinp, dout, w->data, w->dtype, M, N, K);
             if (rc) return rc;
         }
         if (bias && bias->grad) matmul_backward(NULL, NULL, bias->grad, dout, inp, NULL, M, N, K);
+        if (wm) dinp = NULL; /* it has the adapter's part */
     }
     if (!k || !k->u || !k->du) return 0;
     const int r = k->r;
     const float *x = lora_input(k, inp, M, K);
-    gemm_f32(0, 1, M, r, K, 1.0f, x, K, F(k->a), K, 0.0f, k->u, r);              /* u (M,r) = x A^T */
-    if (k->b->grad) gemm_f32(1, 0, N, r, M, k->scale, dout, N, k->u, r, 1.0f, k->b->grad, r); /* dB (N,r) */
-    gemm_f32(0, 0, M, r, N, k->scale, dout, N, F(k->b), r, 0.0f, k->du, r);      /* du (M,r) = scale dy B */
-    if (k->a->grad) gemm_f32(1, 0, r, K, M, 1.0f, k->du, r, x, K, 1.0f, k->a->grad, K); /* dA (r,K) */
+    lora_grads(k, x, dout, M, N, K);
     if (!dinp) return 0;
     if (x == inp) {
         gemm_f32(0, 0, M, K, r, 1.0f, k->du, r, F(k->a), K, 1.0f, dinp, K);    /* dx += du A */
@@ -117,6 +190,7 @@ void lora_bind_scratch(Model *m) {
                 k->u = m->act.lora_u;
                 k->du = m->act.lora_du;
                 k->x = m->act.lora_x;
+                k->w = m->act.lora_w;
             }
         }
 }

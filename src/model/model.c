@@ -251,6 +251,7 @@ static void plan_walk(Activations *a, const Config *c, int ep, int tp, int lora_
         size_t widest = C > QD ? C : QD;
         if (F > widest) widest = F;
         a->lora_x = training && c->lora_dropout > 0 ? bump(b, N * widest) : NULL;
+        a->lora_w = training ? bump(b, (QD > F ? QD : F) * C) : NULL; /* (QD|F, C) or (C, QD|F) */
     }
     if (training) {
         a->d_res = bump(b, N * C);

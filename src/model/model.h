@@ -146,6 +146,7 @@ typedef struct LoraLink_ {
     const LoraDropout *drop; /* Model.lora_drop of the model that holds the adapter */
     float *u, *du;       /* Activations.lora_u / lora_du of the running model */
     float *x;            /* Activations.lora_x: (M, in) dropped-out input; NULL without dropout */
+    float *w;            /* Activations.lora_w: (out, in) merged weight W + scale B A; NULL outside training */
 } LoraLink;
 
 typedef struct {
@@ -236,6 +237,8 @@ typedef struct {
                                               gradient (recomputed in backward); NULL without LoRA */
     float *lora_x;                         /* (B*T, widest layer input): a LoRA layer's input after
                                               dropout; training with lora_dropout > 0 only */
+    float *lora_w;                         /* (widest out * widest in): a float32 base weight of one LoRA
+                                              layer with its adapter merged in (lora.c); training only */
 } Activations;
 
 /* KV cache for inference: (n_layer, ctx, Hkv*D) keys and values, batch 1,

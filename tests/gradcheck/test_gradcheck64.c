@@ -68,8 +68,11 @@ static uint16_t double_to_half(double v) {
  * W's own half-precision rows, a few rows at a time in this build's tiles)
  * and the frozen F16 output and embedding weights. dropout > 0: with LoRA
  * dropout on, one fixed mask per adapter (the same pass for every forward),
- * so the adapters' input gradients go through the masks too. */
-static void check_lora(const char *name, const char *json, const char *targets, int rank, double dropout) {
+ * so the adapters' input gradients go through the masks too. f16 0: the
+ * base stays float, where training runs each adapter merged into its
+ * weight (W + scale B A, lora.c) once the batch's rows pay for it (here
+ * 14 rows against 16 x 16 weights, which pay from 8). */
+static void check_lora(const char *name, const char *json, const char *targets, int rank, double dropout, int f16) {
     Config c;
     Err err = {0};
     if (config_from_json(&c, json, &err)) die(name, &err);
@@ -81,7 +84,7 @@ static void check_lora(const char *name, const char *json, const char *targets, 
     uint16_t *half = malloc(base.n_params * sizeof *half);
     for (int i = 0; i < base.n_tensors; i++) {
         Tensor *t = &base.tensors[i];
-        if (t->ndim != 2 || t == base.pos_emb) continue; /* positions are read as floats (GGUF loads them so) */
+        if (!f16 || t->ndim != 2 || t == base.pos_emb) continue; /* positions are read as floats (GGUF loads them so) */
         uint16_t *h = half + t->offset;
         for (size_t j = 0; j < t->numel; j++) h[j] = double_to_half(((double *)t->data)[j]);
         t->data = h;
@@ -187,11 +190,13 @@ int main(void) {
                                   "\"d_model\": 16, \"n_head\": 2, \"d_ff\": 12, \"n_expert\": 3, "
                                   "\"n_expert_active\": 1, \"moe_aux_coef\": 0.3}");
     check_lora("lora-llama-f16-base", "{\"arch\": \"llama\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
-               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.0);
+               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.0, 1);
+    check_lora("lora-llama-f32-base", "{\"arch\": \"llama\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
+               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.0, 0);
     check_lora("lora-llama-dropout", "{\"arch\": \"llama\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
-               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.3);
+               "\"d_model\": 16, \"n_head\": 4, \"n_kv_head\": 2, \"d_ff\": 24}", "q,k,v,o,gate,up,down", 3, 0.3, 1);
     check_lora("lora-gpt2-f16-base", "{\"arch\": \"gpt2\", \"vocab_size\": 37, \"context_length\": 16, \"n_layer\": 2, "
-               "\"d_model\": 16, \"n_head\": 4}", "q,v,up,down", 2, 0.0);
+               "\"d_model\": 16, \"n_head\": 4}", "q,v,up,down", 2, 0.0, 1);
     if (failures) {
         printf("%d gradient checks failed\n", failures);
         return 1;
