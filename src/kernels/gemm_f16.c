@@ -136,6 +136,40 @@ GF_TGT static void micro_any(int mr, const float *xp, const float *bp, int K, fl
 
 int gemm_f16_available(void) { return kernel_isa() >= ISA_AVX512; }
 
+/* ---- decode: one weight row · x ----------------------------------------- */
+#define GF_TGT2 __attribute__((target("avx2,fma,f16c")))
+
+/* 4 accumulators of 8 lanes over k (lane k % 32), ((s0+s1)+(s2+s3)), then
+ * the horizontal sum (lo+hi halves, then pairs), then the scalar tail: the
+ * order the F16 dot always had, for every row of every batch size.
+ * No software prefetch: on Zen 4 the hardware prefetcher alone streams the
+ * contiguous rows faster (SmolLM2-135M's 270 MB per token, one thread, CPU
+ * time under load: 18.6 GB/s with a prefetch 1 KiB ahead per 64 bytes,
+ * 23.4 GB/s without, the same as a plain read loop). */
+GF_TGT2 static float dot_f16_row(const void *w, const QAct *a, const float *x, int64_t K) {
+    (void)a;
+    const uint16_t *h = w;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= K; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    for (; i + 8 <= K; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
+    const __m256 v = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    t = _mm_add_ss(t, _mm_movehdup_ps(t));
+    float r = _mm_cvtss_f32(t);
+    for (; i < K; i++) r += _cvtsh_ss(h[i]) * x[i];
+    return r;
+}
+
+QDotFn quant_dot_f16_fn(void) { return kernel_isa() >= ISA_AVX2 ? dot_f16_row : NULL; }
+
 int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0 || !gemm_f16_available()) return ERR_UNSUPPORTED;
@@ -174,6 +208,7 @@ int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K)
 }
 
 #else
+QDotFn quant_dot_f16_fn(void) { return NULL; }
 int gemm_f16_available(void) { return 0; }
 int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K) {
     (void)out, (void)x, (void)W, (void)M, (void)N, (void)K;
