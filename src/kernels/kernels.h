@@ -65,6 +65,9 @@ void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const fl
  * (the CPU, or JARIP_ISA, lacks AVX-512). */
 int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K);
 int gemm_f16_available(void);
+/* log softmax(x)[i] of a row of n logits (expsum.c): vectorised exp (relative
+ * error < 2e-7 per term) summed in double, as llama.cpp's log_softmax; n >= 1. */
+double log_softmax_at(const float *x, int n, int i);
 
 /* ---- bfloat16 GEMM (mixed precision) -------------------------------------
  * C (M,N) float32 = op(A) (M,K) . op(B) (K,N) [+ C], A and B bfloat16 with
