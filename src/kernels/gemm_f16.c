@@ -9,10 +9,11 @@
  * into the micro-kernel's layout, and x is packed once per call.
  *
  * Layout (GotoBLAS): x packed into panels of GF_MR rows, k-major (xp[k*MR+i],
- * shape (ceil(M/MR), K, MR) floats, zero-padded); each thread takes blocks
- * of NC weight rows, widens them into panels of GF_NR columns, k-major
- * (bp[k*NR+j], NC*K floats, ~half of a 1 MiB L2), then runs the MR x NR
- * micro-kernel over every row panel of x, the whole K in registers.
+ * shape (ceil(M/MR), K, MR) floats, zero-padded); each thread takes an
+ * equal share of the weight rows in panels of GF_NR, widens a block of
+ * panels at a time into k-major panels (bp[k*NR+j], ~512 KiB in all, half of
+ * Zen 4's L2), then runs the MR x NR micro-kernel over every row panel of x,
+ * the whole K in registers.
  *
  * Summation order: every output is one multiply-add chain over k = 0..K-1
  * in order from 0, whatever M, N, the tile or the thread count; so a row's
@@ -173,25 +174,26 @@ QDotFn quant_dot_f16_fn(void) { return kernel_isa() >= ISA_AVX2 ? dot_f16_row : 
 int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0 || !gemm_f16_available()) return ERR_UNSUPPORTED;
-    const int mp = (M + GF_MR - 1) / GF_MR;                 /* row panels of x */
-    int nc = (int)(GF_BLOCK_BYTES / ((size_t)K * 4)) / GF_NR * GF_NR; /* weight rows per block */
-    if (nc < GF_NR) nc = GF_NR;
+    const int mp = (M + GF_MR - 1) / GF_MR;  /* row panels of x */
+    const int np = (N + GF_NR - 1) / GF_NR;  /* column panels of W */
+    int bpan = (int)(GF_BLOCK_BYTES / ((size_t)K * 4 * GF_NR)); /* panels per widened block */
+    if (bpan < 1) bpan = 1;
     const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
-    const int per = (N + nth - 1) / nth; /* every thread a block where N is small */
-    if (nc > per) nc = (per + GF_NR - 1) / GF_NR * GF_NR;
-    const int nblk = (N + nc - 1) / nc;
-    float *xp = xalloc((size_t)mp * K * GF_MR * sizeof(float), NULL);      /* (mp, K, MR) */
-    float *bp = xalloc((size_t)nth * nc * K * sizeof(float), NULL);        /* per thread (nc/NR, K, NR) */
+    float *xp = xalloc((size_t)mp * K * GF_MR * sizeof(float), NULL);        /* (mp, K, MR) */
+    float *bp = xalloc((size_t)nth * bpan * GF_NR * K * sizeof(float), NULL); /* per thread (bpan, K, NR) */
     if (!xp || !bp) return xfree(xp), xfree(bp), ERR_NOMEM;
 #pragma omp parallel num_threads(nth)
     {
-        float *mine = bp + (size_t)omp_get_thread_num() * nc * K;
+        const int t = omp_get_thread_num();
+        float *mine = bp + (size_t)t * bpan * GF_NR * K;
 #pragma omp for schedule(static)
         for (int p = 0; p < mp; p++)
             pack_x(xp + (size_t)p * K * GF_MR, x, K, p * GF_MR, M - p * GF_MR < GF_MR ? M - p * GF_MR : GF_MR);
-#pragma omp for schedule(static)
-        for (int b = 0; b < nblk; b++) {
-            const int n0 = b * nc, nb = N - n0 < nc ? N - n0 : nc;
+        /* each thread an equal share of the column panels (the rounding of
+         * N to whole blocks left one of two threads with 448 of N = 576) */
+        const int q0 = (int)((long)np * t / nth), q1 = (int)((long)np * (t + 1) / nth);
+        for (int b0 = q0; b0 < q1; b0 += bpan) {
+            const int n0 = b0 * GF_NR, nend = (b0 + bpan < q1 ? b0 + bpan : q1) * GF_NR, nb = (nend < N ? nend : N) - n0;
             for (int j = 0; j < nb; j += GF_NR)
                 pack_panel(mine + (size_t)j * K, W, K, n0 + j, nb - j < GF_NR ? nb - j : GF_NR);
             for (int p = 0; p < mp; p++) {
