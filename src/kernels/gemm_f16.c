@@ -1,5 +1,6 @@
-/* F16-weight GEMM for prompt batches: out (M,N) = x (M,K) · W(N,K)^T with W
- * in IEEE halves, float32 arithmetic throughout (no bf16 rounding).
+/* F16 weights: the GEMM for prompt batches, out (M,N) = x (M,K) · W(N,K)^T
+ * with W in IEEE halves, float32 arithmetic throughout (no bf16 rounding),
+ * and the row dot of decoding (dot_f16_row, at the end).
  *
  * Why not dequantize + oneDNN sgemm (the path before): that wrote a panel of
  * float rows, then oneDNN packed the panel and the activations again for
@@ -32,7 +33,7 @@
 
 #define GF_TGT __attribute__((target("avx512f,avx512vl,avx2,fma,f16c")))
 /* Micro-tile: GF_MR rows of x by GF_NR = 2 zmm columns of W: 24 accumulator
- * registers, 2 for the widened weights, 1 broadcast (32 zmm in all). */
+ * registers, 2 for the widened weights, 1 broadcast (27 of the 32 zmm). */
 #define GF_MR 12
 #define GF_NR 32
 /* Bytes of widened weights per thread block (about half of Zen 4's L2). */
