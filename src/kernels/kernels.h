@@ -65,6 +65,16 @@ void gemm_f32_rows(int transB, int M, int N, int K, float alpha, const float *A,
 /* Plain row-major GEMM, C (M,N) = alpha·op(A)·op(B) + beta·C. */
 void gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+/* F16-weight GEMM (gemm_f16.c): out (M,N) = x (M,K) · W(N,K)^T, W IEEE
+ * halves (row stride K), float32 arithmetic; each output one multiply-add
+ * chain over k in order (the same bits at any M, N or thread count).
+ * Returns 0, ERR_NOMEM, or ERR_UNSUPPORTED where gemm_f16_available() is 0
+ * (the CPU, or JARIP_ISA, lacks AVX-512). */
+int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K);
+int gemm_f16_available(void);
+/* log softmax(x)[i] of a row of n logits (expsum.c): vectorised exp (relative
+ * error < 2e-7 per term) summed in double, as llama.cpp's log_softmax; n >= 1. */
+double log_softmax_at(const float *x, int n, int i);
 
 /* ---- bfloat16 GEMM (mixed precision) -------------------------------------
  * C (M,N) float32 = op(A) (M,K) . op(B) (K,N) [+ C], A and B bfloat16 with

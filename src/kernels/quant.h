@@ -69,6 +69,9 @@ void quant_act_row_ref(int act_type, const float *x, int64_t K, void *scratch, Q
 typedef float (*QDotFn)(const void *w, const QAct *a, const float *x, int64_t K);
 /* Best available implementation on this CPU (AVX2 or scalar), NULL if none. */
 QDotFn quant_dot_fn(int wtype);
+/* The AVX2 F16 row dot (gemm_f16.c) that quant_dot_fn gives for F16; NULL
+ * where the CPU (or JARIP_ISA) has no AVX2. */
+QDotFn quant_dot_f16_fn(void);
 /* Scalar reference implementation (tests compare the SIMD ones to it). */
 QDotFn quant_dot_fn_scalar(int wtype);
 /* AVX2 implementation or NULL (no kernel, or the CPU lacks AVX2/FMA/F16C). */

@@ -168,25 +168,6 @@ TGT static float dot_q6_K(const void *w, const QAct *a, const float *x, int64_t 
     return hsum_ps(acc);
 }
 
-TGT static float dot_f16(const void *w, const QAct *a, const float *x, int64_t K) {
-    (void)a;
-    const uint16_t *h = w;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= K; i += 32) {
-        _mm_prefetch((const char *)(h + i) + MATVEC_PREFETCH, _MM_HINT_T0);
-        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
-    }
-    for (; i + 8 <= K; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s0);
-    float r = hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < K; i++) r += h2f(h[i]) * x[i];
-    return r;
-}
-
 TGT static inline __m256 load_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
@@ -533,7 +514,7 @@ QDotFn quant_dot_fn_avx2(int t) {
     case DT_Q4_K: return dot_q4_K;
     case DT_Q5_K: return dot_q5_K;
     case DT_Q6_K: return dot_q6_K;
-    case DT_F16: return dot_f16;
+    case DT_F16: return quant_dot_f16_fn(); /* gemm_f16.c */
     case DT_BF16: return dot_bf16;
     default: return NULL;
     }

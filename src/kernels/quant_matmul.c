@@ -61,8 +61,11 @@ int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *ou
     return 0;
 }
 
-/* GEMM path: panels of weight rows dequantized to f32, then sgemm. */
+/* GEMM path: panels of weight rows dequantized to f32, then sgemm; F16 on
+ * AVX-512 through gemm_f16, which widens the halves as it packs them. */
 static int gemm_path(float *out, const float *inp, const uint8_t *W, int wtype, size_t rb, int M, int N, int K) {
+    if (wtype == DT_F16 && gemm_f16_available()) /* halves widened into its own packing (gemm_f16.c) */
+        return gemm_f16(out, inp, (const uint16_t *)W, M, N, K);
     int panel = (int)(QMM_PANEL_BYTES / ((size_t)K * 4));
     if (panel < 16) panel = 16;
     if (panel > N) panel = N;

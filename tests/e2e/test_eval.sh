@@ -143,8 +143,9 @@ k = json.load(open(w + "/kself.json"))
 assert abs(k["kld"]) < 1e-4 and k["same_top"] == 1.0, k
 print("ok: Q8_0 against itself: KLD %.1e, same top %.0f%%" % (k["kld"], 100 * k["same_top"]))
 k, r = json.load(open(w + "/kq41.json")), L["kld_F16_Q4_1"]
-# measured: kld 0.12%, median 1.3%, 99% 2.1%, PPL(Q4_1) 1e-6, PPL(F16) 1.3e-4 (jarip's F16 prompt
-# path multiplies f32 activations, llama.cpp's rounds them to half: not the same bits)
+# measured: kld 0.12%, median 1.3%, 99% 2.1%, PPL(Q4_1) 1e-6, PPL(F16) 2.7e-4 (1.3e-4 before
+# gemm_f16's summation order; jarip's F16 prompt path multiplies f32 activations, llama.cpp's
+# rounds them to half: not the same bits, and 252 scored tokens move in the 4th digit)
 for key, tol in (("kld", 0.01), ("kld_median", 0.05), ("kld_p99", 0.05), ("ppl", 1e-4), ("base_ppl", 5e-4)):
     rel = abs(k[key] / r[key] - 1)
     assert rel <= tol, (key, k[key], r[key], rel)

@@ -109,6 +109,21 @@ static void test_nll(void) {
     float z[4] = {1.0f, 2.0f, 0.5f, -1.0f};
     double lse = log(exp(1.0) + exp(2.0) + exp(0.5) + exp(-1.0));
     CHECK(fabs(eval_nll(z, 4, 2) - (lse - 0.5)) < 1e-6, "nll %g vs %g", eval_nll(z, 4, 2), lse - 0.5);
+    /* a vocabulary-wide row (the vector exp and its scalar tail: V % 8 == 3,
+     * the max in the tail), logits over [-40, 22.5], against exp in double:
+     * within 1e-6 nats */
+    enum { V = 49155 };
+    float *row = malloc(V * sizeof *row);
+    for (int i = 0; i < V; i++) row[i] = 32.5f * rng_uniform(5, (uint64_t)i) - 40.0f + (i == V - 1 ? 30.0f : 0.0f);
+    double mx = -INFINITY, sum = 0.0;
+    for (int i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int i = 0; i < V; i++) sum += exp((double)row[i] - mx);
+    for (int t = 0; t < V; t += 12289) {
+        const double want = -((double)(row[t] - (float)mx) - log(sum)); /* the difference in float, as llama.cpp */
+        CHECK(fabs(eval_nll(row, V, t) - want) < 1e-6, "nll over %d logits, token %d: %.9f vs %.9f", V, t,
+              eval_nll(row, V, t), want);
+    }
+    free(row);
     NllSum s = {0};
     const double v[4] = {1.0, 2.0, 3.0, 2.0};
     for (int i = 0; i < 4; i++) s.nll += v[i], s.nll2 += v[i] * v[i], s.count++;
