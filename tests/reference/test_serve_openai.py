@@ -292,15 +292,19 @@ def run(srv, client, model, smol, ctx):
 
     def open_stream(max_tokens=400):
         s = socket.create_connection(("127.0.0.1", srv.port))
+        # greedy: SmolLM2 continues this prompt for all 400 tokens without an end of text, so
+        # no held client leaves early (a sampled one could, and free a queue place)
         body = json.dumps({"prompt": "Once upon a time", "max_tokens": max_tokens, "stream": True,
-                           "temperature": 1.0}).encode()
+                           "temperature": 0}).encode()
         s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
                   + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
                   + body)
         return s
 
     held = [open_stream() for _ in range(SLOTS + QUEUE)]
-    time.sleep(1.0)
+    t0 = time.time()  # wait (on a loaded machine, for seconds) until the server holds them all
+    while (metric("jarip_slots_active"), metric("jarip_queue_length")) != (SLOTS, QUEUE) and time.time() - t0 < 20:
+        time.sleep(0.05)
     if smol:
         st, hd, b = http(srv, "/v1/completions", {"prompt": "x", "max_tokens": 2})
         check(error_ok(st, b, 429, "busy")[0] and hd["Retry-After"], "queue full: 429 with Retry-After")
