@@ -10,43 +10,62 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 
-/* Software prefetch distance of every matvec (generation), bytes ahead of
+/* Software prefetch distance of the matvecs (generation), bytes ahead of
  * the block being read: the rows of a matrix are contiguous, so this runs
- * into the next rows. Generation streams the weights from DRAM once per
- * token; the hardware prefetcher alone left a single core ~25% under its
- * read bandwidth on F16 (bench/qmm_hot.c), and Q8_0 tg128 at one thread
- * went from ~56 to ~68 tokens/s with it. */
+ * into the next rows. Whether it pays depends on the core's own prefetcher:
+ * on Zen 3 (AVX2 only) the hardware prefetcher alone left a single core ~25%
+ * under its read bandwidth and Q8_0 tg128 at one thread went from ~56 to ~68
+ * tokens/s with it; on Zen 4 (AVX-512) it costs: Q8_0 tg128 at one thread
+ * 118-120 tokens/s with it, 126-131 without (docs/benchmarks.md). So each
+ * matvec comes in two variants (the `pf` argument, constant in each), and
+ * matvec_prefetch() picks by the CPU: with AVX-512, none. Intel's AVX-512
+ * cores are not measured yet. Same arithmetic either way. */
 #define MATVEC_PREFETCH 1024
 
+static int matvec_prefetch(void) { return !__builtin_cpu_supports("avx512f"); }
+
 /* Every 64-byte line of one block (K-quant super-blocks span 2-4), MATVEC_PREFETCH ahead. */
-TGT static inline void prefetch_block(const void *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o + MATVEC_PREFETCH, _MM_HINT_T0);
+TGT static inline void prefetch_block(const void *p, size_t bytes, int pf) {
+    if (pf)
+        for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o + MATVEC_PREFETCH, _MM_HINT_T0);
 }
+
+/* dot_NAME (with prefetch) and dot_NAME_nopf from dot_NAME_body(..., pf). */
+#define MATVEC_VARIANTS(name)                                                                                    \
+    TGT static float name(const void *w, const QAct *a, const float *x, int64_t K) {                             \
+        return name##_body(w, a, x, K, 1);                                                                       \
+    }                                                                                                            \
+    TGT static float name##_nopf(const void *w, const QAct *a, const float *x, int64_t K) {                      \
+        return name##_body(w, a, x, K, 0);                                                                       \
+    }
 
 /* One accumulator, blocks in order, the min term summed apart: the order
  * of ggml's vec_dot_q4_1_q8_1, so results match llama.cpp bit for bit. */
-TGT static float dot_q4_1(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_q4_1_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)x;
     const BlockQ4_1 *b = w;
     __m256 acc = _mm256_setzero_ps();
     float summ = 0;
     for (int64_t i = 0; i < K / QK; i++) {
-        _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
+        if (pf) _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
                               _mm256_cvtepi32_ps(dot_us(nibbles(b[i].qs), load_q8(a->qs + i * QK))), acc);
         summ = fmaf(h2f(b[i].m), a->s[i], summ);
     }
     return hsum_ps(acc) + summ;
 }
+MATVEC_VARIANTS(dot_q4_1)
 
 
-TGT static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_q5_1_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)x;
     const BlockQ5_1 *b = w;
     __m256 acc = _mm256_setzero_ps();
     float summ = 0;
     for (int64_t i = 0; i < K / QK; i++) {
-        _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
+        if (pf) _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
         const __m256i hi = _mm256_and_si256(bits_to_bytes(b[i].qh), _mm256_set1_epi8(0x10));
         const __m256i wv = _mm256_or_si256(nibbles(b[i].qs), hi);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
@@ -55,19 +74,22 @@ TGT static float dot_q5_1(const void *w, const QAct *a, const float *x, int64_t 
     }
     return hsum_ps(acc) + summ;
 }
+MATVEC_VARIANTS(dot_q5_1)
 
 /* ggml's vec_dot_q8_0_q8_0 order (one accumulator, blocks in order). */
-TGT static float dot_q8_0(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_q8_0_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)x;
     const BlockQ8_0 *b = w;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < K / QK; i++) {
-        _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
+        if (pf) _mm_prefetch((const char *)(b + i) + MATVEC_PREFETCH, _MM_HINT_T0);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b[i].d) * a->d[i]),
                               _mm256_cvtepi32_ps(dot_ss(load_q8(b[i].qs), load_q8(a->qs + i * QK))), acc);
     }
     return hsum_ps(acc);
 }
+MATVEC_VARIANTS(dot_q8_0)
 
 /* Q4_K / Q5_K: 8 scales and mins per super-block, in the K-quant
  * block-total order (quant_blocks.h): the exact integer totals isum (the
@@ -109,39 +131,44 @@ TGT static inline float kq_step(float acc, uint16_t dh, uint16_t dmh, float da, 
     return fmaf(-(h2f(dmh) * da), (float)msum, acc);
 }
 
-TGT static float dot_q4_K(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_q4_K_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)x;
     const BlockQ4_K *b = w;
     float acc = 0;
     for (int64_t i = 0; i < K / QK_K; i++) {
-        prefetch_block(b + i, sizeof *b);
+        prefetch_block(b + i, sizeof *b, pf);
         int isum, msum;
         dot_kq(b[i].scales, b[i].qs, NULL, a->qs + i * QK_K, a->bsums + i * 16, &isum, &msum);
         acc = kq_step(acc, b[i].d, b[i].dmin, a->d[i], isum, msum);
     }
     return acc;
 }
+MATVEC_VARIANTS(dot_q4_K)
 
-TGT static float dot_q5_K(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_q5_K_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)x;
     const BlockQ5_K *b = w;
     float acc = 0;
     for (int64_t i = 0; i < K / QK_K; i++) {
-        prefetch_block(b + i, sizeof *b);
+        prefetch_block(b + i, sizeof *b, pf);
         int isum, msum;
         dot_kq(b[i].scales, b[i].qs, b[i].qh, a->qs + i * QK_K, a->bsums + i * 16, &isum, &msum);
         acc = kq_step(acc, b[i].d, b[i].dmin, a->d[i], isum, msum);
     }
     return acc;
 }
+MATVEC_VARIANTS(dot_q5_K)
 
-TGT static float dot_q6_K(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_q6_K_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)x;
     const BlockQ6_K *b = w;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < K / QK_K; i++) {
-        prefetch_block(b + i, sizeof *b);
+        prefetch_block(b + i, sizeof *b, pf);
         const int8_t *q8 = a->qs + i * QK_K, *sc = b[i].scales;
         const int16_t *bs = a->bsums + i * 16;
         int off = 0; /* the -32 of every level, via the activation sums */
@@ -167,18 +194,20 @@ TGT static float dot_q6_K(const void *w, const QAct *a, const float *x, int64_t 
     }
     return hsum_ps(acc);
 }
+MATVEC_VARIANTS(dot_q6_K)
 
 TGT static inline __m256 load_bf16(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t K) {
+TGT static inline __attribute__((always_inline)) float dot_bf16_body(const void *w, const QAct *a, const float *x, int64_t K,
+                                                              const int pf) {
     (void)a;
     const uint16_t *h = w;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= K; i += 16) {
-        _mm_prefetch((const char *)(h + i) + MATVEC_PREFETCH, _MM_HINT_T0);
+        if (pf) _mm_prefetch((const char *)(h + i) + MATVEC_PREFETCH, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(load_bf16(h + i), _mm256_loadu_ps(x + i), s0);
         s1 = _mm256_fmadd_ps(load_bf16(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
     }
@@ -186,6 +215,7 @@ TGT static float dot_bf16(const void *w, const QAct *a, const float *x, int64_t 
     for (; i < K; i++) r += bf16_to_f32(h[i]) * x[i];
     return r;
 }
+MATVEC_VARIANTS(dot_bf16)
 
 /* ---- activation quantization (Q8, 32-blocks) ------------------------------------------
  * Same arithmetic as the scalar act_q8: id = 127/amax, round half to even,
@@ -506,16 +536,17 @@ QDequantFn quant_dequant_fn_avx2(int t) {
 
 QDotFn quant_dot_fn_avx2(int t) {
     if (kernel_isa() < ISA_AVX2) return NULL;
+    const int pf = matvec_prefetch();
     switch (t) {
     case DT_Q4_0: case DT_Q5_0: return quant_blocksum_dot_fn_avx2(t);
-    case DT_Q4_1: return dot_q4_1;
-    case DT_Q5_1: return dot_q5_1;
-    case DT_Q8_0: return dot_q8_0;
-    case DT_Q4_K: return dot_q4_K;
-    case DT_Q5_K: return dot_q5_K;
-    case DT_Q6_K: return dot_q6_K;
+    case DT_Q4_1: return pf ? dot_q4_1 : dot_q4_1_nopf;
+    case DT_Q5_1: return pf ? dot_q5_1 : dot_q5_1_nopf;
+    case DT_Q8_0: return pf ? dot_q8_0 : dot_q8_0_nopf;
+    case DT_Q4_K: return pf ? dot_q4_K : dot_q4_K_nopf;
+    case DT_Q5_K: return pf ? dot_q5_K : dot_q5_K_nopf;
+    case DT_Q6_K: return pf ? dot_q6_K : dot_q6_K_nopf;
     case DT_F16: return quant_dot_f16_fn(); /* gemm_f16.c */
-    case DT_BF16: return dot_bf16;
+    case DT_BF16: return pf ? dot_bf16 : dot_bf16_nopf;
     default: return NULL;
     }
 }
