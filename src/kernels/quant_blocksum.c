@@ -33,6 +33,7 @@
  *    GGML's layout. */
 #include "kernels/quant_avx2_inl.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -43,6 +44,15 @@
  * min pairs, d, dmin) = 624 per 32. One size serves all three. */
 #define BT_K_SB (8 * BT_PANEL_BLOCK + QPANEL_ROWS * (8 * 4 + 4 * 4 + 2 * 4)) /* Q4_K panel bytes per super-block */
 size_t quant_panel_bytes(int64_t K) { return (size_t)(K / QK_K) * BT_K_SB + (size_t)(K % QK_K / QK) * 624; }
+
+/* -off * sum(a) of a block. The sum is exact (|sum| <= 32 * 127) for finite
+ * activations; a block holding Inf or NaN quantizes to saturated levels whose
+ * sum is meaningless (its scale d makes the output NaN anyway), so it is
+ * clamped to keep the integer arithmetic defined (a fuzzed GGUF found the
+ * overflow). */
+static inline int32_t offset_corr(int off, float qsum) {
+    return -off * (int32_t)fminf(fmaxf(qsum, -32.f * 128.f), 32.f * 128.f);
+}
 
 static int bt_kind(int t) { return t == DT_Q4_0 ? 0 : t == DT_Q5_0 ? 1 : t == DT_Q4_K ? 2 : -1; }
 static int bt_off(int kind) { return kind == 0 ? 8 : 16; }
@@ -60,7 +70,7 @@ void quant_block_corr(int t, const QAct *acts, int M, int64_t nb, int32_t *corr)
     }
     const int off = bt_off(bt_kind(t));
     for (int m = 0; m < M; m++)
-        for (int64_t i = 0; i < nb; i++) corr[(size_t)m * nb + i] = -off * (int32_t)acts[m].qsum[i];
+        for (int64_t i = 0; i < nb; i++) corr[(size_t)m * nb + i] = offset_corr(off, acts[m].qsum[i]);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -70,8 +80,7 @@ void quant_block_corr(int t, const QAct *acts, int M, int64_t nb, int32_t *corr)
 
 static size_t bt_bytes(int kind) { return kind == 0 ? sizeof(BlockQ4_0) : sizeof(BlockQ5_0); }
 
-/* -off * sum(a) of block i: exact (|sum| <= 32 * 127) */
-static inline int32_t bt_corr(int kind, const QAct *a, int64_t i) { return -bt_off(kind) * (int32_t)a->qsum[i]; }
+static inline int32_t bt_corr(int kind, const QAct *a, int64_t i) { return offset_corr(bt_off(kind), a->qsum[i]); }
 
 /* The 32 levels of a block in element order (the nibbles: low then high). */
 TGT static inline INL __m256i bt_levels(int kind, const uint8_t *blk) {

@@ -288,7 +288,10 @@ static void act_q8(const float *x, int64_t K, QAct *a) {
         const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < QK; j++) {
-            int q = (int)nearbyintf(xb[j] * id);
+            /* |x * id| <= 127 for finite x; Inf or NaN saturates as the SIMD packs do
+             * (casting a NaN to int is undefined) */
+            const float v = nearbyintf(xb[j] * id);
+            const int q = v >= -128.f && v <= 127.f ? (int)v : -128;
             a->qs[b * QK + j] = (int8_t)q;
             sum += q;
         }
