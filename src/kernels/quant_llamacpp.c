@@ -96,8 +96,7 @@ static float dot_vecdot_scalar(const float *x, const float *y, int n) {
 
 /* ---- AVX2 versions ---------------------------------------------------------- */
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define TGT __attribute__((target("avx2,fma,f16c")))
+#include "kernels/quant_avx2_inl.h" /* TGT, hsum8_ps */
 #define HAVE_SIMD_PATH 1
 
 TGT static inline __m256 exp8(__m256 x) {
@@ -562,11 +561,11 @@ TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc
                     a[4 + g] = _mm256_fmadd_ps(k1, qv, a[4 + g]);
                 }
             }
+            /* the eight scores' hsum8 trees at once (hsum8_ps: same additions, same order) */
+            _Alignas(32) float sc[8];
+            _mm256_store_ps(sc, _mm256_mul_ps(hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), _mm256_set1_ps(scale)));
 #pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) {
-                w0[(size_t)g * npmax + j] = hsum8(a[g]) * scale;
-                w0[(size_t)g * npmax + j1] = hsum8(a[4 + g]) * scale;
-            }
+            for (int g = 0; g < 4; g++) w0[(size_t)g * npmax + j] = sc[g], w0[(size_t)g * npmax + j1] = sc[4 + g];
         }
     }
     for (int i = 0; i < Q; i++) probs_half(w + (size_t)i * npmax, pos0 + t0 + i / group + 1);
