@@ -293,7 +293,10 @@ TGT static void bt_panel_avx2(const uint8_t *panel, const QAct *a, const int32_t
  * masked to low nibbles (elements 0-15) below and high nibbles times 16
  * (16-31) above, one AND instead of shift + AND; the total shifts the
  * upper part back (exact: a multiple of 16). Q5_0: levels with the fifth
- * bits added under a byte mask. */
+ * bits added under a byte mask. No software prefetch (the AVX2 dot8 has
+ * one): on Zen 4 the hardware prefetcher alone was 7% faster (one thread,
+ * bench/qmm_hot.c tg q4_0: 5.06-5.30 -> 4.69-4.95 ms per token), as for
+ * the other matvecs on AVX-512 CPUs (matvec_prefetch). */
 TGT512 static inline INL void bt_dot8_v(int kind, const uint8_t *w, size_t rb, const QAct *a, int64_t K, float *out) {
     const size_t bs = bt_bytes(kind);
     const int64_t nb = K / QK;
@@ -304,7 +307,6 @@ TGT512 static inline INL void bt_dot8_v(int kind, const uint8_t *w, size_t rb, c
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *p = w + i * bs;
         if (i % BT_DCHUNK == 0) bt_dh8(w, rb, bs, i, nb - i < BT_DCHUNK ? nb - i : BT_DCHUNK, dh);
-        bt_prefetch_next(w, rb, i);
         const __m256i av = load_q8(a->qs + i * QK);
         __m256i s[8];
         for (int r = 0; r < 8; r++) {
