@@ -522,6 +522,45 @@ TGT static void wsum_pair(float *oa, float *ob, const float *pa, const float *pb
     }
 }
 
+/* Weighted value sums of four queries (probabilities p[q], rows of
+ * stride ps, over n positions) against float values vf (rows of D, D % 16
+ * == 0): the order of wsum_pair for each (lane j % 8 in increasing j, then
+ * tree8). Every query runs to the longest one's n: its probabilities past
+ * its own positions are zero (the caller sees to it), and fma(v, 0, a) ==
+ * a for finite v, so the extra terms change no bit. Four queries x 16
+ * outputs per pass: each value vector loaded once for four queries, the
+ * values read from L2 half as often as by pairs. */
+TGT static void wsum_quad(float *const o[4], const float *p, size_t ps, int n, const float *vf, int D) {
+    _Alignas(32) float la[4][8][16];
+    for (int d0 = 0; d0 < D; d0 += 16) {
+        for (int l = 0; l < 8; l++) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+            for (int j = l; j < n; j += 8) {
+                const float *v = vf + (size_t)j * D + d0;
+                const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+                __m256 x = _mm256_broadcast_ss(p + j);
+                a0 = _mm256_fmadd_ps(v0, x, a0), a1 = _mm256_fmadd_ps(v1, x, a1);
+                x = _mm256_broadcast_ss(p + ps + j);
+                b0 = _mm256_fmadd_ps(v0, x, b0), b1 = _mm256_fmadd_ps(v1, x, b1);
+                x = _mm256_broadcast_ss(p + 2 * ps + j);
+                c0 = _mm256_fmadd_ps(v0, x, c0), c1 = _mm256_fmadd_ps(v1, x, c1);
+                x = _mm256_broadcast_ss(p + 3 * ps + j);
+                e0 = _mm256_fmadd_ps(v0, x, e0), e1 = _mm256_fmadd_ps(v1, x, e1);
+            }
+            _mm256_store_ps(la[0][l], a0), _mm256_store_ps(la[0][l] + 8, a1);
+            _mm256_store_ps(la[1][l], b0), _mm256_store_ps(la[1][l] + 8, b1);
+            _mm256_store_ps(la[2][l], c0), _mm256_store_ps(la[2][l] + 8, c1);
+            _mm256_store_ps(la[3][l], e0), _mm256_store_ps(la[3][l] + 8, e1);
+        }
+        for (int q = 0; q < 4; q++)
+            for (int k = 0; k < 16; k += 8) {
+                __m256 c[8];
+                for (int l = 0; l < 8; l++) c[l] = _mm256_load_ps(la[q][l] + k);
+                _mm256_storeu_ps(o[q] + d0 + k, tree8(c));
+            }
+    }
+}
+
 TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int t0, int t1,
                                   int pos0, int Hq, int Hkv, int kvh, int D, float scale, float *scr) {
     const int group = Hq / Hkv, Q = (t1 - t0) * group, Qp = (Q + 3) & ~3;
@@ -569,7 +608,18 @@ TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc
         }
     }
     for (int i = 0; i < Q; i++) probs_half(w + (size_t)i * npmax, pos0 + t0 + i / group + 1);
-    for (int i = 0; i < Q; i += 2) { /* pairs of queries share the value loads; an odd last one pairs with itself */
+    int i = 0;
+    for (; i + 4 <= Q; i += 4) { /* fours of queries share the value loads (positions nondecreasing in i) */
+        const int nq = pos0 + t0 + (i + 3) / group + 1;
+        float *o[4];
+        for (int k = 0; k < 4; k++) {
+            const int t = t0 + (i + k) / group, np = (pos0 + t + 1 + 31) & ~31; /* probs_half zeroed up to np */
+            for (int j = np; j < nq; j++) w[(size_t)(i + k) * npmax + j] = 0.0f;
+            o[k] = out + ((size_t)t * Hq + kvh * group + (i + k) % group) * D;
+        }
+        wsum_quad(o, w + (size_t)i * npmax, (size_t)npmax, nq, vf, D);
+    }
+    for (; i < Q; i += 2) { /* the rest in pairs; an odd last one pairs with itself */
         const int i1 = i + 1 < Q ? i + 1 : i;
         const int ta = t0 + i / group, tb = t0 + i1 / group;
         wsum_pair(out + ((size_t)ta * Hq + kvh * group + i % group) * D, out + ((size_t)tb * Hq + kvh * group + i1 % group) * D,

@@ -105,10 +105,12 @@ int main(void) {
     /* the batched half-cache attention (several queries per pass over the
      * keys) against one_head's batched path, query by query: same bits for
      * ragged blocks of positions, a cache already holding pos0 positions,
-     * GQA groups that do and do not fill the 4-query kernel, and an odd
-     * number of keys */
+     * GQA groups that do and do not fill the 4-query kernel, an odd
+     * number of keys, and a four of queries whose first one ends at 32
+     * positions and the others at 33 (pos0 5, group 3: its probabilities
+     * past 32 must be zeroed for the shared pass) */
     {
-        static const int shapes[][4] = {{2, 0, 2, 2}, {5, 3, 3, 1}, {13, 0, 9, 3}, {17, 37, 4, 2}, {9, 2, 1, 1}, {3, 30, 6, 3}};
+        static const int shapes[][4] = {{2, 0, 2, 2}, {5, 3, 3, 1}, {13, 0, 9, 3}, {17, 37, 4, 2}, {9, 2, 1, 1}, {3, 30, 6, 3}, {30, 5, 9, 3}};
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
             for (int Dh = 32; Dh <= 64; Dh += 32) {
                 const int Tn = shapes[s][0], p0 = shapes[s][1], Hq = shapes[s][2], Hk = shapes[s][3], S = p0 + Tn;
