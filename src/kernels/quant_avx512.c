@@ -41,9 +41,81 @@ QTile42Fn quant_tile42_fn_avx512(int t) {
     if (kernel_isa() < ISA_AVX512) return NULL;
     return t == DT_Q8_0 ? tile42_q8_0_vnni : t == DT_Q4_1 ? tile42_q4_1_vnni : NULL;
 }
+
+/* ---- Q8_0, four activation rows x four weight rows ---------------------
+ * AVX512-VL's 32 ymm registers hold 16 accumulators, so each weight block's
+ * xor and each activation block's load serve four outputs. The int32 quad
+ * sums become floats without a conversion: each sum starts at the bits of
+ * 1.5 * 2^23 (T44_MAGIC), so after the vpdpbusd the lane holds the float
+ * 12582912 + sum((w + 128) a) exactly (|that sum| <= 4 * 255 * 128 < 2^22,
+ * and one unit in the last place is 1 there); subtracting the float
+ * 12582912 + 128 sum(a) (the row's corr, exact too) leaves sum(w a)
+ * exactly: the float cvtdq2ps gave, so the same bits. The subtraction runs
+ * on Zen 4's add pipes, and the -128 sum(a) term needs no vpdpbusd per
+ * block and row any more: the two FMA pipes do one vpdpbusd and one FMA per
+ * output and block. */
+#define T44_MAGIC 0x4B400000
+#define T44_CHUNK 32 /* blocks per scale pass: 2 KiB of scales on the stack */
+
+TGT512 static void tile44_corr_vnni(const QAct *a, int64_t nb, float *corr) {
+    const __m256i magic = _mm256_set1_epi32(T44_MAGIC), k128 = _mm256_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < nb; i++)
+        for (int r = 0; r < 4; r++) /* bits of 12582912 + 128 * (quad sum of a): exact, |128 sum| < 2^16 */
+            _mm256_store_si256((__m256i *)(corr + (4 * i + r) * 8), _mm256_dpbusd_epi32(magic, k128, load_q8(a[r].qs + i * QK)));
+}
+
+TGT512 static void tile44_q8_0_vnni(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                                    const float *corr, int64_t K, float *out) {
+    const int64_t nb = K / QK;
+    const BlockQ8_0 *b0 = (const void *)w, *b1 = (const void *)(w + rb), *b2 = (const void *)(w + 2 * rb),
+                    *b3 = (const void *)(w + 3 * rb);
+    const float *wsc1 = wsc + nb * QTILE42_WSC;
+    const __m256i magic = _mm256_set1_epi32(T44_MAGIC), k80 = _mm256_set1_epi8((char)0x80);
+    _Alignas(32) float sc[T44_CHUNK * 16]; /* per block: d_w[c] * d_a[r] at 4*c + r */
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    for (int64_t i0 = 0; i0 < nb; i0 += T44_CHUNK) {
+        const int64_t n = nb - i0 < T44_CHUNK ? nb - i0 : T44_CHUNK;
+        for (int64_t j = 0; j < n; j++) {
+            const __m256 da = _mm256_broadcast_ps((const __m128 *)(d4 + 4 * (i0 + j)));
+            _mm256_store_ps(sc + 16 * j, _mm256_mul_ps(_mm256_load_ps(wsc + 8 * (i0 + j)), da));
+            _mm256_store_ps(sc + 16 * j + 8, _mm256_mul_ps(_mm256_load_ps(wsc1 + 8 * (i0 + j)), da));
+        }
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t i = i0 + j;
+            const __m256i u0 = _mm256_xor_si256(load_q8(b0[i].qs), k80), u1 = _mm256_xor_si256(load_q8(b1[i].qs), k80);
+            const __m256i u2 = _mm256_xor_si256(load_q8(b2[i].qs), k80), u3 = _mm256_xor_si256(load_q8(b3[i].qs), k80);
+            const float *s = sc + 16 * j;
+#define DOT(c, r) _mm256_sub_ps(_mm256_castsi256_ps(_mm256_dpbusd_epi32(magic, u##c, av)), cr)
+#define ROW(r)                                                                                                     \
+    do {                                                                                                           \
+        __m256i av = load_q8(a[r].qs + i * QK);                                                                    \
+        __m256 cr = _mm256_load_ps(corr + (4 * i + r) * 8);                                                       \
+        __asm__("" : "+v"(av), "+v"(cr)); /* one load each for the four outputs (GCC re-reads memory operands) */ \
+        c0##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + r), DOT(0, r), c0##r);                                     \
+        c1##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 4 + r), DOT(1, r), c1##r);                                 \
+        c2##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 8 + r), DOT(2, r), c2##r);                                 \
+        c3##r = _mm256_fmadd_ps(_mm256_broadcast_ss(s + 12 + r), DOT(3, r), c3##r);                                \
+    } while (0)
+            ROW(0); ROW(1); ROW(2); ROW(3);
+#undef ROW
+#undef DOT
+        }
+    }
+    _mm256_storeu_ps(out, hsum8_ps(c00, c01, c02, c03, c10, c11, c12, c13));
+    _mm256_storeu_ps(out + 8, hsum8_ps(c20, c21, c22, c23, c30, c31, c32, c33));
+}
+
+QTile44Fn quant_tile44_fn_avx512(int t) { return kernel_isa() >= ISA_AVX512 && t == DT_Q8_0 ? tile44_q8_0_vnni : NULL; }
+
+void quant_tile44_corr(const QAct *a, int64_t nb, float *corr) {
+    if (kernel_isa() >= ISA_AVX512) tile44_corr_vnni(a, nb, corr);
+}
 #else
 QTile42Fn quant_tile42_fn_avx512(int t) {
     (void)t;
     return NULL;
 }
+QTile44Fn quant_tile44_fn_avx512(int t) { return (void)t, NULL; }
+void quant_tile44_corr(const QAct *a, int64_t nb, float *corr) { (void)a, (void)nb, (void)corr; }
 #endif

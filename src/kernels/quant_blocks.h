@@ -99,4 +99,17 @@ QPanelFn quant_panel_fn_avx512(int wtype); /* Q4_0, Q5_0, Q4_K */
 QPanelFn quant_panel_fn_avx2(int wtype);   /* Q4_0, Q5_0 */
 void quant_block_corr(int wtype, const QAct *acts, int M, int64_t nb, int32_t *corr);
 
+/* Q8_0 prompts on AVX-512 VNNI (quant_avx512.c): four activation rows x four
+ * weight rows, out[4*c + r] = activation row r against weight row c, each
+ * the single-row dot's bits (llama.cpp's). wsc: the scales of the pairs
+ * (w, w + rb) then (w + 2rb, w + 3rb), nb * QTILE42_WSC floats apart, from
+ * the QTile42ScalesFn; d4 as for QTile42Fn; corr: the four rows' offset
+ * terms from quant_tile44_corr. NULL when the type or the CPU has none. */
+typedef void (*QTile44Fn)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                          const float *corr, int64_t K, float *out);
+QTile44Fn quant_tile44_fn_avx512(int wtype);
+/* corr for the activation rows a[0..4): nb * 32 floats (32-byte aligned),
+ * block i's eight floats of row r at corr + (4*i + r) * 8. */
+void quant_tile44_corr(const QAct *a, int64_t nb, float *corr);
+
 #endif

@@ -92,12 +92,14 @@ typedef struct {
     QRows4Fn rows4;
     QTile42Fn tile42;
     QTile42ScalesFn tile42_scales;
+    QTile44Fn tile44;     /* Q8_0 on VNNI: four activation rows x four weight rows, before tile42 */
     QDot8Fn dot8;         /* Q4_0 / Q5_0: eight weight rows x one activation row */
     QPanelPackFn pack;    /* with panel: Q4_0 / Q5_0 for M >= QMM_PANEL_MIN_M */
     QPanelFn panel;
     const int32_t *corr;  /* panel: (M, K/32) offset terms */
     uint8_t *panels;      /* panel: per thread quant_panel_bytes(K) bytes */
     const float *ds; /* tile42: per group of 4 activation rows, d4 then s4 (nb * 4 floats each) */
+    const float *corr44; /* tile44: per group of 4 activation rows, nb * 32 floats (quant_tile44_corr) */
     float *wsc;      /* tile42: per thread wsc_floats floats for the weight-pair scales of a tile */
     size_t wsc_floats;
     int M, N, K, tile;
@@ -131,8 +133,18 @@ static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
         if (j->rows4)
             for (; m + 4 <= j->M; m += 4) {
                 int n = n0;
+                const float *d4 = j->ds ? j->ds + (size_t)(m / 4) * nb * 8 : NULL;
+                if (j->tile44) {
+                    const float *corr = j->corr44 + (size_t)(m / 4) * nb * 32;
+                    for (; n + 4 <= n1; n += 4) {
+                        float r[16];
+                        j->tile44(j->W + (size_t)n * j->rb, j->rb, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC, &j->acts[m],
+                                  d4, corr, j->K, r);
+                        for (int i = 0; i < 4; i++)
+                            for (int c = 0; c < 4; c++) j->out[(size_t)(m + i) * j->N + n + c] = r[4 * c + i];
+                    }
+                }
                 if (j->tile42) {
-                    const float *d4 = j->ds + (size_t)(m / 4) * nb * 8;
                     for (; n + 2 <= n1; n += 2) {
                         float r[8];
                         j->tile42(j->W + (size_t)n * j->rb, j->rb, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC,
@@ -238,12 +250,16 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         if (corr) quant_block_corr(wtype, acts, M, K / QK, corr);
     }
     if (!corr || !panels) panel = NULL; /* out of memory (or no panel kernel): the row kernels need no scratch */
-    float *ds = NULL;
+    float *ds = NULL, *corr44 = NULL;
+    QTile44Fn tile44 = tile42 ? quant_tile44_fn_avx512(wtype) : NULL;
     if (tile42) {
         const int64_t nb = K / QK;
         ds = xalloc((size_t)(M / 4) * nb * 8 * sizeof(float), NULL);
         if (ds) interleave_scales(acts, M, nb, ds);
         else tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
+        corr44 = tile44 && ds ? xalloc((size_t)(M / 4) * nb * 32 * sizeof(float), NULL) : NULL;
+        for (int g = 0; corr44 && g < M / 4; g++) quant_tile44_corr(&acts[4 * g], nb, corr44 + (size_t)g * nb * 32);
+        if (!corr44) tile44 = NULL; /* out of memory: tile42 needs no more */
     }
     DotJob jobs[QMM_MAX_PARTS];
     int first[QMM_MAX_PARTS + 1];
@@ -257,7 +273,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         int tile = N ? (N + items - 1) / items : 1;
         /* whole panels, groups of eight or pairs of weight rows for the
          * kernels, still a tile count per thread */
-        const int unit = panel ? QPANEL_ROWS : dot8 ? 8 : tile42 ? 2 : 1;
+        const int unit = panel ? QPANEL_ROWS : dot8 ? 8 : tile44 ? 4 : tile42 ? 2 : 1;
         if (unit > 1 && tile < N) {
             tile = (tile + unit - 1) / unit * unit;
             while (tile > unit && ((N + tile - 1) / tile) % nth) tile -= unit;
@@ -265,8 +281,8 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
-        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales,
-                           dot8, pack, panel, corr, panels, ds, NULL, 0, M, N, K, tile};
+        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales, tile44,
+                           dot8, pack, panel, corr, panels, ds, corr44, NULL, 0, M, N, K, tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
         if (tile42 && (size_t)tile / 2 * (K / QK) * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * (K / QK) * QTILE42_WSC;
     }
@@ -276,7 +292,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         wsc = xalloc((size_t)nth * wsc_floats * sizeof(float), NULL);
         for (int p = 0; p < n_parts; p++) {
             jobs[p].wsc = wsc, jobs[p].wsc_floats = wsc_floats;
-            if (!wsc) jobs[p].tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
+            if (!wsc) jobs[p].tile42 = NULL, jobs[p].tile44 = NULL; /* out of memory: the rows4 kernels need no scratch */
         }
     }
     const int ntiles = first[n_parts];
@@ -291,6 +307,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         }
     }
     xfree(ds);
+    xfree(corr44);
     xfree(wsc);
     xfree(corr);
     xfree(panels);

@@ -292,15 +292,16 @@ static void test_low_kquants(void) {
     free(X), free(Wd);
 }
 
-/* The prompt-batch kernels (4 activation rows x 1 or 2 weight rows) give the
+/* The prompt-batch kernels (4 activation rows x 1, 2 or 4 weight rows) give the
  * single-row dot's bits for every output; and the matmul with Q8
- * activations, over ragged M and N (tails the 4x2 kernel does not cover),
+ * activations, over ragged M and N (tails the 4x4 and 4x2 kernels do not cover),
  * gives the single-row dot's bits everywhere. Outlier values and a -128
  * weight (only reachable from a hand-made file) are included. */
+#define SKIPPED_CPU "skipped (not on this CPU, or capped by JARIP_ISA)"
 static void test_batch_kernels(void) {
     const int types[] = {DT_Q8_0, DT_Q4_1, DT_Q4_0, DT_Q5_0};
     const int K = 96 * 32 + 64; /* more blocks than one scale chunk of the 4x2 kernel */
-    const int Ms[] = {4, 5, 7, 8, 13}, Ns[] = {2, 3, 5, 9, 64};
+    const int Ms[] = {4, 5, 7, 8, 13}, Ns[] = {2, 3, 5, 7, 9, 64}; /* N = 7: a 4x4 tile, a 4x2, a single row */
     float *W = malloc((size_t)64 * K * 4), *X = malloc((size_t)13 * K * 4), *out = malloc(13 * 64 * 4);
     fill(W, (int64_t)64 * K, 31, 0.1f);
     fill(X, (int64_t)13 * K, 32, 1.0f);
@@ -347,8 +348,30 @@ static void test_batch_kernels(void) {
             }
             xfree(d4), xfree(s4), xfree(wsc);
         }
+        /* the VNNI 4x4 tile (Q8_0): rows 4..7 against every quad of weight rows */
+        QTile44Fn t44 = quant_tile44_fn_avx512(t);
+        printf("  %s tile44 avx512: %s\n", dtype_name(t), t44 ? "tested" : t != DT_Q8_0 ? "none for this type" : SKIPPED_CPU);
+        if (t44) {
+            const int nb = K / 32;
+            float *d4 = xalloc((size_t)nb * 4 * 4, NULL), *corr = xalloc((size_t)nb * 32 * 4, NULL), o[16];
+            float *wsc = xalloc((size_t)2 * nb * QTILE42_WSC * 4, NULL);
+            for (int i = 0; i < nb; i++)
+                for (int r = 0; r < 4; r++) d4[4 * i + r] = a[4 + r].d[i];
+            quant_tile44_corr(&a[4], nb, corr);
+            QTile42ScalesFn t42s = quant_tile42_scales_fn_avx2(t);
+            for (int n = 0; t42s && n + 4 <= 64; n += 4) {
+                t42s(Q + n * rb, rb, K, wsc);
+                t42s(Q + (n + 2) * rb, rb, K, wsc + (size_t)nb * QTILE42_WSC);
+                t44(Q + n * rb, rb, wsc, &a[4], d4, corr, K, o);
+                for (int c = 0; c < 4; c++)
+                    for (int r = 0; r < 4; r++)
+                        CHECK(memcmp(&o[4 * c + r], &ref[4 + r][n + c], 4) == 0, "%s tile44 row %d col %d: %.9g vs %.9g",
+                              dtype_name(t), 4 + r, n + c, o[4 * c + r], ref[4 + r][n + c]);
+            }
+            xfree(d4), xfree(corr), xfree(wsc);
+        }
         for (int mi = 0; mi < 5; mi++)
-            for (int ni = 0; ni < 5; ni++) {
+            for (int ni = 0; ni < 6; ni++) {
                 const int M = Ms[mi], N = Ns[ni];
                 CHECK(matmul_quant_forward_ex(out, X, Q, t, M, N, K, QMM_Q8_ACTIVATIONS) == 0, "%s matmul", dtype_name(t));
                 int bad = 0;
