@@ -100,10 +100,46 @@ typedef struct {
     uint8_t *panels;      /* panel: per thread quant_panel_bytes(K) bytes */
     const float *ds; /* tile42: per group of 4 activation rows, d4 then s4 (nb * 4 floats each) */
     const float *corr44; /* tile44: per group of 4 activation rows, nb * 32 floats (quant_tile44_corr) */
+    const uint8_t *q8t_ag; /* Q8_0 on VNNI, rows [0, M16): per group of 16, nb * 512 bytes (quant_q8t_acts) */
+    const float *q8t_dg;   /* and nb * 16 floats */
+    int32_t *q8t_wp;       /* per thread q8t_wp_rows packed weight rows (quant_q8t_wbytes(K) bytes each) */
+    int M16, q8t_wp_rows;
     float *wsc;      /* tile42: per thread wsc_floats floats for the weight-pair scales of a tile */
     size_t wsc_floats;
     int M, N, K, tile;
 } DotJob;
+
+/* Activation rows [0, j->M16) against weight rows [n0, n1) with the
+ * sixteen-row kernel: the tile's rows packed once (thread tid's scratch),
+ * then each group of 16 rows against each pair of them; an odd last
+ * weight row goes through rows4. */
+static void run_q8t(const DotJob *j, int n0, int n1, int tid) {
+    const int64_t nb = j->K / QK;
+    const size_t wb = quant_q8t_wbytes(j->K) / sizeof(int32_t);
+    int32_t *wp = j->q8t_wp + (size_t)tid * j->q8t_wp_rows * wb;
+    const int paired = n0 + (n1 - n0) / 2 * 2;
+    for (int n = n0; n < paired; n++) quant_q8t_weight(j->W + (size_t)n * j->rb, j->K, wp + (size_t)(n - n0) * wb);
+    for (int m = 0; m < j->M16; m += 16) {
+        const uint8_t *ag = j->q8t_ag + (size_t)(m / 16) * nb * 512;
+        const float *dg = j->q8t_dg + (size_t)(m / 16) * nb * 16;
+        int n = n0;
+        for (; n < paired; n += 2) {
+            float r[32];
+            const int32_t *p = wp + (size_t)(n - n0) * wb;
+            quant_q8t_tile(j->W + (size_t)n * j->rb, j->rb, p, p + wb, ag, dg, j->K, r);
+            for (int i = 0; i < 16; i++) {
+                j->out[(size_t)(m + i) * j->N + n] = r[i];
+                j->out[(size_t)(m + i) * j->N + n + 1] = r[16 + i];
+            }
+        }
+        for (; n < n1; n++)
+            for (int q = 0; q < 16; q += 4) {
+                float r[4];
+                j->rows4(j->W + (size_t)n * j->rb, &j->acts[m + q], j->K, r);
+                for (int i = 0; i < 4; i++) j->out[(size_t)(m + q + i) * j->N + n] = r[i];
+            }
+    }
+}
 
 /* Output-row tiles [t0, t1) on thread tid (its part of the wsc scratch):
  * each weight row against every activation row
@@ -123,13 +159,14 @@ static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
             }
             continue;
         }
+        int m = 0;
+        if (j->M16) run_q8t(j, n0, n1, tid), m = j->M16;
         float *wsc = NULL;
-        if (j->tile42 && j->M >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
+        if (j->tile42 && j->M - m >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
             wsc = j->wsc + (size_t)tid * j->wsc_floats;
             for (int n = n0; n + 2 <= n1; n += 2)
                 j->tile42_scales(j->W + (size_t)n * j->rb, j->rb, j->K, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC);
         }
-        int m = 0;
         if (j->rows4)
             for (; m + 4 <= j->M; m += 4) {
                 int n = n0;
@@ -261,6 +298,17 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         for (int g = 0; corr44 && g < M / 4; g++) quant_tile44_corr(&acts[4 * g], nb, corr44 + (size_t)g * nb * 32);
         if (!corr44) tile44 = NULL; /* out of memory: tile42 needs no more */
     }
+    /* rows [0, M16) in groups of 16 (quant_q8t_tile), packed once here */
+    const int M16 = tile44 && quant_q8t_available(wtype) ? M / 16 * 16 : 0;
+    uint8_t *q8t_ag = NULL;
+    if (M16) {
+        const int64_t nb = K / QK;
+        q8t_ag = xalloc((size_t)(M16 / 16) * nb * (512 + 16 * sizeof(float)), NULL);
+        float *dg = q8t_ag ? (float *)(q8t_ag + (size_t)(M16 / 16) * nb * 512) : NULL;
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int g = 0; g < (q8t_ag ? M16 / 16 : 0); g++)
+            quant_q8t_acts(&acts[16 * g], nb, q8t_ag + (size_t)g * nb * 512, dg + (size_t)g * nb * 16);
+    }
     DotJob jobs[QMM_MAX_PARTS];
     int first[QMM_MAX_PARTS + 1];
     size_t wsc_floats = 0;
@@ -281,10 +329,20 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
-        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales, tile44,
-                           dot8, pack, panel, corr, panels, ds, corr44, NULL, 0, M, N, K, tile};
+        jobs[p] = (DotJob){.W = parts[p].W, .rb = rb, .inp = inp, .out = parts[p].out, .acts = acts, .dot = dot,
+                           .rows4 = rows4, .tile42 = tile42, .tile42_scales = tile42_scales, .tile44 = tile44,
+                           .dot8 = dot8, .pack = pack, .panel = panel, .corr = corr, .panels = panels, .ds = ds,
+                           .corr44 = corr44, .M = M, .N = N, .K = K, .tile = tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
         if (tile42 && (size_t)tile / 2 * (K / QK) * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * (K / QK) * QTILE42_WSC;
+    }
+    int32_t *q8t_wp = NULL;
+    int q8t_wp_rows = 0;
+    for (int p = 0; p < n_parts; p++) q8t_wp_rows = jobs[p].tile > q8t_wp_rows ? jobs[p].tile : q8t_wp_rows;
+    if (q8t_ag) q8t_wp = xalloc((size_t)nth * q8t_wp_rows * quant_q8t_wbytes(K), NULL);
+    for (int p = 0; p < n_parts && q8t_wp; p++) {
+        jobs[p].q8t_ag = q8t_ag, jobs[p].q8t_dg = (const float *)(q8t_ag + (size_t)(M16 / 16) * (K / QK) * 512);
+        jobs[p].q8t_wp = q8t_wp, jobs[p].q8t_wp_rows = q8t_wp_rows, jobs[p].M16 = M16;
     }
     float *wsc = NULL;
     if (tile42) {
@@ -308,6 +366,8 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     }
     xfree(ds);
     xfree(corr44);
+    xfree(q8t_ag);
+    xfree(q8t_wp);
     xfree(wsc);
     xfree(corr);
     xfree(panels);
