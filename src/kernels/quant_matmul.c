@@ -170,9 +170,9 @@ static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
         if (j->rows4)
             for (; m + 4 <= j->M; m += 4) {
                 int n = n0;
-                const float *d4 = j->ds ? j->ds + (size_t)(m / 4) * nb * 8 : NULL;
+                const float *d4 = j->ds ? j->ds + (size_t)((m - j->M16) / 4) * nb * 8 : NULL;
                 if (j->tile44) {
-                    const float *corr = j->corr44 + (size_t)(m / 4) * nb * 32;
+                    const float *corr = j->corr44 + (size_t)((m - j->M16) / 4) * nb * 32;
                     for (; n + 4 <= n1; n += 4) {
                         float r[16];
                         j->tile44(j->W + (size_t)n * j->rb, j->rb, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC, &j->acts[m],
@@ -287,30 +287,13 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         if (corr) quant_block_corr(wtype, acts, M, K / QK, corr);
     }
     if (!corr || !panels) panel = NULL; /* out of memory (or no panel kernel): the row kernels need no scratch */
-    float *ds = NULL, *corr44 = NULL;
+    /* Q8_0 on VNNI: activation rows [0, M16) in groups of 16 (quant_q8t_tile),
+     * the rest in groups of 4 (tile44 / tile42), then rows4 and single rows */
+    const int64_t nb = K / QK;
     QTile44Fn tile44 = tile42 ? quant_tile44_fn_avx512(wtype) : NULL;
-    if (tile42) {
-        const int64_t nb = K / QK;
-        ds = xalloc((size_t)(M / 4) * nb * 8 * sizeof(float), NULL);
-        if (ds) interleave_scales(acts, M, nb, ds);
-        else tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
-        corr44 = tile44 && ds ? xalloc((size_t)(M / 4) * nb * 32 * sizeof(float), NULL) : NULL;
-        for (int g = 0; corr44 && g < M / 4; g++) quant_tile44_corr(&acts[4 * g], nb, corr44 + (size_t)g * nb * 32);
-        if (!corr44) tile44 = NULL; /* out of memory: tile42 needs no more */
-    }
-    /* rows [0, M16) in groups of 16 (quant_q8t_tile), packed once here */
-    const int M16 = tile44 && quant_q8t_available(wtype) ? M / 16 * 16 : 0;
-    uint8_t *q8t_ag = NULL;
-    if (M16) {
-        const int64_t nb = K / QK;
-        q8t_ag = xalloc((size_t)(M16 / 16) * nb * (512 + 16 * sizeof(float)), NULL);
-        float *dg = q8t_ag ? (float *)(q8t_ag + (size_t)(M16 / 16) * nb * 512) : NULL;
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int g = 0; g < (q8t_ag ? M16 / 16 : 0); g++)
-            quant_q8t_acts(&acts[16 * g], nb, q8t_ag + (size_t)g * nb * 512, dg + (size_t)g * nb * 16);
-    }
+    int M16 = tile44 && quant_q8t_available(wtype) ? M / 16 * 16 : 0;
     DotJob jobs[QMM_MAX_PARTS];
-    int first[QMM_MAX_PARTS + 1];
+    int first[QMM_MAX_PARTS + 1], max_tile = 0;
     size_t wsc_floats = 0;
     first[0] = 0;
     for (int p = 0; p < n_parts; p++) {
@@ -330,28 +313,39 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
         jobs[p] = (DotJob){.W = parts[p].W, .rb = rb, .inp = inp, .out = parts[p].out, .acts = acts, .dot = dot,
-                           .rows4 = rows4, .tile42 = tile42, .tile42_scales = tile42_scales, .tile44 = tile44,
-                           .dot8 = dot8, .pack = pack, .panel = panel, .corr = corr, .panels = panels, .ds = ds,
-                           .corr44 = corr44, .M = M, .N = N, .K = K, .tile = tile};
+                           .rows4 = rows4, .tile42_scales = tile42_scales, .dot8 = dot8, .pack = pack, .panel = panel,
+                           .corr = corr, .panels = panels, .M = M, .N = N, .K = K, .tile = tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
-        if (tile42 && (size_t)tile / 2 * (K / QK) * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * (K / QK) * QTILE42_WSC;
+        if (tile > max_tile) max_tile = tile;
+        if ((size_t)tile / 2 * nb * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * nb * QTILE42_WSC;
     }
-    int32_t *q8t_wp = NULL;
-    int q8t_wp_rows = 0;
-    for (int p = 0; p < n_parts; p++) q8t_wp_rows = jobs[p].tile > q8t_wp_rows ? jobs[p].tile : q8t_wp_rows;
-    if (q8t_ag) q8t_wp = xalloc((size_t)nth * q8t_wp_rows * quant_q8t_wbytes(K), NULL);
-    for (int p = 0; p < n_parts && q8t_wp; p++) {
-        jobs[p].q8t_ag = q8t_ag, jobs[p].q8t_dg = (const float *)(q8t_ag + (size_t)(M16 / 16) * (K / QK) * 512);
-        jobs[p].q8t_wp = q8t_wp, jobs[p].q8t_wp_rows = q8t_wp_rows, jobs[p].M16 = M16;
+    /* scratch; out of memory, a kernel is dropped for the next one down
+     * (rows4 and the single-row dots need none) */
+    uint8_t *q8t_ag = M16 ? xalloc((size_t)(M16 / 16) * nb * (512 + 16 * sizeof(float)), NULL) : NULL;
+    int32_t *q8t_wp = M16 ? xalloc((size_t)nth * max_tile * quant_q8t_wbytes(K), NULL) : NULL;
+    if (!q8t_ag || !q8t_wp) M16 = 0;
+    const float *q8t_dg = M16 ? (const float *)(q8t_ag + (size_t)(M16 / 16) * nb * 512) : NULL;
+    if (M16) { /* (no parallel region for nothing: decoding steps come here too) */
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int g = 0; g < M16 / 16; g++)
+            quant_q8t_acts(&acts[16 * g], nb, q8t_ag + (size_t)g * nb * 512, (float *)q8t_dg + (size_t)g * nb * 16);
     }
-    float *wsc = NULL;
-    if (tile42) {
+    float *ds = NULL, *corr44 = NULL, *wsc = NULL;
+    const int G4 = (M - M16) / 4; /* groups of 4 rows from M16 on */
+    if (tile42 && G4) {
+        ds = xalloc((size_t)G4 * nb * 8 * sizeof(float), NULL);
+        if (ds) interleave_scales(acts + M16, M - M16, nb, ds);
+        corr44 = tile44 && ds ? xalloc((size_t)G4 * nb * 32 * sizeof(float), NULL) : NULL;
+        for (int g = 0; corr44 && g < G4; g++) quant_tile44_corr(&acts[M16 + 4 * g], nb, corr44 + (size_t)g * nb * 32);
         wsc_floats = (wsc_floats + 15) & ~(size_t)15; /* each thread's part 64-byte aligned */
-        wsc = xalloc((size_t)nth * wsc_floats * sizeof(float), NULL);
-        for (int p = 0; p < n_parts; p++) {
-            jobs[p].wsc = wsc, jobs[p].wsc_floats = wsc_floats;
-            if (!wsc) jobs[p].tile42 = NULL, jobs[p].tile44 = NULL; /* out of memory: the rows4 kernels need no scratch */
-        }
+        wsc = ds ? xalloc((size_t)nth * wsc_floats * sizeof(float), NULL) : NULL;
+    }
+    if (!wsc) tile42 = NULL;
+    if (!tile42 || !corr44) tile44 = NULL;
+    for (int p = 0; p < n_parts; p++) {
+        DotJob *j = &jobs[p];
+        j->tile42 = tile42, j->tile44 = tile44, j->ds = ds, j->corr44 = corr44, j->wsc = wsc, j->wsc_floats = wsc_floats;
+        j->q8t_ag = q8t_ag, j->q8t_dg = q8t_dg, j->q8t_wp = q8t_wp, j->q8t_wp_rows = max_tile, j->M16 = M16;
     }
     const int ntiles = first[n_parts];
     if (!parallel) {
