@@ -248,14 +248,26 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     uint8_t *scratch = on_stack ? stack_scr : NULL;
     QAct *acts = on_stack ? stack_acts : calloc((size_t)M, sizeof *acts);
     if (!acts) return ERR_NOMEM;
+    /* Q8_0 on VNNI: activation rows [0, M16) in groups of 16 for
+     * quant_q8t_tile, each group packed by the thread that quantized it */
+    const int64_t nb = K / QK;
+    int M16 = act != DT_F32 && quant_rows4_fn_avx2(wtype) && quant_q8t_available(wtype) ? M / 16 * 16 : 0;
+    uint8_t *q8t_ag = M16 ? xalloc((size_t)(M16 / 16) * nb * (512 + 16 * sizeof(float)), NULL) : NULL;
+    if (!q8t_ag) M16 = 0; /* out of memory: the 4-row kernels */
+    float *q8t_dg = M16 ? (float *)(q8t_ag + (size_t)(M16 / 16) * nb * 512) : NULL;
     if (act != DT_F32) {
         if (!on_stack) scratch = xalloc(ab * (size_t)M, NULL);
-        if (!scratch) return free(acts), ERR_NOMEM;
+        if (!scratch) return free(acts), xfree(q8t_ag), ERR_NOMEM;
         if (M == 1) { /* no team of one: entering a parallel region costs ~1 us */
             quant_act_row(act, inp, K, scratch, &acts[0]);
         } else {
+            const int gs = M16 ? 16 : 1; /* rows per iteration */
 #pragma omp parallel for schedule(static)
-            for (int m = 0; m < M; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+            for (int g = 0; g < (M + gs - 1) / gs; g++) {
+                const int m1 = gs * g + gs < M ? gs * g + gs : M;
+                for (int m = gs * g; m < m1; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+                if (gs * g + 16 <= M16) quant_q8t_acts(&acts[gs * g], nb, q8t_ag + (size_t)g * nb * 512, q8t_dg + (size_t)g * nb * 16);
+            }
         }
     } else {
         memset(acts, 0, (size_t)M * sizeof *acts);
@@ -287,11 +299,9 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         if (corr) quant_block_corr(wtype, acts, M, K / QK, corr);
     }
     if (!corr || !panels) panel = NULL; /* out of memory (or no panel kernel): the row kernels need no scratch */
-    /* Q8_0 on VNNI: activation rows [0, M16) in groups of 16 (quant_q8t_tile),
-     * the rest in groups of 4 (tile44 / tile42), then rows4 and single rows */
-    const int64_t nb = K / QK;
+    /* rows [0, M16) by quant_q8t_tile, the rest in groups of 4 (tile44 /
+     * tile42), then rows4 and single rows */
     QTile44Fn tile44 = tile42 ? quant_tile44_fn_avx512(wtype) : NULL;
-    int M16 = tile44 && quant_q8t_available(wtype) ? M / 16 * 16 : 0;
     DotJob jobs[QMM_MAX_PARTS];
     int first[QMM_MAX_PARTS + 1], max_tile = 0;
     size_t wsc_floats = 0;
@@ -321,15 +331,8 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     }
     /* scratch; out of memory, a kernel is dropped for the next one down
      * (rows4 and the single-row dots need none) */
-    uint8_t *q8t_ag = M16 ? xalloc((size_t)(M16 / 16) * nb * (512 + 16 * sizeof(float)), NULL) : NULL;
     int32_t *q8t_wp = M16 ? xalloc((size_t)nth * max_tile * quant_q8t_wbytes(K), NULL) : NULL;
-    if (!q8t_ag || !q8t_wp) M16 = 0;
-    const float *q8t_dg = M16 ? (const float *)(q8t_ag + (size_t)(M16 / 16) * nb * 512) : NULL;
-    if (M16) { /* (no parallel region for nothing: decoding steps come here too) */
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int g = 0; g < M16 / 16; g++)
-            quant_q8t_acts(&acts[16 * g], nb, q8t_ag + (size_t)g * nb * 512, (float *)q8t_dg + (size_t)g * nb * 16);
-    }
+    if (!q8t_wp) M16 = 0;
     float *ds = NULL, *corr44 = NULL, *wsc = NULL;
     const int G4 = (M - M16) / 4; /* groups of 4 rows from M16 on */
     if (tile42 && G4) {
