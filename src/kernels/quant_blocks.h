@@ -99,4 +99,30 @@ QPanelFn quant_panel_fn_avx512(int wtype); /* Q4_0, Q5_0, Q4_K */
 QPanelFn quant_panel_fn_avx2(int wtype);   /* Q4_0, Q5_0 */
 void quant_block_corr(int wtype, const QAct *acts, int M, int64_t nb, int32_t *corr);
 
+/* Q8_0 prompts on AVX-512 VNNI (quant_avx512.c): four activation rows x four
+ * weight rows, out[4*c + r] = activation row r against weight row c, each
+ * the single-row dot's bits (llama.cpp's). wsc: the scales of the pairs
+ * (w, w + rb) then (w + 2rb, w + 3rb), nb * QTILE42_WSC floats apart, from
+ * the QTile42ScalesFn; d4 as for QTile42Fn; corr: the four rows' offset
+ * terms from quant_tile44_corr. NULL when the type or the CPU has none. */
+typedef void (*QTile44Fn)(const uint8_t *w, size_t rb, const float *wsc, const QAct *a, const float *d4,
+                          const float *corr, int64_t K, float *out);
+QTile44Fn quant_tile44_fn_avx512(int wtype);
+/* corr for the activation rows a[0..4): nb * 32 floats (32-byte aligned),
+ * block i's eight floats of row r at corr + (4*i + r) * 8. */
+void quant_tile44_corr(const QAct *a, int64_t nb, float *corr);
+/* Sixteen activation rows x two weight rows (quant_avx512.c), where
+ * quant_q8t_available(wtype) (Q8_0 on AVX-512 VNNI), the single-row dot's
+ * bits. acts: rows a[0..16) into ag (nb * 512 bytes) and dg (nb * 16
+ * floats), both 64-byte aligned, once per matmul; weight: one weight row
+ * into wp (quant_q8t_wbytes(K) bytes, 64-aligned), once per tile; tile:
+ * out[16*c + r] = activation row r against weight row c (w, w + rb), wp0
+ * and wp1 their packed rows. */
+int quant_q8t_available(int wtype);
+void quant_q8t_acts(const QAct *a, int64_t nb, uint8_t *ag, float *dg);
+#define quant_q8t_wbytes(K) ((((size_t)(K) / 32 * 36) + 63) & ~(size_t)63)
+void quant_q8t_weight(const uint8_t *w, int64_t K, int32_t *wp);
+void quant_q8t_tile(const uint8_t *w, size_t rb, const int32_t *wp0, const int32_t *wp1, const uint8_t *ag,
+                    const float *dg, int64_t K, float *out);
+
 #endif

@@ -92,16 +92,54 @@ typedef struct {
     QRows4Fn rows4;
     QTile42Fn tile42;
     QTile42ScalesFn tile42_scales;
+    QTile44Fn tile44;     /* Q8_0 on VNNI: four activation rows x four weight rows, before tile42 */
     QDot8Fn dot8;         /* Q4_0 / Q5_0: eight weight rows x one activation row */
     QPanelPackFn pack;    /* with panel: Q4_0 / Q5_0 for M >= QMM_PANEL_MIN_M */
     QPanelFn panel;
     const int32_t *corr;  /* panel: (M, K/32) offset terms */
     uint8_t *panels;      /* panel: per thread quant_panel_bytes(K) bytes */
     const float *ds; /* tile42: per group of 4 activation rows, d4 then s4 (nb * 4 floats each) */
+    const float *corr44; /* tile44: per group of 4 activation rows, nb * 32 floats (quant_tile44_corr) */
+    const uint8_t *q8t_ag; /* Q8_0 on VNNI, rows [0, M16): per group of 16, nb * 512 bytes (quant_q8t_acts) */
+    const float *q8t_dg;   /* and nb * 16 floats */
+    int32_t *q8t_wp;       /* per thread q8t_wp_rows packed weight rows (quant_q8t_wbytes(K) bytes each) */
+    int M16, q8t_wp_rows;
     float *wsc;      /* tile42: per thread wsc_floats floats for the weight-pair scales of a tile */
     size_t wsc_floats;
     int M, N, K, tile;
 } DotJob;
+
+/* Activation rows [0, j->M16) against weight rows [n0, n1) with the
+ * sixteen-row kernel: the tile's rows packed once (thread tid's scratch),
+ * then each group of 16 rows against each pair of them; an odd last
+ * weight row goes through rows4. */
+static void run_q8t(const DotJob *j, int n0, int n1, int tid) {
+    const int64_t nb = j->K / QK;
+    const size_t wb = quant_q8t_wbytes(j->K) / sizeof(int32_t);
+    int32_t *wp = j->q8t_wp + (size_t)tid * j->q8t_wp_rows * wb;
+    const int paired = n0 + (n1 - n0) / 2 * 2;
+    for (int n = n0; n < paired; n++) quant_q8t_weight(j->W + (size_t)n * j->rb, j->K, wp + (size_t)(n - n0) * wb);
+    for (int m = 0; m < j->M16; m += 16) {
+        const uint8_t *ag = j->q8t_ag + (size_t)(m / 16) * nb * 512;
+        const float *dg = j->q8t_dg + (size_t)(m / 16) * nb * 16;
+        int n = n0;
+        for (; n < paired; n += 2) {
+            float r[32];
+            const int32_t *p = wp + (size_t)(n - n0) * wb;
+            quant_q8t_tile(j->W + (size_t)n * j->rb, j->rb, p, p + wb, ag, dg, j->K, r);
+            for (int i = 0; i < 16; i++) {
+                j->out[(size_t)(m + i) * j->N + n] = r[i];
+                j->out[(size_t)(m + i) * j->N + n + 1] = r[16 + i];
+            }
+        }
+        for (; n < n1; n++)
+            for (int q = 0; q < 16; q += 4) {
+                float r[4];
+                j->rows4(j->W + (size_t)n * j->rb, &j->acts[m + q], j->K, r);
+                for (int i = 0; i < 4; i++) j->out[(size_t)(m + q + i) * j->N + n] = r[i];
+            }
+    }
+}
 
 /* Output-row tiles [t0, t1) on thread tid (its part of the wsc scratch):
  * each weight row against every activation row
@@ -121,18 +159,29 @@ static void run_tiles(const DotJob *j, int t0, int t1, int tid) {
             }
             continue;
         }
+        int m = 0;
+        if (j->M16) run_q8t(j, n0, n1, tid), m = j->M16;
         float *wsc = NULL;
-        if (j->tile42 && j->M >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
+        if (j->tile42 && j->M - m >= 4) { /* the tile's weight-pair scales, read by every group of 4 rows */
             wsc = j->wsc + (size_t)tid * j->wsc_floats;
             for (int n = n0; n + 2 <= n1; n += 2)
                 j->tile42_scales(j->W + (size_t)n * j->rb, j->rb, j->K, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC);
         }
-        int m = 0;
         if (j->rows4)
             for (; m + 4 <= j->M; m += 4) {
                 int n = n0;
+                const float *d4 = j->ds ? j->ds + (size_t)((m - j->M16) / 4) * nb * 8 : NULL;
+                if (j->tile44) {
+                    const float *corr = j->corr44 + (size_t)((m - j->M16) / 4) * nb * 32;
+                    for (; n + 4 <= n1; n += 4) {
+                        float r[16];
+                        j->tile44(j->W + (size_t)n * j->rb, j->rb, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC, &j->acts[m],
+                                  d4, corr, j->K, r);
+                        for (int i = 0; i < 4; i++)
+                            for (int c = 0; c < 4; c++) j->out[(size_t)(m + i) * j->N + n + c] = r[4 * c + i];
+                    }
+                }
                 if (j->tile42) {
-                    const float *d4 = j->ds + (size_t)(m / 4) * nb * 8;
                     for (; n + 2 <= n1; n += 2) {
                         float r[8];
                         j->tile42(j->W + (size_t)n * j->rb, j->rb, wsc + (size_t)(n - n0) / 2 * nb * QTILE42_WSC,
@@ -199,14 +248,26 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     uint8_t *scratch = on_stack ? stack_scr : NULL;
     QAct *acts = on_stack ? stack_acts : calloc((size_t)M, sizeof *acts);
     if (!acts) return ERR_NOMEM;
+    /* Q8_0 on VNNI: activation rows [0, M16) in groups of 16 for
+     * quant_q8t_tile, each group packed by the thread that quantized it */
+    const int64_t nb = K / QK;
+    int M16 = act != DT_F32 && quant_rows4_fn_avx2(wtype) && quant_q8t_available(wtype) ? M / 16 * 16 : 0;
+    uint8_t *q8t_ag = M16 ? xalloc((size_t)(M16 / 16) * nb * (512 + 16 * sizeof(float)), NULL) : NULL;
+    if (!q8t_ag) M16 = 0; /* out of memory: the 4-row kernels */
+    float *q8t_dg = M16 ? (float *)(q8t_ag + (size_t)(M16 / 16) * nb * 512) : NULL;
     if (act != DT_F32) {
         if (!on_stack) scratch = xalloc(ab * (size_t)M, NULL);
-        if (!scratch) return free(acts), ERR_NOMEM;
+        if (!scratch) return free(acts), xfree(q8t_ag), ERR_NOMEM;
         if (M == 1) { /* no team of one: entering a parallel region costs ~1 us */
             quant_act_row(act, inp, K, scratch, &acts[0]);
         } else {
+            const int gs = M16 ? 16 : 1; /* rows per iteration */
 #pragma omp parallel for schedule(static)
-            for (int m = 0; m < M; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+            for (int g = 0; g < (M + gs - 1) / gs; g++) {
+                const int m1 = gs * g + gs < M ? gs * g + gs : M;
+                for (int m = gs * g; m < m1; m++) quant_act_row(act, inp + (size_t)m * K, K, scratch + (size_t)m * ab, &acts[m]);
+                if (gs * g + 16 <= M16) quant_q8t_acts(&acts[gs * g], nb, q8t_ag + (size_t)g * nb * 512, q8t_dg + (size_t)g * nb * 16);
+            }
         }
     } else {
         memset(acts, 0, (size_t)M * sizeof *acts);
@@ -238,15 +299,11 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         if (corr) quant_block_corr(wtype, acts, M, K / QK, corr);
     }
     if (!corr || !panels) panel = NULL; /* out of memory (or no panel kernel): the row kernels need no scratch */
-    float *ds = NULL;
-    if (tile42) {
-        const int64_t nb = K / QK;
-        ds = xalloc((size_t)(M / 4) * nb * 8 * sizeof(float), NULL);
-        if (ds) interleave_scales(acts, M, nb, ds);
-        else tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
-    }
+    /* rows [0, M16) by quant_q8t_tile, the rest in groups of 4 (tile44 /
+     * tile42), then rows4 and single rows */
+    QTile44Fn tile44 = tile42 ? quant_tile44_fn_avx512(wtype) : NULL;
     DotJob jobs[QMM_MAX_PARTS];
-    int first[QMM_MAX_PARTS + 1];
+    int first[QMM_MAX_PARTS + 1], max_tile = 0;
     size_t wsc_floats = 0;
     first[0] = 0;
     for (int p = 0; p < n_parts; p++) {
@@ -257,7 +314,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         int tile = N ? (N + items - 1) / items : 1;
         /* whole panels, groups of eight or pairs of weight rows for the
          * kernels, still a tile count per thread */
-        const int unit = panel ? QPANEL_ROWS : dot8 ? 8 : tile42 ? 2 : 1;
+        const int unit = panel ? QPANEL_ROWS : dot8 ? 8 : tile44 ? 4 : tile42 ? 2 : 1;
         if (unit > 1 && tile < N) {
             tile = (tile + unit - 1) / unit * unit;
             while (tile > unit && ((N + tile - 1) / tile) % nth) tile -= unit;
@@ -265,19 +322,33 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         /* the four-row weight kernels (quant_dot4_fn_avx2) are not used: they
          * measured twice as slow per token (four interleaved weight streams
          * and the scale shuffles cost more than the shared activation loads save) */
-        jobs[p] = (DotJob){parts[p].W, rb, inp, parts[p].out, acts, dot, NULL, rows4, tile42, tile42_scales,
-                           dot8, pack, panel, corr, panels, ds, NULL, 0, M, N, K, tile};
+        jobs[p] = (DotJob){.W = parts[p].W, .rb = rb, .inp = inp, .out = parts[p].out, .acts = acts, .dot = dot,
+                           .rows4 = rows4, .tile42_scales = tile42_scales, .dot8 = dot8, .pack = pack, .panel = panel,
+                           .corr = corr, .panels = panels, .M = M, .N = N, .K = K, .tile = tile};
         first[p + 1] = first[p] + (N + tile - 1) / tile;
-        if (tile42 && (size_t)tile / 2 * (K / QK) * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * (K / QK) * QTILE42_WSC;
+        if (tile > max_tile) max_tile = tile;
+        if ((size_t)tile / 2 * nb * QTILE42_WSC > wsc_floats) wsc_floats = (size_t)tile / 2 * nb * QTILE42_WSC;
     }
-    float *wsc = NULL;
-    if (tile42) {
+    /* scratch; out of memory, a kernel is dropped for the next one down
+     * (rows4 and the single-row dots need none) */
+    int32_t *q8t_wp = M16 ? xalloc((size_t)nth * max_tile * quant_q8t_wbytes(K), NULL) : NULL;
+    if (!q8t_wp) M16 = 0;
+    float *ds = NULL, *corr44 = NULL, *wsc = NULL;
+    const int G4 = (M - M16) / 4; /* groups of 4 rows from M16 on */
+    if (tile42 && G4) {
+        ds = xalloc((size_t)G4 * nb * 8 * sizeof(float), NULL);
+        if (ds) interleave_scales(acts + M16, M - M16, nb, ds);
+        corr44 = tile44 && ds ? xalloc((size_t)G4 * nb * 32 * sizeof(float), NULL) : NULL;
+        for (int g = 0; corr44 && g < G4; g++) quant_tile44_corr(&acts[M16 + 4 * g], nb, corr44 + (size_t)g * nb * 32);
         wsc_floats = (wsc_floats + 15) & ~(size_t)15; /* each thread's part 64-byte aligned */
-        wsc = xalloc((size_t)nth * wsc_floats * sizeof(float), NULL);
-        for (int p = 0; p < n_parts; p++) {
-            jobs[p].wsc = wsc, jobs[p].wsc_floats = wsc_floats;
-            if (!wsc) jobs[p].tile42 = NULL; /* out of memory: the rows4 kernels need no scratch */
-        }
+        wsc = ds ? xalloc((size_t)nth * wsc_floats * sizeof(float), NULL) : NULL;
+    }
+    if (!wsc) tile42 = NULL;
+    if (!tile42 || !corr44) tile44 = NULL;
+    for (int p = 0; p < n_parts; p++) {
+        DotJob *j = &jobs[p];
+        j->tile42 = tile42, j->tile44 = tile44, j->ds = ds, j->corr44 = corr44, j->wsc = wsc, j->wsc_floats = wsc_floats;
+        j->q8t_ag = q8t_ag, j->q8t_dg = q8t_dg, j->q8t_wp = q8t_wp, j->q8t_wp_rows = max_tile, j->M16 = M16;
     }
     const int ntiles = first[n_parts];
     if (!parallel) {
@@ -291,6 +362,9 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
         }
     }
     xfree(ds);
+    xfree(corr44);
+    xfree(q8t_ag);
+    xfree(q8t_wp);
     xfree(wsc);
     xfree(corr);
     xfree(panels);

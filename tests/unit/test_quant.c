@@ -292,30 +292,32 @@ static void test_low_kquants(void) {
     free(X), free(Wd);
 }
 
-/* The prompt-batch kernels (4 activation rows x 1 or 2 weight rows) give the
+/* The prompt-batch kernels (4 activation rows x 1, 2 or 4 weight rows, 16 x 2) give the
  * single-row dot's bits for every output; and the matmul with Q8
- * activations, over ragged M and N (tails the 4x2 kernel does not cover),
+ * activations, over ragged M and N (tails the 4x4 and 4x2 kernels do not cover),
  * gives the single-row dot's bits everywhere. Outlier values and a -128
  * weight (only reachable from a hand-made file) are included. */
+#define SKIPPED_CPU "skipped (not on this CPU, or capped by JARIP_ISA)"
+#define MAXM 37
 static void test_batch_kernels(void) {
     const int types[] = {DT_Q8_0, DT_Q4_1, DT_Q4_0, DT_Q5_0};
     const int K = 96 * 32 + 64; /* more blocks than one scale chunk of the 4x2 kernel */
-    const int Ms[] = {4, 5, 7, 8, 13}, Ns[] = {2, 3, 5, 9, 64};
-    float *W = malloc((size_t)64 * K * 4), *X = malloc((size_t)13 * K * 4), *out = malloc(13 * 64 * 4);
+    const int Ms[] = {4, 5, 7, 8, 13, 16, 37}, Ns[] = {2, 3, 5, 7, 9, 64}; /* M = 37: two groups of 16, 4 + 1 rows; N = 7: 4x4 + 4x2 + 1 */
+    float *W = malloc((size_t)64 * K * 4), *X = malloc((size_t)MAXM * K * 4), *out = malloc(MAXM * 64 * 4);
     fill(W, (int64_t)64 * K, 31, 0.1f);
-    fill(X, (int64_t)13 * K, 32, 1.0f);
+    fill(X, (int64_t)MAXM * K, 32, 1.0f);
     W[7] = 3.0f, X[K + 3] = -40.0f, X[2 * K + 100] = 0.0f;
     for (int ti = 0; ti < 4; ti++) {
         const int t = types[ti];
         const size_t rb = dtype_row_bytes(t, K), ab = quant_act_bytes(DT_Q8_0, K);
-        uint8_t *Q = malloc(rb * 64), *scr = xalloc(ab * 13, NULL);
+        uint8_t *Q = malloc(rb * 64), *scr = xalloc(ab * MAXM, NULL);
         for (int n = 0; n < 64; n++) quantize_row(t, W + (size_t)n * K, Q + n * rb, K);
         if (t == DT_Q8_0) ((int8_t *)Q)[rb + 2 + 5] = -128; /* row 1, block 0, element 5 */
-        QAct a[13];
-        for (int m = 0; m < 13; m++) quant_act_row(DT_Q8_0, X + (size_t)m * K, K, scr + m * ab, &a[m]);
+        QAct a[MAXM];
+        for (int m = 0; m < MAXM; m++) quant_act_row(DT_Q8_0, X + (size_t)m * K, K, scr + m * ab, &a[m]);
         QDotFn dot = quant_dot_fn(t);
-        float ref[13][64];
-        for (int m = 0; m < 13; m++)
+        static float ref[MAXM][64];
+        for (int m = 0; m < MAXM; m++)
             for (int n = 0; n < 64; n++) ref[m][n] = dot(Q + n * rb, &a[m], X + (size_t)m * K, K);
         QRows4Fn r4 = quant_rows4_fn_avx2(t);
         QTile42Fn t42s_[2] = {quant_tile42_fn_avx2(t), quant_tile42_fn_avx512(t)};
@@ -347,8 +349,50 @@ static void test_batch_kernels(void) {
             }
             xfree(d4), xfree(s4), xfree(wsc);
         }
-        for (int mi = 0; mi < 5; mi++)
-            for (int ni = 0; ni < 5; ni++) {
+        /* the VNNI 4x4 tile (Q8_0): rows 4..7 against every quad of weight rows */
+        QTile44Fn t44 = quant_tile44_fn_avx512(t);
+        printf("  %s tile44 avx512: %s\n", dtype_name(t), t44 ? "tested" : t != DT_Q8_0 ? "none for this type" : SKIPPED_CPU);
+        if (t44) {
+            const int nb = K / 32;
+            float *d4 = xalloc((size_t)nb * 4 * 4, NULL), *corr = xalloc((size_t)nb * 32 * 4, NULL), o[16];
+            float *wsc = xalloc((size_t)2 * nb * QTILE42_WSC * 4, NULL);
+            for (int i = 0; i < nb; i++)
+                for (int r = 0; r < 4; r++) d4[4 * i + r] = a[4 + r].d[i];
+            quant_tile44_corr(&a[4], nb, corr);
+            QTile42ScalesFn t42s = quant_tile42_scales_fn_avx2(t);
+            for (int n = 0; t42s && n + 4 <= 64; n += 4) {
+                t42s(Q + n * rb, rb, K, wsc);
+                t42s(Q + (n + 2) * rb, rb, K, wsc + (size_t)nb * QTILE42_WSC);
+                t44(Q + n * rb, rb, wsc, &a[4], d4, corr, K, o);
+                for (int c = 0; c < 4; c++)
+                    for (int r = 0; r < 4; r++)
+                        CHECK(memcmp(&o[4 * c + r], &ref[4 + r][n + c], 4) == 0, "%s tile44 row %d col %d: %.9g vs %.9g",
+                              dtype_name(t), 4 + r, n + c, o[4 * c + r], ref[4 + r][n + c]);
+            }
+            xfree(d4), xfree(corr), xfree(wsc);
+        }
+        /* the VNNI 16x2 kernel (Q8_0): rows 0..15 against every pair of weight rows */
+        printf("  %s tile16x2 avx512: %s\n", dtype_name(t),
+               quant_q8t_available(t) ? "tested" : t != DT_Q8_0 ? "none for this type" : SKIPPED_CPU);
+        if (quant_q8t_available(t)) {
+            const int nb = K / 32;
+            uint8_t *ag = xalloc((size_t)nb * 512, NULL);
+            float *dg = xalloc((size_t)nb * 16 * 4, NULL), o[32];
+            int32_t *wp = xalloc(2 * quant_q8t_wbytes(K), NULL), *wp1 = wp + quant_q8t_wbytes(K) / 4;
+            quant_q8t_acts(a, nb, ag, dg);
+            for (int n = 0; n + 2 <= 64; n += 2) {
+                quant_q8t_weight(Q + n * rb, K, wp);
+                quant_q8t_weight(Q + (n + 1) * rb, K, wp1);
+                quant_q8t_tile(Q + n * rb, rb, wp, wp1, ag, dg, K, o);
+                for (int c = 0; c < 2; c++)
+                    for (int r = 0; r < 16; r++)
+                        CHECK(memcmp(&o[16 * c + r], &ref[r][n + c], 4) == 0, "%s tile16x2 row %d col %d: %.9g vs %.9g",
+                              dtype_name(t), r, n + c, o[16 * c + r], ref[r][n + c]);
+            }
+            xfree(ag), xfree(dg), xfree(wp);
+        }
+        for (int mi = 0; mi < 7; mi++)
+            for (int ni = 0; ni < 6; ni++) {
                 const int M = Ms[mi], N = Ns[ni];
                 CHECK(matmul_quant_forward_ex(out, X, Q, t, M, N, K, QMM_Q8_ACTIVATIONS) == 0, "%s matmul", dtype_name(t));
                 int bad = 0;
@@ -361,10 +405,10 @@ static void test_batch_kernels(void) {
         int nested_bad = 0;
 #pragma omp parallel num_threads(2) reduction(+ : nested_bad)
         {
-            float *o = malloc(13 * 64 * 4);
-            if (!o || matmul_quant_forward_ex(o, X, Q, t, 13, 64, K, QMM_Q8_ACTIVATIONS)) nested_bad++;
+            float *o = malloc(MAXM * 64 * 4);
+            if (!o || matmul_quant_forward_ex(o, X, Q, t, MAXM, 64, K, QMM_Q8_ACTIVATIONS)) nested_bad++;
             else
-                for (int m = 0; m < 13; m++)
+                for (int m = 0; m < MAXM; m++)
                     for (int n = 0; n < 64; n++) nested_bad += memcmp(&o[m * 64 + n], &ref[m][n], 4) != 0;
             free(o);
         }
