@@ -8,8 +8,9 @@
  *       "q8_0 q4_1"; QMM_M sets M); thread CPU time of one thread
  *       (robust to other load on the machine), scaled to 30 layers;
  *  tg   one token's matvecs (30 layers + the tied 49152x576 head) of each
- *       type in QMM_TG_TYPES (default "f16"; e.g. "q8_0 q4_1"), best wall
- *       time (thread CPU time at one thread), with the weights' bytes/s;
+ *       type in QMM_TG_TYPES (default "f16"; e.g. "q8_0 q4_1"; "q4_0_r16":
+ *       Q4_0 repacked at load, quant_r16.c), best wall time (thread CPU
+ *       time at one thread), with the weights' bytes/s;
  *  bw   a read-only stream over as many bytes, the bandwidth ceiling for tg.
  * Timings are the best of QMM_REPS repetitions (default 3) for pp, 10 for tg. */
 #include "kernels/kernels.h"
@@ -29,17 +30,24 @@ static double now(int cpu) {
 typedef struct { int N, K; } Shape;
 static const Shape L[] = {{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}};
 
-static void *make(int ty, int N, int K, unsigned seed) {
-    const size_t rb = dtype_row_bytes(ty, K);
-    unsigned char *W = xalloc(rb * N, NULL);
+/* N x K weights of type ty, at dst (NULL: a new allocation). */
+static void *make_at(int ty, int N, int K, unsigned seed, void *dst) {
+    const int qt = ty == DT_Q4_0_R16 ? DT_Q4_0 : ty; /* quantized as Q4_0, then repacked */
+    const size_t rb = dtype_row_bytes(qt, K);
+    unsigned char *W = dst ? dst : xalloc(rb * N, NULL);
     float *row = malloc((size_t)K * 4);
     for (int n = 0; n < N; n++) {
         for (int k = 0; k < K; k++) row[k] = 0.05f * rng_normal(seed, (uint64_t)n * K + k);
-        quantize_row(ty, row, W + n * rb, K);
+        quantize_row(qt, row, W + n * rb, K);
     }
     free(row);
+    if (ty == DT_Q4_0_R16) quant_repack_q4_0_r16(W, N, K);
     return W;
 }
+
+static void *make(int ty, int N, int K, unsigned seed) { return make_at(ty, N, K, seed, NULL); }
+
+static int type_from_name(const char *t) { return !strcmp(t, "q4_0_r16") ? DT_Q4_0_R16 : dtype_from_name(t); }
 
 static void pp(int ty, int M, int reps) {
     void *W[7];
@@ -60,14 +68,20 @@ static void pp(int ty, int M, int reps) {
     free(x), free(out);
 }
 
+/* The weights in one allocation, as inference copies them (2 MiB pages:
+ * separate allocations of a few hundred KiB got 4 KiB pages, which cost
+ * the repacked Q4_0 matvec 40% of its speed). */
 static void tg(int ty, int reps) {
     const int layers = 30;
     void *W[30][7];
     size_t bytes = 0;
     for (int l = 0; l < layers; l++)
-        for (int j = 0; j < 7; j++) W[l][j] = make(ty, L[j].N, L[j].K, 100 + j + l), bytes += dtype_row_bytes(ty, L[j].K) * L[j].N;
-    void *H = make(ty, 49152, 576, 7);
+        for (int j = 0; j < 7; j++) bytes += dtype_row_bytes(ty, L[j].K) * L[j].N;
     bytes += dtype_row_bytes(ty, 576) * 49152;
+    unsigned char *arena = xalloc(bytes, NULL), *at = arena;
+    for (int l = 0; l < layers; l++)
+        for (int j = 0; j < 7; j++) W[l][j] = make_at(ty, L[j].N, L[j].K, 100 + j + l, at), at += dtype_row_bytes(ty, L[j].K) * L[j].N;
+    void *H = make_at(ty, 49152, 576, 7, at);
     float *x = malloc(1536 * 4), *out = malloc(49152 * 4);
     for (int i = 0; i < 1536; i++) x[i] = rng_normal(1, i);
     double best = 1e9;
@@ -110,9 +124,7 @@ static void tg(int ty, int reps) {
     printf("bw       threads %d: %7.3f ms per %.0f MB  %6.2f GB/s read  (%.0g)\n", omp_get_max_threads(), bb * 1e3,
            bytes / 1e6, bytes / bb / 1e9, dummy[0]);
     xfree(buf);
-    for (int l = 0; l < layers; l++)
-        for (int j = 0; j < 7; j++) xfree(W[l][j]);
-    xfree(H), free(x), free(out);
+    xfree(arena), free(x), free(out);
 }
 
 int main(int argc, char **argv) {
@@ -122,13 +134,13 @@ int main(int argc, char **argv) {
         const int M = getenv("QMM_M") ? atoi(getenv("QMM_M")) : 512;
         char buf[256];
         snprintf(buf, sizeof buf, "%s", getenv("QMM_PP_TYPES") ? getenv("QMM_PP_TYPES") : "q8_0 q4_1");
-        for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) pp(dtype_from_name(t), M, reps);
+        for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) pp(type_from_name(t), M, reps);
     }
     if (!strcmp(what, "tg") || !strcmp(what, "all")) {
         const char *types = getenv("QMM_TG_TYPES") ? getenv("QMM_TG_TYPES") : "f16";
         char buf[256];
         snprintf(buf, sizeof buf, "%s", types);
-        for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) tg(dtype_from_name(t), 10);
+        for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) tg(type_from_name(t), 10);
     }
     return 0;
 }

@@ -126,7 +126,7 @@ int infer_flags_open(const InferOptions *f, InferModel *im, InferSession *s) {
     if (f->threads) omp_set_num_threads(f->threads);
     Err err = {0};
     if (infer_model_open(im, f->model, &err)) return cli_error(1, "%s", err.msg);
-    if (f->lora && infer_model_add_lora(im, f->lora, f->lora_scale, &err)) {
+    if ((f->lora && infer_model_add_lora(im, f->lora, f->lora_scale, &err)) || infer_model_repack(im, NULL, &err)) {
         infer_model_close(im);
         return cli_error(1, "%s", err.msg);
     }

@@ -85,6 +85,10 @@ int bench_infer_main(int argc, char **argv) {
     Err err = {0};
     InferModel im;
     if (infer_model_open(&im, model, &err)) return fprintf(stderr, "jarip: %s\n", err.msg), 1;
+    if (infer_model_repack(&im, NULL, &err)) {
+        infer_model_close(&im);
+        return fprintf(stderr, "jarip: %s\n", err.msg), 1;
+    }
     const Config *c = &im.model.cfg;
     int ctx = depth + (P > N ? P : N) + 1;
     if (ctx > c->context_length) {

@@ -63,6 +63,17 @@ void infer_model_close(InferModel *im);
  * naming the tensor. Call before creating sessions (their activations
  * include the adapter's scratch). */
 int infer_model_add_lora(InferModel *im, const char *path, float scale, Err *err);
+/* Rearrange im's Q4_0 linear weights (q, k, v, o, gate, up, down of dense
+ * layers; rows a multiple of 16) in place into DT_Q4_0_R16, whose decode
+ * kernel has no horizontal sums (kernels/quant_r16.c): same bytes, same
+ * output bits. Only where it is safe and pays: the weights were copied out
+ * of the file (infer_model_open), this CPU has AVX-512 VNNI (JARIP_ISA not
+ * below avx512), and JARIP_REPACK is not "0". Afterwards only matmul reads
+ * those weights: callers that write or merge weights (export) must not
+ * call it; a run-time LoRA adapter (its own products) may come before or
+ * after. *n (may be NULL): tensors repacked. Returns 0 or ERR_NOMEM (the
+ * model then mixes both layouts, each tensor consistent, and still runs). */
+int infer_model_repack(InferModel *im, int *n, Err *err);
 
 /* Text -> ids (special tokens like <|im_start|> are recognised; bos prepended
  * when the tokenizer asks for it and add_bos is set). *ids malloc'd. */

@@ -54,6 +54,9 @@ void gguf_close(GGUFFile *g); /* NULL is fine */
  * The copy goes in 8 MiB pieces, each piece of the mapping dropped after it
  * is copied, so resident memory does not double while loading. */
 int gguf_load_tensor_data(GGUFFile *g, Err *err);
+/* Whether g's tensor data is that private copy (writable: the file and
+ * its mapping are never written through it). */
+int gguf_data_is_copy(const GGUFFile *g);
 
 uint32_t gguf_version(const GGUFFile *g);
 uint64_t gguf_alignment(const GGUFFile *g);   /* general.alignment or 32 */

@@ -391,6 +391,8 @@ int gguf_load_tensor_data(GGUFFile *g, Err *err) {
     return 0;
 }
 
+int gguf_data_is_copy(const GGUFFile *g) { return g && g->data_copy != NULL; }
+
 void gguf_close(GGUFFile *g) {
     if (!g) return;
     xfree(g->data_copy);

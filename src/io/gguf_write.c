@@ -169,7 +169,8 @@ int gguf_writer_copy_kv(GGUFWriter *w, const GGUFFile *g, Err *err) {
 
 static int add_tensor(GGUFWriter *w, const char *name, int ndim, const int64_t *ne, int type, const void *data,
                       size_t nbytes, int copy) {
-    if (ndim < 1 || ndim > 4 || dtype_block_size(type) <= 0) return ERR_INVALID;
+    /* types beyond GGML's (DT_Q4_0_R16: an in-memory layout) never reach a file */
+    if (ndim < 1 || ndim > 4 || type < 0 || type >= DT_COUNT || dtype_block_size(type) <= 0) return ERR_INVALID;
     int64_t rows = 1;
     for (int d = 1; d < ndim; d++) {
         if (ne[d] < 0) return ERR_INVALID;

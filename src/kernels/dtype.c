@@ -26,7 +26,13 @@ static const DTypeInfo dtypes[DT_COUNT] = {
     [35] = {"tq2_0", 256, 66},   [39] = {"mxfp4", 32, 17},
 };
 
-const char *dtype_name(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].name : NULL; }
+/* The in-memory repacked Q4_0 has Q4_0's block size and bytes (the same
+ * bytes in another order), a name of its own, and no name lookup (no file
+ * or flag can ask for it). */
+const char *dtype_name(int t) {
+    if (t == DT_Q4_0_R16) return "q4_0_r16";
+    return t >= 0 && t < DT_COUNT ? dtypes[t].name : NULL;
+}
 
 int dtype_from_name(const char *name) {
     for (int t = 0; t < DT_COUNT; t++)
@@ -34,9 +40,15 @@ int dtype_from_name(const char *name) {
     return -1;
 }
 
-int dtype_block_size(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].block : 0; }
+int dtype_block_size(int t) {
+    if (t == DT_Q4_0_R16) t = DT_Q4_0;
+    return t >= 0 && t < DT_COUNT ? dtypes[t].block : 0;
+}
 
-size_t dtype_block_bytes(int t) { return t >= 0 && t < DT_COUNT ? dtypes[t].bytes : 0; }
+size_t dtype_block_bytes(int t) {
+    if (t == DT_Q4_0_R16) t = DT_Q4_0;
+    return t >= 0 && t < DT_COUNT ? dtypes[t].bytes : 0;
+}
 
 size_t dtype_row_bytes(int t, int64_t n) {
     int bs = dtype_block_size(t);

@@ -16,7 +16,11 @@
 typedef enum {
     DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q4_1 = 3, DT_Q5_0 = 6, DT_Q5_1 = 7,
     DT_Q8_0 = 8, DT_Q8_1 = 9, DT_Q2_K = 10, DT_Q3_K = 11, DT_Q4_K = 12, DT_Q5_K = 13,
-    DT_Q6_K = 14, DT_Q8_K = 15, DT_BF16 = 30, DT_COUNT = 40
+    DT_Q6_K = 14, DT_Q8_K = 15, DT_BF16 = 30, DT_COUNT = 40,
+    /* In memory only, never in a file (beyond DT_COUNT, so a GGUF reader
+     * refuses it and a writer too): Q4_0 rows repacked 16 at a time for the
+     * VNNI kernels (quant_r16.c, quant_repack_q4_0_r16). */
+    DT_Q4_0_R16 = 64
 } DType;
 
 const char *dtype_name(int dtype);           /* "f32", "q4_1", ... or NULL */

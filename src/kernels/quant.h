@@ -127,6 +127,17 @@ typedef struct {
 } QMMPart;
 int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const QMMPart *parts, int n_parts, int flags);
 
+/* ---- Q4_0 repacked for the VNNI kernels (DT_Q4_0_R16, quant_r16.c) ---------
+ * 16 rows interleaved per 32-block (the layout is in quant_r16.c), the same
+ * bytes as GGML's rows. Only matmul reads such a matrix (not dequantize_row,
+ * not an embedding lookup, not a file writer); its outputs have the bits of
+ * DT_Q4_0's at every M and thread count. */
+/* Whether this CPU, under JARIP_ISA, runs DT_Q4_0_R16 (AVX-512 VNNI). */
+int quant_r16_available(void);
+/* w (N x K Q4_0 in GGML's layout, N % 16 == 0, K % 32 == 0) rearranged in
+ * place into DT_Q4_0_R16. Returns 0, ERR_INVALID (shape) or ERR_NOMEM
+ * (16 rows of scratch per thread). */
+int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K);
 
 /* ---- inference kernels with llama.cpp's CPU numerics (quant_llamacpp.c) ----
  * The operations of a Llama block around its matmuls, computed in the order

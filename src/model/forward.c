@@ -498,6 +498,8 @@ static int lcpp_shaped(const Model *m) {
            m->shard.tp_size == 1 && lcpp_attention_ok(c->head_dim) && c->n_head % c->n_kv_head == 0;
 }
 
+int model_infer_llamacpp(const Model *m) { return lcpp_shaped(m); }
+
 /* Matmul of inference: weight types whose dot products reproduce
  * llama.cpp's (quant_matches_llamacpp) dot 8-bit activations for every M,
  * as llama.cpp does, and so do types whose integer 4x2 kernels beat the GEMM

@@ -349,6 +349,11 @@ void model_backward(Model *m, const int32_t *tokens, const int32_t *targets, flo
  * n > 1). Writes logits of the LAST token to logits (V). Needs activations
  * planned with B=1, T>=n, training=0. */
 int model_forward_cached(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits, Err *err);
+/* Whether m's cached inference takes llama.cpp's numerics (a Llama shape:
+ * RMSNorm, RoPE, SwiGLU, dense, one shard): then every quantized matmul of
+ * a block uses 8-bit activations and the integer kernels at every batch
+ * size where the type has them (quant_batch_dots_fast). */
+int model_infer_llamacpp(const Model *m);
 /* The same forward with the logits of every row from out0 on: rows
  * out0..n-1 of this call into logits ((n - out0), V), each the bits
  * model_forward_cached gives for that position (evaluation scores every

@@ -1,0 +1,42 @@
+/* infer_model_repack: Q4_0 linear weights into the 16-row layout of the
+ * VNNI decode kernel (kernels/quant_r16.c), measured 1.8x faster per token
+ * for Q4_0 matvecs at one thread on Zen 4 (bench/qmm_hot.c tg). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "kernels/quant.h"
+
+/* Only models whose block matmuls take the integer kernels at every M
+ * (model_infer_llamacpp): the others dequantize Q4_0 for prompts of 16
+ * tokens and more, which a repacked matrix cannot (its results would
+ * differ by rounding). */
+
+/* A layer's linear weights: the ones only matmul reads. Not token_embd
+ * (rows read by the embedding lookup) nor the output head (it may be
+ * token_embd, tied). */
+static int repackable(const Tensor *t) {
+    return t && t->dtype == DT_Q4_0 && t->ndim == 2 && t->shape[0] > 0 && t->shape[0] % 16 == 0 && t->shape[1] % 32 == 0;
+}
+
+int infer_model_repack(InferModel *im, int *n, Err *err) {
+    if (n) *n = 0;
+    const char *env = getenv("JARIP_REPACK");
+    Model *m = &im->model;
+    if ((env && !strcmp(env, "0")) || !quant_r16_available() || !gguf_data_is_copy(im->gguf) || !model_infer_llamacpp(m) ||
+        !m->layers)
+        return 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        LayerWeights *w = &m->layers[l];
+        Tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+        for (int i = 0; i < 7; i++) {
+            Tensor *t = ts[i];
+            if (!repackable(t) || t == m->tok_emb || t == m->lm_head) continue;
+            const int rc = quant_repack_q4_0_r16(t->data, t->shape[0], t->shape[1]);
+            if (rc) return err_set(err, rc, "repacking %s (%lld x %lld)", t->name, (long long)t->shape[0], (long long)t->shape[1]);
+            t->dtype = DT_Q4_0_R16;
+            if (n) ++*n;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,224 @@
+/* Q4_0 repacked 16 rows at a time (DT_Q4_0_R16): decode without
+ * horizontal sums.
+ *
+ * GGML's Q4_0 keeps each row's blocks together, so a matvec of one
+ * activation row takes a vpdpbusd per row and block and then has to add each
+ * row's lanes up: the eight-row matvec (bt_dot8_v, quant_blocksum.c) spends
+ * ~22 operations per block of 8 rows on that tree and runs at half the
+ * memory's speed. Repacked, one vpdpbusd lane is one weight row, as in the
+ * prompt panels, so a block of 16 rows costs 4 loads, 8 masks, 8 vpdpbusd
+ * and one float multiply-add of 16 lanes.
+ *
+ * Layout of an N x K matrix (N % 16 == 0): groups of 16 rows, group g at
+ * g * 16 * rb (rb = K/32 * 18, GGML's row bytes: the same bytes, no extra
+ * memory); inside a group, per 32-block i at i * 288:
+ *   +0    16 half scales d, row r at 2r;
+ *   +32   4 vectors of 64 bytes: vector q, bytes 4r..4r+3 = row r's
+ *         qs[4q..4q+3], whose low nibbles are elements 4q..4q+3 and high
+ *         nibbles elements 16+4q..16+4q+3.
+ * Nothing reads such a matrix by rows (no dequantize_row, no embedding
+ * lookup): only quant_r16_forward, from matmul_quant_forward_multi.
+ *
+ * Arithmetic: the block-total order of Q4_0 (quant_blocks.h): per block the
+ * exact integer total isum = sum (q - 8) a, then
+ * acc = fmaf(d_w * d_a, (float)isum, acc) over the blocks in order, so every
+ * output has the bits of the scalar reference on GGML's layout (and of
+ * every other Q4_0 kernel), at any M and thread count. Decode (M == 1):
+ * r16_dot16; prompts and batched serving steps (M >= 2): r16_rows, which
+ * unpacks each block's levels once into registers for up to 8 activation
+ * rows, as the prompt panels of GGML's layout do after unpacking 16 rows
+ * into memory (here nothing is written: hot 1536x576, one thread, M = 2 /
+ * 16: 26 / 93 us unpacked into such a panel first, 12 / 83 us read directly;
+ * GGML's layout through its panels 47 / 116 us). */
+#include "kernels/quant_avx2_inl.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+#define R16_ROWS QPANEL_ROWS                               /* rows per group */
+#define R16_BLOCK (R16_ROWS * sizeof(BlockQ4_0))            /* 288 bytes per 32-block of a group */
+#define R16_QS 32                                           /* offset of the nibble vectors in a block */
+#define R16_STACK_BYTES (16u << 10)                         /* activation scratch kept on the stack */
+
+int quant_r16_available(void) { return kernel_isa() >= ISA_AVX512; }
+
+/* One group (16 rows of row bytes rb) from src (GGML rows) to dst (R16). */
+static void repack_group(const uint8_t *src, size_t rb, int64_t nb, uint8_t *dst) {
+    for (int64_t i = 0; i < nb; i++, dst += R16_BLOCK)
+        for (int r = 0; r < R16_ROWS; r++) {
+            const BlockQ4_0 *b = (const BlockQ4_0 *)(src + r * rb) + i;
+            memcpy(dst + 2 * r, &b->d, 2);
+            for (int q = 0; q < 4; q++) memcpy(dst + R16_QS + 64 * q + 4 * r, b->qs + 4 * q, 4);
+        }
+}
+
+int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K) {
+    if (!w || N <= 0 || K <= 0 || N % R16_ROWS || K % QK) return ERR_INVALID;
+    const int64_t nb = K / QK, groups = N / R16_ROWS;
+    const size_t rb = (size_t)nb * sizeof(BlockQ4_0), gb = R16_ROWS * rb;
+    const int nth = groups > 1 && !omp_in_parallel() ? omp_get_max_threads() : 1;
+    uint8_t *tmp = malloc((size_t)nth * gb); /* each thread copies a group aside, then writes it back repacked */
+    if (!tmp) return ERR_NOMEM;
+#pragma omp parallel for schedule(static) num_threads(nth)
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *grp = (uint8_t *)w + (size_t)g * gb, *t = tmp + (size_t)omp_get_thread_num() * gb;
+        memcpy(t, grp, gb);
+        repack_group(t, rb, nb, grp);
+    }
+    free(tmp);
+    return 0;
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
+
+TGT512 static inline __m512i bcast4(const int8_t *q) {
+    int32_t v;
+    memcpy(&v, q, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* One group against one activation row: out[0..16). Low nibbles against
+ * activations 4q.., the high nibbles kept times 16 (one AND, no shift)
+ * against 16+4q.. in a second chain, shifted back once per block (exact:
+ * a multiple of 16). corr: the block offsets -8 * sum(a) (quant_block_corr). */
+TGT512 static void r16_dot16(const uint8_t *grp, const QAct *a, const int32_t *corr, int64_t nb, float *out) {
+    const __m512i lo = _mm512_set1_epi8(0x0F), hi = _mm512_set1_epi8((char)0xF0);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = grp + i * R16_BLOCK;
+        const int8_t *aq = a->qs + i * QK;
+        __m512i x0 = _mm512_set1_epi32(corr[i]), x1 = _mm512_setzero_si512();
+        for (int q = 0; q < 4; q++) {
+            const __m512i v = _mm512_loadu_si512(p + R16_QS + 64 * q);
+            x0 = _mm512_dpbusd_epi32(x0, _mm512_and_si512(v, lo), bcast4(aq + 4 * q));
+            x1 = _mm512_dpbusd_epi32(x1, _mm512_and_si512(v, hi), bcast4(aq + 16 + 4 * q));
+        }
+        const __m512i isum = _mm512_add_epi32(x0, _mm512_srai_epi32(x1, 4));
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d[i])), _mm512_cvtepi32_ps(isum), acc);
+    }
+    _mm512_storeu_ps(out, acc);
+}
+
+/* mr (1..8) activation rows against one group, reading the repacked bytes
+ * directly: per block the 4 vectors unpacked once into the 8 level vectors
+ * of the prompt panels (vector q: elements 4q..4q+3 of each row), then per
+ * row 8 vpdpbusd in two chains and the multiply-add; out row r at out + r*ldo. */
+#define R16_MR 8
+TGT512 static inline __attribute__((always_inline)) void r16_rows(const int mr, const uint8_t *grp, const QAct *a,
+                                                                  const int32_t *corr, int64_t nb, float *out, size_t ldo) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[R16_MR];
+    for (int r = 0; r < mr; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *p = grp + i * R16_BLOCK;
+        __m512i wq[8];
+        for (int q = 0; q < 4; q++) {
+            const __m512i v = _mm512_loadu_si512(p + R16_QS + 64 * q);
+            wq[q] = _mm512_and_si512(v, m4), wq[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        for (int r = 0; r < mr; r++) {
+            const int8_t *aq = a[r].qs + i * QK;
+            __m512i x0 = _mm512_set1_epi32(corr[r * nb + i]), x1 = _mm512_setzero_si512();
+            for (int q = 0; q < 8; q += 2) {
+                x0 = _mm512_dpbusd_epi32(x0, wq[q], bcast4(aq + 4 * q));
+                x1 = _mm512_dpbusd_epi32(x1, wq[q + 1], bcast4(aq + 4 * q + 4));
+            }
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a[r].d[i])), _mm512_cvtepi32_ps(_mm512_add_epi32(x0, x1)), acc[r]);
+        }
+    }
+    for (int r = 0; r < mr; r++) _mm512_storeu_ps(out + r * ldo, acc[r]);
+}
+
+/* M activation rows against one group, R16_MR at a time. */
+TGT512 static void r16_group_rows(const uint8_t *grp, const QAct *a, const int32_t *corr, int M, int64_t nb, float *out,
+                                  size_t ldo) {
+    int m = 0;
+#define ROWS(mr) r16_rows(mr, grp, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo)
+    for (; m + R16_MR <= M; m += R16_MR) ROWS(R16_MR);
+    switch (M - m) {
+    case 7: ROWS(7); break;
+    case 6: ROWS(6); break;
+    case 5: ROWS(5); break;
+    case 4: ROWS(4); break;
+    case 3: ROWS(3); break;
+    case 2: ROWS(2); break;
+    case 1: ROWS(1); break;
+    default: break;
+    }
+#undef ROWS
+}
+#else
+static void r16_dot16(const uint8_t *grp, const QAct *a, const int32_t *corr, int64_t nb, float *out) {
+    (void)grp, (void)a, (void)corr, (void)nb, (void)out;
+}
+static void r16_group_rows(const uint8_t *grp, const QAct *a, const int32_t *corr, int M, int64_t nb, float *out,
+                           size_t ldo) {
+    (void)grp, (void)a, (void)corr, (void)M, (void)nb, (void)out, (void)ldo;
+}
+#endif
+
+typedef struct {
+    const QAct *acts;
+    const int32_t *corr;  /* (M, nb) block offsets */
+    const QMMPart *parts;
+    const int *first;     /* first[p]: groups of the parts before p */
+    int64_t nb;
+    int M;
+} R16Job;
+
+/* Flat group t of all parts. */
+static void run_group(const R16Job *j, int t) {
+    int p = 0;
+    while (t >= j->first[p + 1]) p++;
+    const int g = t - j->first[p];
+    const uint8_t *grp = (const uint8_t *)j->parts[p].W + (size_t)g * R16_ROWS * (size_t)j->nb * sizeof(BlockQ4_0);
+    float *out = j->parts[p].out + (size_t)g * R16_ROWS;
+    if (j->M == 1) r16_dot16(grp, &j->acts[0], j->corr, j->nb, out);
+    else r16_group_rows(grp, j->acts, j->corr, j->M, j->nb, out, (size_t)j->parts[p].N);
+}
+
+int quant_r16_forward(const float *inp, int M, int K, const QMMPart *parts, int n_parts) {
+    if (M <= 0) return 0;
+    if (n_parts < 1 || n_parts > QMM_MAX_PARTS || K <= 0 || K % QK) return ERR_INVALID;
+    if (!quant_r16_available()) return ERR_UNSUPPORTED;
+    int first[QMM_MAX_PARTS + 1] = {0}; /* groups of the parts before p */
+    for (int p = 0; p < n_parts; p++) {
+        if (parts[p].N < 0 || parts[p].N % R16_ROWS) return ERR_INVALID;
+        first[p + 1] = first[p] + parts[p].N / R16_ROWS;
+    }
+    const int64_t nb = K / QK;
+    const size_t ab = quant_act_bytes(DT_Q8_0, K), cb = (size_t)M * nb * sizeof(int32_t);
+    const size_t bytes = (size_t)M * ab + ((cb + 63) & ~(size_t)63);
+    /* the activations (M rows, Q8) and their block offsets (M, nb); on the
+     * stack for a decoding step (an allocation costs as much as a small matvec) */
+    _Alignas(64) uint8_t stack_scr[R16_STACK_BYTES];
+    QAct stack_act, *acts = M == 1 ? &stack_act : calloc((size_t)M, sizeof *acts);
+    uint8_t *scr = bytes <= sizeof stack_scr ? stack_scr : xalloc(bytes, NULL);
+    const double work = (double)M * first[n_parts] * R16_ROWS * K;
+    const int nth = work > 32768.0 && omp_get_max_threads() > 1 && !omp_in_parallel() ? omp_get_max_threads() : 1;
+    int rc = !acts || !scr ? ERR_NOMEM : 0;
+    if (!rc) {
+        int32_t *corr = (int32_t *)(scr + (size_t)M * ab);
+        if (M == 1) {
+            quant_act_row(DT_Q8_0, inp, K, scr, &acts[0]);
+        } else {
+#pragma omp parallel for schedule(static) if (M >= 8 && nth > 1)
+            for (int m = 0; m < M; m++) quant_act_row(DT_Q8_0, inp + (size_t)m * K, K, scr + (size_t)m * ab, &acts[m]);
+        }
+        quant_block_corr(DT_Q4_0, acts, M, nb, corr);
+        R16Job j = {acts, corr, parts, first, nb, M};
+        if (nth == 1) { /* no team of one: entering a parallel region costs ~1 us */
+            for (int t = 0; t < first[n_parts]; t++) run_group(&j, t);
+        } else { /* whole groups, a contiguous share per thread; all parts' groups in one range (q, k and v of a
+                  * step in one fork/join) */
+#pragma omp parallel for schedule(static) num_threads(nth)
+            for (int t = 0; t < first[n_parts]; t++) run_group(&j, t);
+        }
+    }
+    if (scr != stack_scr) xfree(scr);
+    if (acts != &stack_act) free(acts);
+    return rc;
+}

@@ -1,0 +1,148 @@
+/* infer_model_repack on a small Q4_0 Llama made here (llama-tiny, exported
+ * to GGUF with Q4_0 weights and a Q8_0 head, as llama.cpp quantizes):
+ *  - the layers' 7 linear weights are repacked (DT_Q4_0_R16), not the Q4_0
+ *    token_embd (the embedding lookup reads its rows);
+ *  - a batched prompt (chunks of 16 and 8 tokens: the panels) and greedy
+ *    decoding (the 16-row matvec) give the logits of the unrepacked model
+ *    bit for bit, hence the same tokens;
+ *  - it leaves alone: weights still in the caller's (read-only) memory, a
+ *    GPT-2 model (its prompts dequantize Q4_0), and JARIP_REPACK=0. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer/infer.h"
+#include "kernels/quant.h"
+#include "train/export.h"
+
+#include "check.h"
+
+/* A random preset model exported as a Q4_0 GGUF at path. */
+static int make_gguf(const char *preset, const char *path) {
+    Config c;
+    Model m;
+    Err err = {0};
+    Tokenizer *tok = NULL;
+    if (config_preset(&c, preset, &err) || model_create(&m, &c, 1, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
+    model_init_weights(&m, 11);
+    int rc = export_byte_tokenizer(&tok, &err);
+    if (!rc) rc = export_model_gguf(&m, tok, NULL, 0, path, DT_Q4_0, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    tokenizer_free(tok);
+    model_free(&m);
+    return rc;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) b = x[i] > x[b] ? i : b;
+    return b;
+}
+
+/* Prompt + greedy decoding on a and b side by side: logits equal bit for bit at every step. */
+static void compare_generation(const InferModel *a, const InferModel *b) {
+    const int V = a->model.cfg.vocab_size, P = 40, G = 24;
+    InferSession sa, sb;
+    Err err = {0};
+    SamplerOptions so;
+    sampler_options_default(&so);
+    if (infer_session_create(&sa, a, 128, 16, DT_F32, &so, &err) || infer_session_create(&sb, b, 128, 16, DT_F32, &so, &err)) {
+        CHECK(0, "session: %s", err.msg);
+        return;
+    }
+    int32_t ids[40];
+    for (int i = 0; i < P; i++) ids[i] = (int32_t)(rng_u64(rng_key(9, 0, 0), (uint64_t)i) % 256);
+    int bad = 0, steps = 0, same_tokens = 1;
+    if (infer_session_prompt(&sa, ids, P, &err) || infer_session_prompt(&sb, ids, P, &err)) CHECK(0, "prompt: %s", err.msg);
+    for (int t = 0; t <= G && !err.code; t++, steps++) {
+        bad += memcmp(sa.logits, sb.logits, (size_t)V * sizeof(float)) != 0;
+        const int ta = argmax(sa.logits, V), tb = argmax(sb.logits, V);
+        same_tokens &= ta == tb;
+        if (t < G && (infer_session_push(&sa, ta, &err) || infer_session_push(&sb, tb, &err))) CHECK(0, "push: %s", err.msg);
+    }
+    printf("  prompt of %d (chunks of 16) + %d greedy tokens: %d of %d logit rows differ\n", P, G, bad, steps);
+    CHECK(bad == 0 && same_tokens, "repacked model: %d of %d logit rows differ from the unrepacked one", bad, steps);
+    infer_session_free(&sa);
+    infer_session_free(&sb);
+}
+
+static void test_llama(const char *path) {
+    InferModel plain, packed;
+    Err err = {0};
+    if (infer_model_open(&plain, path, &err) || infer_model_open(&packed, path, &err)) {
+        CHECK(0, "open: %s", err.msg);
+        return;
+    }
+    int n = -1;
+    CHECK(infer_model_repack(&packed, &n, &err) == 0, "repack: %s", err.msg);
+    const Model *m = &packed.model;
+    if (!quant_r16_available()) {
+        printf("  repack: skipped (no AVX-512 VNNI on this CPU, or capped by JARIP_ISA): %d tensors\n", n);
+        CHECK(n == 0, "repacked without VNNI");
+    } else {
+        printf("  repack: %d tensors; token_embd %s, output %s\n", n, dtype_name(m->tok_emb->dtype), dtype_name(m->lm_head->dtype));
+        CHECK(n == 7 * m->cfg.n_layer, "%d tensors repacked, want the 7 linear weights of %d layers", n, m->cfg.n_layer);
+        CHECK(m->layers[0].wq->dtype == DT_Q4_0_R16 && m->layers[1].w_down->dtype == DT_Q4_0_R16, "types after repack");
+        CHECK(m->tok_emb->dtype == DT_Q4_0 && m->lm_head->dtype == DT_Q8_0, "token_embd (read by rows) / head untouched");
+    }
+    compare_generation(&plain, &packed);
+    infer_model_close(&plain);
+    infer_model_close(&packed);
+}
+
+/* Cases where the repack must not happen. */
+static void test_left_alone(const char *path, const char *gpt2_path) {
+    Err err = {0};
+    int n = -1;
+    /* weights in the caller's memory (infer_model_from_gguf without a copy) */
+    size_t len = 0;
+    char *buf = NULL;
+    if (file_read_all(path, &buf, &len, &err)) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    GGUFFile *g = NULL;
+    InferModel im;
+    if (gguf_open_memory(&g, buf, len, &err) || infer_model_from_gguf(&im, g, path, &err)) {
+        CHECK(0, "%s", err.msg);
+    } else {
+        CHECK(infer_model_repack(&im, &n, &err) == 0 && n == 0, "weights not copied: %d repacked", n);
+        CHECK(im.model.layers[0].wq->dtype == DT_Q4_0, "weights not copied: type changed");
+        infer_model_close(&im);
+    }
+    free(buf);
+    /* GPT-2 */
+    if (infer_model_open(&im, gpt2_path, &err)) {
+        CHECK(0, "%s", err.msg);
+    } else {
+        CHECK(infer_model_repack(&im, &n, &err) == 0 && n == 0, "gpt2: %d repacked", n);
+        infer_model_close(&im);
+    }
+    /* JARIP_REPACK=0 */
+    setenv("JARIP_REPACK", "0", 1);
+    if (infer_model_open(&im, path, &err)) {
+        CHECK(0, "%s", err.msg);
+    } else {
+        CHECK(infer_model_repack(&im, &n, &err) == 0 && n == 0, "JARIP_REPACK=0: %d repacked", n);
+        infer_model_close(&im);
+    }
+    unsetenv("JARIP_REPACK");
+    printf("  left alone: weights in the caller's memory, gpt2, JARIP_REPACK=0\n");
+}
+
+int main(void) {
+    const char *dir = getenv("JARIP_TEST_DIR");
+    char path[4096], gpt2[4096];
+    if (dir) mkdir_p(dir, NULL);
+    snprintf(path, sizeof path, "%s/repack_llama_q4_0.gguf", dir ? dir : "/tmp");
+    snprintf(gpt2, sizeof gpt2, "%s/repack_gpt2_q4_0.gguf", dir ? dir : "/tmp");
+    if (make_gguf("llama-tiny", path) || make_gguf("gpt2-tiny", gpt2)) return 1;
+    test_llama(path);
+    test_left_alone(path, gpt2);
+    if (failures) {
+        fprintf(stderr, "%d failures\n", failures);
+        return 1;
+    }
+    printf("test_infer_repack: ok\n");
+    return 0;
+}
