@@ -46,6 +46,8 @@ static int add_merge_text(Tokenizer *t, const char *a, size_t na, const char *b,
 /* Vocabulary map with ordinary tokens first, so a special whose bytes equal
  * an ordinary token's never shadows it. */
 static int build_vocab_plain_first(Tokenizer *t, Err *err) {
+    /* an empty "vocab" (and no added tokens) has nothing to look up (found by fuzzing: memcpy from NULL) */
+    if (t->n_vocab <= 0) return err_set(err, ERR_FORMAT, "the tokenizer has no tokens (\"vocab\" is empty)");
     uint8_t *sp = malloc((size_t)t->n_vocab);
     if (!sp) return err_set(err, ERR_NOMEM, "out of memory");
     memcpy(sp, t->special, (size_t)t->n_vocab);
