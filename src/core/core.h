@@ -32,6 +32,10 @@ void xfree(void *p);
  * buffers whose GEMM operands span many 4 KiB pages, fewer TLB misses; a
  * hint only: no effect, and no error, where the kernel declines. */
 void mem_hint_hugepages(void *p, size_t bytes);
+/* Bytes of the mapping that contains p which the kernel maps with 2 MiB
+ * pages of a file's page cache (FilePmdMapped of /proc/self/smaps); 0 when
+ * none, or when /proc cannot tell. */
+size_t mem_file_pmd_bytes(const void *p);
 
 /* ---- random numbers --------------------------------------------------
  * Counter-based: the value depends only on (key, counter), so any thread,

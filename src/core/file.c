@@ -39,6 +39,27 @@ void mem_hint_hugepages(void *p, size_t bytes) {
 #endif
 }
 
+size_t mem_file_pmd_bytes(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return 0;
+    char line[512];
+    int inside = 0;
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char c;
+        /* a mapping's header line: "lo-hi perms offset dev inode [path]" */
+        if (sscanf(line, "%lx-%lx %c", &lo, &hi, &c) == 3 && strchr(line, '-') < strchr(line, ' ')) {
+            if (inside) break;
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        } else if (inside && sscanf(line, "FilePmdMapped: %zu kB", &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb << 10;
+}
+
 int fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) return -1;

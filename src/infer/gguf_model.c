@@ -307,7 +307,7 @@ int infer_model_open(InferModel *im, const char *path, Err *err) {
     GGUFFile *g;
     int rc = gguf_open(&g, path, err);
     if (rc) return rc;
-    if ((rc = gguf_load_tensor_data(g, err))) {
+    if ((rc = infer_model_load_weights(g, path, err))) {
         gguf_close(g);
         return err_wrap(err, "%s", path);
     }

@@ -51,9 +51,16 @@ typedef struct {
 /* Open path, load the model and its tokenizer. A file without a tokenizer
  * loads only when its vocabulary is 256 (bytes); otherwise an error says so. */
 int infer_model_open(InferModel *im, const char *path, Err *err);
+/* Where generation reads g's weights from (path: the file g was opened
+ * from): the file's own page cache in 2 MiB pages where the kernel maps it
+ * so (gguf_map_tensor_data: no copy, instant when the file is cached, shared
+ * with other processes), else a private copy in 2 MiB pages
+ * (gguf_load_tensor_data). Always the copy when infer_model_repack will
+ * rewrite Q4_0 weights in place, or with JARIP_MAP_WEIGHTS=0. */
+int infer_model_load_weights(GGUFFile *g, const char *path, Err *err);
 /* The same from an opened file g (taken: infer_model_close closes it, and
  * so does a failure); path names it in errors. Tensor data must stay where
- * g found it (gguf_load_tensor_data copies it). */
+ * g found it (infer_model_load_weights places it). */
 int infer_model_from_gguf(InferModel *im, GGUFFile *g, const char *path, Err *err);
 void infer_model_close(InferModel *im);
 /* Apply the LoRA adapter in path (llama.cpp's adapter GGUF, as `jarip export

@@ -1,4 +1,5 @@
-/* infer_model_repack: Q4_0 linear weights into the 16-row layout of the
+/* Where generation's weights live (infer_model_load_weights), and
+ * infer_model_repack: Q4_0 linear weights into the 16-row layout of the
  * VNNI decode kernel (kernels/quant_r16.c), measured 1.8x faster per token
  * for Q4_0 matvecs at one thread on Zen 4 (bench/qmm_hot.c tg). */
 #include <stdlib.h>
@@ -17,6 +18,22 @@
  * token_embd, tied). */
 static int repackable(const Tensor *t) {
     return t && t->dtype == DT_Q4_0 && t->ndim == 2 && t->shape[0] > 0 && t->shape[0] % 16 == 0 && t->shape[1] % 32 == 0;
+}
+
+/* Whether infer_model_repack would rewrite some of g's weights: then they
+ * must be a private copy (the file mapping is read-only). */
+static int repack_wanted(const GGUFFile *g) {
+    const char *env = getenv("JARIP_REPACK");
+    if ((env && !strcmp(env, "0")) || !quant_r16_available()) return 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++)
+        if (gguf_tensor(g, i)->type == DT_Q4_0) return 1;
+    return 0;
+}
+
+int infer_model_load_weights(GGUFFile *g, const char *path, Err *err) {
+    const char *env = getenv("JARIP_MAP_WEIGHTS");
+    if (!(env && !strcmp(env, "0")) && !repack_wanted(g) && gguf_map_tensor_data(g, path)) return 0;
+    return gguf_load_tensor_data(g, err);
 }
 
 int infer_model_repack(InferModel *im, int *n, Err *err) {

@@ -54,6 +54,18 @@ void gguf_close(GGUFFile *g); /* NULL is fine */
  * The copy goes in 8 MiB pieces, each piece of the mapping dropped after it
  * is copied, so resident memory does not double while loading. */
 int gguf_load_tensor_data(GGUFFile *g, Err *err);
+/* The alternative to the copy: keep the tensor data in the file mapping
+ * and ask the kernel to map the file's page cache with 2 MiB pages
+ * (MADV_HUGEPAGE, then MADV_POPULATE_READ; Linux maps large page-cache
+ * folios of ext4, xfs and tmpfs files that way). Where the pages already
+ * cached are small (the file was written or read without the advice), the
+ * first aligned 2 MiB are dropped from the cache and read again as a test:
+ * if they come back as one 2 MiB page, so is the rest. Returns 1 when at
+ * least 90% of the data section ends up in 2 MiB pages (decode then reads
+ * as fast as from the copy, with no copy, no fresh memory and the page cache
+ * shared with other processes), 0 otherwise (nothing is lost: the caller
+ * copies with gguf_load_tensor_data). path is the file g was opened from. */
+int gguf_map_tensor_data(GGUFFile *g, const char *path);
 /* Whether g's tensor data is that private copy (writable: the file and
  * its mapping are never written through it). */
 int gguf_data_is_copy(const GGUFFile *g);

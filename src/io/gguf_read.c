@@ -391,6 +391,38 @@ int gguf_load_tensor_data(GGUFFile *g, Err *err) {
     return 0;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+/* Drop [off, off+len) of the file at path from the page cache after
+ * unmapping it from [p, p+len) here, then read it back through the mapping
+ * (2 MiB-page readahead under MADV_HUGEPAGE). */
+static void reread_huge(const char *path, uint8_t *p, size_t off, size_t len) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return;
+    (void)madvise(p, len, MADV_DONTNEED);
+    (void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+    close(fd);
+    (void)madvise(p, len, MADV_POPULATE_READ);
+}
+
+int gguf_map_tensor_data(GGUFFile *g, const char *path) {
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (!g || !g->mapped || g->data_copy || g->data_off >= g->size) return 0;
+    const uintptr_t base = (uintptr_t)g->base, lo = (base + g->data_off + huge - 1) & ~(huge - 1);
+    const uintptr_t hi = (base + g->size) & ~(huge - 1);
+    if (hi <= lo || (lo - base) % huge) return 0; /* too small, or the file offset not 2 MiB-aligned in memory */
+    uint8_t *p = (uint8_t *)lo;
+    const size_t len = hi - lo;
+    if (madvise(p, len, MADV_HUGEPAGE) || madvise(p, len, MADV_POPULATE_READ)) return 0;
+    if (mem_file_pmd_bytes(p) >= len / 10 * 9) return 1;
+    /* small pages cached: one 2 MiB test, then the rest if it took */
+    reread_huge(path, p, lo - base, huge);
+    if (mem_file_pmd_bytes(p) < huge) return 0;
+    reread_huge(path, p, lo - base, len);
+    return mem_file_pmd_bytes(p) >= len / 10 * 9;
+}
+
 int gguf_data_is_copy(const GGUFFile *g) { return g && g->data_copy != NULL; }
 
 void gguf_close(GGUFFile *g) {

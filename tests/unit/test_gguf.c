@@ -323,9 +323,60 @@ static void test_hostile(void) {
     free(d);
 }
 
+/* gguf_map_tensor_data on 12 MiB of float32 in a file of the working
+ * folder: whether or not this file system gives 2 MiB page-cache pages,
+ * every byte reads back, a refusal leaves the copy working, and a success
+ * holds (the second call and a second open find the 2 MiB pages). */
+static void test_map_in_place(void) {
+    const char *path = "test_gguf_map.gguf";
+    const size_t n = (size_t)3 << 20;
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = (float)(i % 1000003) * 0.5f;
+    Err e = {0};
+    GGUFWriter *w = gguf_writer_create();
+    const int64_t ne[1] = {(int64_t)n};
+    gguf_writer_set_u32(w, "t.n", 1);
+    CHECK(gguf_writer_add_tensor(w, "big", 1, ne, DT_F32, v, n * sizeof *v) == 0, "add big");
+    CHECK(gguf_writer_write(w, path, &e) == 0, "write: %s", e.msg);
+    gguf_writer_free(w);
+    for (int pass = 0; pass < 2; pass++) {
+        GGUFFile *g = NULL;
+        CHECK(gguf_open(&g, path, &e) == 0, "open: %s", e.msg);
+        if (!g) break;
+        const int in_place = gguf_map_tensor_data(g, path);
+        const GGUFTensorInfo *t = gguf_find_tensor(g, "big");
+        CHECK(t && !memcmp(t->data, v, n * sizeof *v), "pass %d: the data reads back after mapping", pass);
+        CHECK(!gguf_data_is_copy(g), "mapping in place made a copy");
+        if (in_place) {
+            CHECK(mem_file_pmd_bytes(t->data) + mem_file_pmd_bytes((const char *)t->data + (4u << 20)) > 0,
+                  "in place without 2 MiB pages");
+            CHECK(gguf_map_tensor_data(g, path) == 1, "a second call lost the 2 MiB pages");
+        } else {
+            CHECK(gguf_load_tensor_data(g, &e) == 0, "copy after a refusal: %s", e.msg);
+            t = gguf_find_tensor(g, "big");
+            CHECK(gguf_data_is_copy(g) && !memcmp(t->data, v, n * sizeof *v), "the copy reads back");
+        }
+        printf("test_gguf: pass %d, weights %s\n", pass, in_place ? "mapped in place with 2 MiB pages" : "copied (no 2 MiB page-cache pages here)");
+        gguf_close(g);
+    }
+    GGUFFile *g = NULL; /* an in-memory file has no mapping to advise */
+    void *hold = NULL;
+    const size_t fsz = 64;
+    uint8_t tiny[64] = {'G', 'G', 'U', 'F', 3};
+    if (open_copy(tiny, fsz, &g, &hold, &e) == 0) {
+        CHECK(gguf_map_tensor_data(g, path) == 0, "an in-memory file mapped");
+        gguf_close(g);
+    }
+    free(hold);
+    CHECK(gguf_map_tensor_data(NULL, path) == 0, "NULL file");
+    unlink(path);
+    free(v);
+}
+
 int main(void) {
     test_round_trip();
     test_hostile();
+    test_map_in_place();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;
