@@ -133,7 +133,8 @@ int bench_infer_main(int argc, char **argv) {
         printf("model: %s, %zu parameters, weights %s, threads %d, batch %d, kv cache %s\n", im.name,
                im.model.n_params, dtype_name(w->dtype), omp_get_max_threads(), s.batch, dtype_name(kv_type));
         printf("kernels: jarip %s, oneDNN %s\n", kernel_isa_name(kernel_isa()), gemm_isa_name());
-        printf("weights: %s\n", gguf_data_is_copy(im.gguf) ? "private copy (2 MiB pages)" : "the file's page cache, mapped in place (2 MiB pages)");
+        printf("weights: %s\n", gguf_data_is_copy(im.gguf) ? "private copy (2 MiB pages)"
+                                                           : "the file's page cache, mapped in place (2 MiB pages)");
         double m, sd;
         char at[32] = "";
         if (depth) snprintf(at, sizeof at, " @ d%d", depth);
