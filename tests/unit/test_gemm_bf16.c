@@ -20,11 +20,17 @@ static float frand(uint64_t *s) {
 
 static void test_convert(void) {
     const float special[] = {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, 3.4e38f, -3.4e38f, 1e-40f, INFINITY, -INFINITY};
-    enum { N = 4096 + 10 };
+    /* past 4 blocks of 16 Ki (the threaded, 16-lane path) with a ragged end */
+    enum { N = 5 * 16384 + 4096 + 10 };
     float *x = malloc(N * 4);
     uint16_t *y = malloc(N * 2);
     uint64_t s = 7;
     for (int i = 0; i < N; i++) x[i] = i < 10 ? special[i] : frand(&s) * powf(2.0f, (float)(i % 60 - 30));
+    /* NaNs inside the vector lanes: quiet, signalling, negative, payloads at the rounding bit */
+    const uint32_t nans[] = {0x7FC00000u, 0x7F800001u, 0xFFC00000u, 0x7F80FFFFu, 0x7FFF8000u, 0xFF800001u};
+    for (int k = 0; k < 6; k++) memcpy(&x[20 + 7 * k], &nans[k], 4);
+    for (int k = 0; k < 6; k++) memcpy(&x[N - 3 - k], &nans[k], 4); /* and in the scalar tail */
+    for (int i = 70; i < 90; i++) x[i] = (float)(i - 80) * 1e-41f; /* subnormals, both signs */
     convert_f32_to_bf16(y, x, N);
     int bad = 0;
     for (int i = 0; i < N; i++) bad += y[i] != f32_to_bf16(x[i]);
