@@ -81,6 +81,8 @@ def main():
     path, mode, rows_path = sys.argv[1:4]
     seed, B, T, steps, threads = map(int, sys.argv[4:9])
     rank = int(sys.argv[9]) if len(sys.argv) > 9 else 16
+    # bf16: torch.autocast's CPU mixed precision (bf16 matmul inputs, float32 weights, moments and loss)
+    bf16 = len(sys.argv) > 10 and sys.argv[10] == "bf16"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     ids, labels, n_train = read_rows(rows_path)
@@ -106,8 +108,9 @@ def main():
     for step in range(steps + 1):  # step 0: untimed warm-up
         inp, tgt = batch(ids, labels, n_train, seed, step, B, T)
         t0 = time.perf_counter()
-        logits = model(input_ids=inp).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=inp).logits
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt.reshape(-1), ignore_index=-1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
