@@ -57,7 +57,7 @@ int gguf_load_tensor_data(GGUFFile *g, Err *err);
 /* The alternative to the copy: keep the tensor data in the file mapping
  * and ask the kernel to map the file's page cache with 2 MiB pages
  * (MADV_HUGEPAGE, then MADV_POPULATE_READ; Linux maps large page-cache
- * folios of ext4, xfs and tmpfs files that way). Where the pages already
+ * folios of files on ext4 and xfs that way; seen on 6.18). Where the pages already
  * cached are small (the file was written or read without the advice), the
  * first aligned 2 MiB are dropped from the cache and read again as a test:
  * if they come back as one 2 MiB page, so is the rest. Returns 1 when at
