@@ -23,8 +23,10 @@
 # BF16=1 (the default where the CPU has AVX512-BF16) adds a B=8,T=256 row in
 # bf16 mixed precision each round: `jarip bench train --precision bf16`
 # against the peers under torch.autocast(bf16); the summary prints those
-# medians, their ratio and jarip bf16 / jarip fp32 (MFU stays against the
-# fp32 peak). BF16=0 skips it.
+# medians, their ratio and jarip bf16 / jarip fp32, with MFU against the fp32
+# peak and, on its own line, against the bf16 GEMM peak that `jarip bench
+# train --precision bf16` measures (oneDNN's bf16 matmul of 2048^3: AMX tiles
+# or AVX512-BF16, whichever it runs). BF16=0 skips it.
 #
 # Environment: JARIP (default build/jarip), THREADS (2), ROUNDS (3),
 # PRESET (gpt2-small; gpt2-mini or gpt2-tiny for a quick check of the script),
@@ -103,7 +105,7 @@ int main(int argc, char **argv) {
 EOF
 probe=""
 if cc -O3 -mavx2 -mfma -fopenmp "$work/fma.c" -o "$work/fma" 2>/dev/null; then probe=$work/fma; fi
-peak=0
+peak=0 peak16=0
 measure_peak() {
     [ -n "$probe" ] || return 0
     local p
@@ -153,6 +155,10 @@ run_jarip() {  # B T steps [precision]
     [ -n "$tps" ] || die "jarip printed no tokens_per_s"
     # jarip's own peak reading counts too: the best of all readings is the peak
     [ -n "$jpeak" ] && peak=$(awk -v a="$peak" -v b="$jpeak" 'BEGIN { print (b > a) ? b : a }')
+    # bf16 runs also measure the bf16 GEMM's peak (oneDNN's 2048^3 matmul): the best is bf16's peak
+    local p16
+    p16=$(awk '/^bf16_peak_gflops:/ {print $2}' <<<"$out")
+    [ -n "$p16" ] && peak16=$(awk -v a="$peak16" -v b="$p16" 'BEGIN { print (b > a) ? b : a }')
     echo "B$1T$2$tag jarip $tps" >>"$work/results"
     printf '  %-44s %8.1f tok/s  (jarip-measured peak %s GFLOP/s)\n' "jarip B=$1 T=$2 $prec" "$tps" "$jpeak"
 }
@@ -218,6 +224,9 @@ for cfg in "${cfgs[@]}"; do
     printf 'B=%s T=%s %s: jarip %.1f tok/s, MFU %s (model %.4g FLOP/token) |%s ratio vs %s: %s\n' \
         "$1" "$2" "${3:-fp32}" "$j" "$mfu" "$flops" "$line" "$bestname" "$r"
     if [ -n "${3:-}" ]; then
+        awk -v f="$flops" -v tps="$j" -v p="$peak16" 'BEGIN { if (p > 0)
+            printf "B=8 T=256 bf16: MFU %.1f%% of the bf16 GEMM peak %.1f GFLOP/s (oneDNN 2048^3 matmul, best of the run)\n",
+                   100 * f * tps / (p * 1e9), p }'
         j32=$(awk '$1 == "B8T256" && $2 == "jarip" {print $3}' "$work/results" | median)
         awk -v a="$j" -v b="$j32" 'BEGIN { if (b > 0) printf "jarip bf16 / jarip fp32 at B=8 T=256: %.2f\n", a / b }'
     else

@@ -18,7 +18,8 @@ static void usage(FILE *f) {
                "  --seq T       tokens per sequence (default 256)\n"
                "  --steps N     timed steps after one warmup step (default 5)\n"
                "  --threads N   OpenMP threads (default: all cores)\n"
-               "  --precision P fp32 (default) or bf16 (see jarip train --help); MFU stays against the fp32 peak\n"
+               "  --precision P fp32 (default) or bf16 (see jarip train --help); mfu is against the fp32 FMA\n"
+               "                peak; bf16 also prints the bf16 GEMM's measured peak and mfu_bf16 against it\n"
                "bench infer: see `jarip bench infer --help`.\n");
 }
 
@@ -93,6 +94,11 @@ static int bench_train(int argc, char **argv) {
     printf("peak_gflops: %.1f\n", peak / 1e9);
     printf("tokens_per_s: %.1f\n", tps);
     printf("mfu: %.4f\n", flops_tok * tps / peak);
+    if (precision == PRECISION_BF16) { /* against what the bf16 units can do */
+        const double peak16 = gemm_bf16_peak_flops(nthreads);
+        printf("bf16_peak_gflops: %.1f\n", peak16 / 1e9);
+        if (peak16 > 0) printf("mfu_bf16: %.4f\n", flops_tok * tps / peak16);
+    }
     free(tok);
     free(tgt);
     model_free(&m);

@@ -106,6 +106,11 @@ void gemm_bf16_free(GemmBf16 *g);
 /* Whether oneDNN runs bf16 GEMMs on native bf16 units here (AVX512-BF16 or
  * AMX); elsewhere it emulates them, slower than float32. */
 int gemm_bf16_available(void);
+/* The bf16 GEMM's measured peak in FLOP/s with `threads` threads (0: all):
+ * the best of five 2048^3 products through the same oneDNN matmul the
+ * engine plans (AMX tiles or AVX512-BF16 dot products, whichever oneDNN
+ * picks), the reference for bf16 MFU; 0 where no native bf16 kernel runs. */
+double gemm_bf16_peak_flops(int threads);
 /* dst (n) = src rounded to bfloat16, nearest-even (NaN kept a NaN). */
 void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 
