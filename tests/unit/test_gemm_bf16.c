@@ -105,6 +105,10 @@ int main(void) {
                     test_gemm(t & 1, t >> 1, shapes[si][0], shapes[si][1], shapes[si][2], acc & 1, acc >> 1);
         printf("test_gemm_bf16: GEMM tested on oneDNN %s\n", gemm_isa_name());
     }
+    /* the MFU reference: a rate where the bf16 units run, 0 where they do not */
+    const double peak = gemm_bf16_peak_flops(1);
+    CHECK(gemm_bf16_available() ? peak > 1e9 : peak == 0.0, "bf16 peak %.3g FLOP/s with native bf16 %d", peak,
+          gemm_bf16_available());
     GemmBf16 g;
     Err err = {0};
     CHECK(gemm_bf16_plan(&g, 0, 0, 0, 4, 4, 4, 4, 4, 0, &err) == ERR_INVALID, "an empty shape is refused");
