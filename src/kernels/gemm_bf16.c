@@ -122,6 +122,20 @@ void gemm_bf16_free(GemmBf16 *g) {
     *g = (GemmBf16){0};
 }
 
+int gemm_bf16_weights(float *out, const float *x, const uint16_t *W, int M, int N, int K) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0 || !gemm_bf16_available()) return ERR_UNSUPPORTED;
+    uint16_t *xb = malloc((size_t)M * K * sizeof *xb); /* (M, K) */
+    if (!xb) return ERR_NOMEM;
+    convert_f32_to_bf16(xb, x, (size_t)M * K);
+    GemmBf16 g = {0};
+    int rc = gemm_bf16_plan(&g, 0, 1, M, N, K, K, K, N, 0, NULL);
+    if (!rc) rc = gemm_bf16_run(&g, xb, W, out);
+    gemm_bf16_free(&g);
+    free(xb);
+    return rc;
+}
+
 double gemm_bf16_peak_flops(int threads) {
     enum { S = 2048 };
     if (!gemm_bf16_available()) return 0.0;

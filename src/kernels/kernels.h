@@ -111,6 +111,12 @@ int gemm_bf16_available(void);
  * engine plans (AMX tiles or AVX512-BF16 dot products, whichever oneDNN
  * picks), the reference for bf16 MFU; 0 where no native bf16 kernel runs. */
 double gemm_bf16_peak_flops(int threads);
+/* out (M,N) = x (M,K) . W (N,K)^T for a bfloat16 weight (a BF16 GGUF
+ * tensor, used as stored): x rounded to bfloat16 as llama.cpp's BF16 path
+ * rounds it, float32 accumulation, through oneDNN's bf16 matmul (oneDNN's
+ * primitive cache makes the per-call plan cheap). ERR_UNSUPPORTED where
+ * the CPU has no native bf16 (the caller widens to float32 instead). */
+int gemm_bf16_weights(float *out, const float *x, const uint16_t *W, int M, int N, int K);
 /* dst (n) = src rounded to bfloat16, nearest-even (NaN kept a NaN). */
 void convert_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
 

@@ -68,6 +68,10 @@ int quant_vec_dot(int wtype, const void *w, const float *x, int64_t K, float *ou
 static int gemm_path(float *out, const float *inp, const uint8_t *W, int wtype, size_t rb, int M, int N, int K) {
     if (wtype == DT_F16 && gemm_f16_available()) /* halves widened into its own packing (gemm_f16.c) */
         return gemm_f16(out, inp, (const uint16_t *)W, M, N, K);
+    if (wtype == DT_BF16) { /* native bf16 products where the CPU has them (gemm_bf16.c) */
+        const int rc = gemm_bf16_weights(out, inp, (const uint16_t *)W, M, N, K);
+        if (rc != ERR_UNSUPPORTED) return rc;
+    }
     int panel = (int)(QMM_PANEL_BYTES / ((size_t)K * 4));
     if (panel < 16) panel = 16;
     if (panel > N) panel = N;
