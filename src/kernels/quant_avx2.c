@@ -204,14 +204,22 @@ TGT static inline __attribute__((always_inline)) float dot_bf16_body(const void 
                                                               const int pf) {
     (void)a;
     const uint16_t *h = w;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    /* four chains over 32 values (a cache line of weights per pass): two
+     * chains of 4-cycle FMAs held a core to ~22 GB/s of weights even from L2 */
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int64_t i = 0;
-    for (; i + 16 <= K; i += 16) {
+    for (; i + 32 <= K; i += 32) {
         if (pf) _mm_prefetch((const char *)(h + i) + MATVEC_PREFETCH, _MM_HINT_T0);
         s0 = _mm256_fmadd_ps(load_bf16(h + i), _mm256_loadu_ps(x + i), s0);
         s1 = _mm256_fmadd_ps(load_bf16(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(load_bf16(h + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(load_bf16(h + i + 24), _mm256_loadu_ps(x + i + 24), s3);
     }
-    float r = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i + 16 <= K; i += 16) {
+        s0 = _mm256_fmadd_ps(load_bf16(h + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(load_bf16(h + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+    }
+    float r = hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < K; i++) r += bf16_to_f32(h[i]) * x[i];
     return r;
 }
