@@ -25,7 +25,8 @@
 #
 # LLAMA_BENCH=path runs llama.cpp's own llama-bench as the peer instead (a
 # native build: scripts/build_llamacpp.sh prints its folder); the table
-# header prints its CMake flags and jarip's kernel instruction sets.
+# header prints its CMake flags, the instruction sets its CPU backend reports
+# (system_info of llama-perplexity beside it) and jarip's kernel instruction sets.
 #
 # DEPTH=N (default 0) starts both figures from a cache already holding N
 # tokens (llama-bench's -d; filled untimed, in 512-token batches on both
@@ -151,6 +152,13 @@ if [ -n "$LLAMA_BENCH" ]; then
     cache="$(dirname "$LLAMA_BENCH")/../CMakeCache.txt"
     flags="$(grep -E '^GGML_(NATIVE|AVX[A-Z0-9_]*|AMX[A-Z0-9_]*|CPU_REPACK):' "$cache" 2>/dev/null | sed 's/:BOOL//' | tr '\n' ' ')"
     echo "llama.cpp: $LLAMA_BENCH ($("$LLAMA_BENCH" --version 2>&1 | grep -m1 version)); build flags: ${flags:-unknown}"
+    # the instruction sets its CPU backend runs (llama-bench does not print them; llama-perplexity
+    # of the same build does, at start, before it finds no text to score)
+    ppl="$(dirname "$LLAMA_BENCH")/llama-perplexity"
+    m1="$(ls "$ROOT"/models/SmolLM2-135M-Instruct.*.gguf 2>/dev/null | head -1)"
+    if [ -x "$ppl" ] && [ -n "$m1" ]; then
+        echo "llama.cpp system_info: $(timeout 60 "$ppl" -m "$m1" -f /dev/null -t 1 2>&1 | grep -m1 -o 'CPU : .*' || echo '?')"
+    fi
 else
     LLAMA_VER="$("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)')"
     echo "llama.cpp: llama-cpp-python $LLAMA_VER (bundled libllama, built from source by pip on this machine)"
