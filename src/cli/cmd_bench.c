@@ -67,7 +67,7 @@ static int bench_train(int argc, char **argv) {
     double best = INFINITY, total = 0.0;
     for (int s = 0; s <= steps; s++) {
         double t0 = time_now();
-        memset(m.grads, 0, m.n_params * sizeof(float));
+        mem_zero(m.grads, m.n_params * sizeof(float));
         float loss = model_forward(&m, tok, tgt, B, T, &err);
         if (isnan(loss)) return cli_error(1, "%s", err.msg);
         model_backward(&m, tok, tgt, 1.0f);

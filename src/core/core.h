@@ -26,6 +26,9 @@ int err_wrap(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* 64-byte aligned, zeroed allocation; NULL (and err set) on failure. */
 void *xalloc(size_t bytes, Err *err);
 void xfree(void *p);
+/* memset(p, 0, bytes), by all threads for large buffers (first-touch page
+ * faults in parallel). */
+void mem_zero(void *p, size_t bytes);
 /* Ask the kernel to back [p, p+bytes) with 2 MiB pages where whole aligned
  * 2 MiB ranges fit (transparent huge pages in `madvise` mode). Call before
  * the first touch. For the multi-hundred-MB weight, gradient and activation

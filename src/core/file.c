@@ -22,8 +22,22 @@ void *xalloc(size_t bytes, Err *err) {
     }
     /* every page is touched below anyway, so 2 MiB pages cost no memory */
     if (rounded >= ((size_t)8 << 20)) mem_hint_hugepages(p, rounded);
-    memset(p, 0, rounded);
+    mem_zero(p, rounded);
     return p;
+}
+
+void mem_zero(void *p, size_t bytes) {
+    if (bytes < ((size_t)64 << 20)) {
+        memset(p, 0, bytes);
+        return;
+    }
+    /* 2 MiB per thread at a time: on a first touch the page faults run side
+     * by side. On a VM whose host backs fresh memory at first touch (seen
+     * here: 167 MB/s from one thread, 391 MB/s from two) this is most of a
+     * training run's start-up. */
+    const size_t chunk = (size_t)2 << 20, n = (bytes + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) memset((char *)p + i * chunk, 0, i + 1 < n ? chunk : bytes - i * chunk);
 }
 
 void xfree(void *p) { free(p); }

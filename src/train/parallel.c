@@ -195,7 +195,7 @@ void parallel_zero_grad(Parallel *p, Model *m) {
         memset(p->grad_shard, 0, p->opt_len * sizeof(float));
         p->reduce_grads = 1;
     } else {
-        memset(m->grads, 0, m->n_params * sizeof(float));
+        mem_zero(m->grads, m->n_params * sizeof(float));
     }
 }
 
