@@ -46,6 +46,14 @@ pass "generate --chat: $(cat "$WORK/a")"
 "${G[@]}" --chat --prompt "What is 2+2?" -n 24 --kv-type f32 > "$WORK/a32"
 grep -q "4" "$WORK/a32" || fail "2+2 answer with --kv-type f32 lacks 4: $(cat "$WORK/a32")"
 pass "generate --kv-type f32: $(cat "$WORK/a32")"
+# the weights from the file's page cache (where the kernel maps it with 2 MiB pages) and from
+# the private copy (JARIP_MAP_WEIGHTS=0) give the same text; bench infer says which it used
+JARIP_MAP_WEIGHTS=0 "${G[@]}" --chat --prompt "What is 2+2?" -n 24 > "$WORK/acopy"
+cmp -s "$WORK/a" "$WORK/acopy" || fail "the copied weights answer differently: $(cat "$WORK/acopy")"
+JARIP_MAP_WEIGHTS=0 "$JARIP" bench infer --model "$MODEL" -p 0 -n 1 -r 1 | grep -q "^weights: private copy" ||
+  fail "JARIP_MAP_WEIGHTS=0 did not copy"
+"$JARIP" bench infer --model "$MODEL" -p 0 -n 1 -r 1 | grep -q "^weights: " || fail "bench infer names no weights' place"
+pass "weights in place and copied: same text ($("$JARIP" bench infer --model "$MODEL" -p 0 -n 1 -r 1 | grep '^weights:'))"
 
 # a raw continuation of exactly -n tokens, and --stop cuts before the stop string
 "${G[@]}" --prompt "The days of the week are Monday, Tuesday," -n 12 --ignore-eos --stats > "$WORK/c" 2> "$WORK/ce"
