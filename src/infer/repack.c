@@ -20,11 +20,16 @@ static int repackable(const Tensor *t) {
     return t && t->dtype == DT_Q4_0 && t->ndim == 2 && t->shape[0] > 0 && t->shape[0] % 16 == 0 && t->shape[1] % 32 == 0;
 }
 
+/* Repacking is on: this CPU has the kernel and JARIP_REPACK is not "0". */
+static int repack_enabled(void) {
+    const char *env = getenv("JARIP_REPACK");
+    return !(env && !strcmp(env, "0")) && quant_r16_available();
+}
+
 /* Whether infer_model_repack would rewrite some of g's weights: then they
  * must be a private copy (the file mapping is read-only). */
 static int repack_wanted(const GGUFFile *g) {
-    const char *env = getenv("JARIP_REPACK");
-    if ((env && !strcmp(env, "0")) || !quant_r16_available()) return 0;
+    if (!repack_enabled()) return 0;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++)
         if (gguf_tensor(g, i)->type == DT_Q4_0) return 1;
     return 0;
@@ -38,11 +43,8 @@ int infer_model_load_weights(GGUFFile *g, const char *path, Err *err) {
 
 int infer_model_repack(InferModel *im, int *n, Err *err) {
     if (n) *n = 0;
-    const char *env = getenv("JARIP_REPACK");
     Model *m = &im->model;
-    if ((env && !strcmp(env, "0")) || !quant_r16_available() || !gguf_data_is_copy(im->gguf) || !model_infer_llamacpp(m) ||
-        !m->layers)
-        return 0;
+    if (!repack_enabled() || !gguf_data_is_copy(im->gguf) || !model_infer_llamacpp(m) || !m->layers) return 0;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         LayerWeights *w = &m->layers[l];
         Tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
