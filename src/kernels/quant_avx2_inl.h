@@ -1,6 +1,7 @@
 /* Private to kernels/quant_avx2*.c: the small AVX2 helpers (nibble and bit
  * unpacking, maddubs sums, horizontal sums) shared by the matvec kernels
- * (quant_avx2.c) and the prompt-batch kernels (quant_avx2_batch.c). */
+ * (quant_avx2.c) and the prompt-batch kernels (quant_avx2_batch.c), and the
+ * target attributes of the AVX2 and AVX-512 kernels. */
 #ifndef JARIP_KERNELS_QUANT_AVX2_INL_H
 #define JARIP_KERNELS_QUANT_AVX2_INL_H
 
@@ -10,6 +11,8 @@
 #include <immintrin.h>
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
+/* What kernel_isa() == ISA_AVX512 guarantees. */
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 
 TGT static inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

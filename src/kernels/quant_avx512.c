@@ -20,7 +20,6 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 
-#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 
 /* Zen 4 splits a 512-bit operation into two 256-bit halves, so packing two
  * outputs in one zmm saved nothing there and cost a permute per output

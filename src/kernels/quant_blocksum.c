@@ -75,7 +75,6 @@ void quant_block_corr(int t, const QAct *acts, int M, int64_t nb, int32_t *corr)
 
 #if defined(__x86_64__) || defined(__i386__)
 
-#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 #define INL __attribute__((always_inline))
 
 static size_t bt_bytes(int kind) { return kind == 0 ? sizeof(BlockQ4_0) : sizeof(BlockQ5_0); }

@@ -38,6 +38,7 @@
  *     to half (the f32 operand of the values' F16 mul_mat), then summed
  *     with the half values in the orders above (lane j%8 / j%32).
  * Training does not use these (it keeps its own kernels and numerics). */
+#include "kernels/lcpp_private.h"
 #include "kernels/quant_blocks.h"
 
 #include <math.h>
@@ -223,10 +224,51 @@ TGT static inline __m256 tree32(const float *lanes, size_t lstride) {
                          _mm256_add_ps(_mm256_add_ps(c[2], c[6]), _mm256_add_ps(c[3], c[7])));
 }
 
+/* exp8 on sixteen lanes: the same operations lane by lane, so the same bits. */
+TGT512 static inline __m512 exp16(__m512 x) {
+    const __m512 shift = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift);
+    const __m512 n = _mm512_sub_ps(z, shift);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __m512i e = _mm512_slli_epi32(_mm512_castps_si512(z), 23);
+    const __m512 k = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_castps_si512(_mm512_set1_ps(1))));
+    const __m512 absn = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_castps_si512(_mm512_set1_ps(-0.f)), _mm512_castps_si512(n)));
+    const __mmask16 big = _mm512_cmp_ps_mask(absn, _mm512_set1_ps(126), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f));
+    const __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f));
+    const __m512 j = _mm512_fmadd_ps(_mm512_fmadd_ps(p, u, q), u, _mm512_mul_ps(_mm512_set1_ps(0x1.ffffecp-1f), b));
+    if (!big) return _mm512_fmadd_ps(j, k, k);
+    const __m512i g = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                             _mm512_set1_epi32((int)0x82000000u));
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_add_epi32(g, _mm512_set1_epi32(0x7f000000)));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_sub_epi32(e, g));
+    const __mmask16 huge = _mm512_cmp_ps_mask(absn, _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 mid = _mm512_mask_blend_ps(big, _mm512_fmadd_ps(k, j, k), _mm512_mul_ps(_mm512_fmadd_ps(s2, j, s2), s1));
+    return _mm512_mask_blend_ps(huge, mid, _mm512_mul_ps(s1, s1));
+}
+
+/* softmax_avx2 and the rounding to half on sixteen lanes (n % 16 == 0):
+ * the double sum still takes each eight lanes' hsum8 in order. */
+TGT512 static void softmax_half_avx512(float *w, int n, float mx) {
+    double sum = 0;
+    for (int i = 0; i < n; i += 16) {
+        const __m512 v = exp16(_mm512_sub_ps(_mm512_loadu_ps(w + i), _mm512_set1_ps(mx)));
+        _mm512_storeu_ps(w + i, v);
+        sum += (double)hsum8(_mm512_castps512_ps256(v));
+        sum += (double)hsum8(_mm512_extractf32x8_ps(v, 1));
+    }
+    const __m512 sc = _mm512_set1_ps((float)(1.0 / sum));
+    for (int i = 0; i < n; i += 16)
+        _mm512_storeu_ps(w + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(w + i), sc),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+}
+
 /* Scores w[0..n) of one query -> probabilities rounded to half, as the
  * half-cache paths feed them to the values: padded with -inf to a multiple
- * of 32, softmax, rounding. */
-TGT static void probs_half(float *w, int n) {
+ * of 32, softmax, rounding (lcpp_private.h). */
+TGT void lcpp_probs_half(float *w, int n, int wide) {
     const int np = (n + 31) & ~31;
     /* the max in 8 lanes: the same value as a scalar scan (a max does not
      * round; of +0 and -0 either gives the same exp(w - mx)), and the
@@ -242,6 +284,10 @@ TGT static void probs_half(float *w, int n) {
     }
     for (; j < n; j++) mx = w[j] > mx ? w[j] : mx;
     for (j = n; j < np; j++) w[j] = -INFINITY;
+    if (wide) {
+        softmax_half_avx512(w, np, mx);
+        return;
+    }
     softmax_avx2(w, np, mx);
     round_half_avx2(w, np);
 }
@@ -464,190 +510,6 @@ static void one_head(float *out, const float *q_in, const HeadKV *c, int n, int 
     weighted_sum_scalar(out, w, c->vf, c->vh, c->kvstride, n, D, lanes, acc);
 }
 
-#if HAVE_SIMD_PATH
-/* A batch of queries over the half cache, several queries per pass over the
- * keys: one work item is kv head `kvh` with every query head of its group
- * at positions [t0, t1). Its keys and values are widened to float once
- * (exact) into scratch, then scores run four queries x two keys at a time
- * (eight independent 8-lane chains instead of one dependent chain per score)
- * and the weighted sums read the widened values. Every output keeps the
- * order of one_head's batched half path (tinyBLAS: lane d%8 over d, then
- * hsum8; lane j%8 over positions, then tree8), so the bits do not change.
- * scr: attend_block_floats(...) floats. */
-enum { ATT_TB = 16 }; /* positions per work item */
-
-static size_t attend_block_floats(int nmax, int Q, int D) {
-    const size_t np = ((size_t)nmax + 31) & ~(size_t)31, Qp = ((size_t)Q + 3) & ~(size_t)3;
-    return 2 * (size_t)nmax * D + Qp * np + Qp * D;
-}
-
-/* Weighted value sums of two queries (probabilities pa over na positions,
- * pb over nb >= na) against float values vf (rows of D, D % 32 == 0):
- * tinyBLAS's order for each, lane j % 8 of each output accumulating its
- * positions in increasing j, then tree8. One lane at a time over a 32-wide
- * slice of D: eight independent accumulators (2 queries x 4 vectors), and
- * each value vector loaded once for both queries. */
-TGT static void wsum_pair(float *oa, float *ob, const float *pa, const float *pb, int na, int nb, const float *vf, int D) {
-    _Alignas(32) float la[8][32], lb[8][32];
-    for (int d0 = 0; d0 < D; d0 += 32) {
-        for (int l = 0; l < 8; l++) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            int j = l;
-            for (; j < na; j += 8) {
-                const float *v = vf + (size_t)j * D + d0;
-                const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16),
-                             v3 = _mm256_loadu_ps(v + 24);
-                const __m256 x = _mm256_broadcast_ss(pa + j), y = _mm256_broadcast_ss(pb + j);
-                a0 = _mm256_fmadd_ps(v0, x, a0), a1 = _mm256_fmadd_ps(v1, x, a1);
-                a2 = _mm256_fmadd_ps(v2, x, a2), a3 = _mm256_fmadd_ps(v3, x, a3);
-                b0 = _mm256_fmadd_ps(v0, y, b0), b1 = _mm256_fmadd_ps(v1, y, b1);
-                b2 = _mm256_fmadd_ps(v2, y, b2), b3 = _mm256_fmadd_ps(v3, y, b3);
-            }
-            for (; j < nb; j += 8) { /* the later positions only the second query sees: last in their lanes */
-                const float *v = vf + (size_t)j * D + d0;
-                const __m256 y = _mm256_broadcast_ss(pb + j);
-                b0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), y, b0), b1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), y, b1);
-                b2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), y, b2), b3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), y, b3);
-            }
-            _mm256_store_ps(la[l], a0), _mm256_store_ps(la[l] + 8, a1), _mm256_store_ps(la[l] + 16, a2), _mm256_store_ps(la[l] + 24, a3);
-            _mm256_store_ps(lb[l], b0), _mm256_store_ps(lb[l] + 8, b1), _mm256_store_ps(lb[l] + 16, b2), _mm256_store_ps(lb[l] + 24, b3);
-        }
-        for (int k = 0; k < 32; k += 8) {
-            __m256 c[8];
-            for (int l = 0; l < 8; l++) c[l] = _mm256_load_ps(la[l] + k);
-            _mm256_storeu_ps(oa + d0 + k, tree8(c));
-            for (int l = 0; l < 8; l++) c[l] = _mm256_load_ps(lb[l] + k);
-            _mm256_storeu_ps(ob + d0 + k, tree8(c));
-        }
-    }
-}
-
-/* Weighted value sums of four queries (probabilities p[q], rows of
- * stride ps, over n positions) against float values vf (rows of D, D % 16
- * == 0): the order of wsum_pair for each (lane j % 8 in increasing j, then
- * tree8). Every query runs to the longest one's n: its probabilities past
- * its own positions are zero (the caller sees to it), and fma(v, 0, a) ==
- * a for finite v, so the extra terms change no bit. Four queries x 16
- * outputs per pass: each value vector loaded once for four queries, the
- * values read from L2 half as often as by pairs. */
-TGT static void wsum_quad(float *const o[4], const float *p, size_t ps, int n, const float *vf, int D) {
-    _Alignas(32) float la[4][8][16];
-    for (int d0 = 0; d0 < D; d0 += 16) {
-        for (int l = 0; l < 8; l++) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
-            for (int j = l; j < n; j += 8) {
-                const float *v = vf + (size_t)j * D + d0;
-                const __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
-                __m256 x = _mm256_broadcast_ss(p + j);
-                a0 = _mm256_fmadd_ps(v0, x, a0), a1 = _mm256_fmadd_ps(v1, x, a1);
-                x = _mm256_broadcast_ss(p + ps + j);
-                b0 = _mm256_fmadd_ps(v0, x, b0), b1 = _mm256_fmadd_ps(v1, x, b1);
-                x = _mm256_broadcast_ss(p + 2 * ps + j);
-                c0 = _mm256_fmadd_ps(v0, x, c0), c1 = _mm256_fmadd_ps(v1, x, c1);
-                x = _mm256_broadcast_ss(p + 3 * ps + j);
-                e0 = _mm256_fmadd_ps(v0, x, e0), e1 = _mm256_fmadd_ps(v1, x, e1);
-            }
-            _mm256_store_ps(la[0][l], a0), _mm256_store_ps(la[0][l] + 8, a1);
-            _mm256_store_ps(la[1][l], b0), _mm256_store_ps(la[1][l] + 8, b1);
-            _mm256_store_ps(la[2][l], c0), _mm256_store_ps(la[2][l] + 8, c1);
-            _mm256_store_ps(la[3][l], e0), _mm256_store_ps(la[3][l] + 8, e1);
-        }
-        for (int q = 0; q < 4; q++)
-            for (int k = 0; k < 16; k += 8) {
-                __m256 c[8];
-                for (int l = 0; l < 8; l++) c[l] = _mm256_load_ps(la[q][l] + k);
-                _mm256_storeu_ps(o[q] + d0 + k, tree8(c));
-            }
-    }
-}
-
-TGT static void attend_block_half(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int t0, int t1,
-                                  int pos0, int Hq, int Hkv, int kvh, int D, float scale, float *scr) {
-    const int group = Hq / Hkv, Q = (t1 - t0) * group, Qp = (Q + 3) & ~3;
-    const int nmax = pos0 + t1, npmax = (nmax + 31) & ~31;
-    const size_t kvstride = (size_t)Hkv * D;
-    float *kf = scr, *vf = kf + (size_t)nmax * D, *w = vf + (size_t)nmax * D, *qr = w + (size_t)Qp * npmax;
-    for (int j = 0; j < nmax; j++) {
-        load_half_avx2(kf + (size_t)j * D, kc + j * kvstride + (size_t)kvh * D, (size_t)D);
-        load_half_avx2(vf + (size_t)j * D, vc + j * kvstride + (size_t)kvh * D, (size_t)D);
-    }
-    /* query i: position t0 + i / group, head kvh * group + i % group; the
-     * padding rows (Q..Qp) are zero and their scores unused */
-    for (int i = 0; i < Qp; i++) {
-        float *r = qr + (size_t)i * D;
-        if (i < Q) {
-            const int t = t0 + i / group, h = kvh * group + i % group;
-            memcpy(r, q + ((size_t)t * Hq + h) * D, (size_t)D * sizeof(float));
-            round_half_avx2(r, D);
-        } else {
-            memset(r, 0, (size_t)D * sizeof(float));
-        }
-    }
-    for (int g0 = 0; g0 < Qp; g0 += 4) {
-        const float *q0 = qr + (size_t)g0 * D;
-        float *w0 = w + (size_t)g0 * npmax;
-        int j = 0;
-        for (; j < nmax; j += 2) {
-            const int j1 = j + 1 < nmax ? j + 1 : j; /* odd tail: the last key twice */
-            __m256 a[8];
-            for (int l = 0; l < 8; l++) a[l] = _mm256_setzero_ps();
-            for (int d = 0; d < D; d += 8) {
-                const __m256 k0 = _mm256_loadu_ps(kf + (size_t)j * D + d), k1 = _mm256_loadu_ps(kf + (size_t)j1 * D + d);
-#pragma GCC unroll 4
-                for (int g = 0; g < 4; g++) {
-                    const __m256 qv = _mm256_loadu_ps(q0 + (size_t)g * D + d);
-                    a[g] = _mm256_fmadd_ps(k0, qv, a[g]);
-                    a[4 + g] = _mm256_fmadd_ps(k1, qv, a[4 + g]);
-                }
-            }
-            /* the eight scores' hsum8 trees at once (hsum8_ps: same additions, same order) */
-            _Alignas(32) float sc[8];
-            _mm256_store_ps(sc, _mm256_mul_ps(hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), _mm256_set1_ps(scale)));
-#pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) w0[(size_t)g * npmax + j] = sc[g], w0[(size_t)g * npmax + j1] = sc[4 + g];
-        }
-    }
-    for (int i = 0; i < Q; i++) probs_half(w + (size_t)i * npmax, pos0 + t0 + i / group + 1);
-    int i = 0;
-    for (; i + 4 <= Q; i += 4) { /* fours of queries share the value loads (positions nondecreasing in i) */
-        const int nq = pos0 + t0 + (i + 3) / group + 1;
-        float *o[4];
-        for (int k = 0; k < 4; k++) {
-            const int t = t0 + (i + k) / group, np = (pos0 + t + 1 + 31) & ~31; /* probs_half zeroed up to np */
-            for (int j = np; j < nq; j++) w[(size_t)(i + k) * npmax + j] = 0.0f;
-            o[k] = out + ((size_t)t * Hq + kvh * group + (i + k) % group) * D;
-        }
-        wsum_quad(o, w + (size_t)i * npmax, (size_t)npmax, nq, vf, D);
-    }
-    for (; i < Q; i += 2) { /* the rest in pairs; an odd last one pairs with itself */
-        const int i1 = i + 1 < Q ? i + 1 : i;
-        const int ta = t0 + i / group, tb = t0 + i1 / group;
-        wsum_pair(out + ((size_t)ta * Hq + kvh * group + i % group) * D, out + ((size_t)tb * Hq + kvh * group + i1 % group) * D,
-                  w + (size_t)i * npmax, w + (size_t)i1 * npmax, pos0 + ta + 1, pos0 + tb + 1, vf, D);
-    }
-}
-
-/* lcpp_attention_f16 for T >= 2 on AVX2: work items of ATT_TB positions x
- * one kv head, the longest (latest positions) first so dynamic scheduling
- * ends evenly; per-thread scratch sized for the longest item. */
-static int attention_half_batched(float *out, const float *q, const uint16_t *kc, const uint16_t *vc, int T, int pos0,
-                                  int Hq, int Hkv, int D) {
-    const int nblk = (T + ATT_TB - 1) / ATT_TB, items = nblk * Hkv, group = Hq / Hkv;
-    const float scale = 1.0f / sqrtf((float)D);
-    const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
-    const size_t per = (attend_block_floats(pos0 + T, ATT_TB * group, D) + 15) & ~(size_t)15;
-    float *scr = malloc((size_t)nth * per * sizeof(float));
-    if (!scr) return ERR_NOMEM;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
-    for (int it = 0; it < items; it++) {
-        const int b = nblk - 1 - it / Hkv, kvh = it % Hkv;
-        const int t0 = b * ATT_TB, t1 = t0 + ATT_TB < T ? t0 + ATT_TB : T;
-        attend_block_half(out, q, kc, vc, t0, t1, pos0, Hq, Hkv, kvh, D, scale, scr + (size_t)omp_get_thread_num() * per);
-    }
-    free(scr);
-    return 0;
-}
-#endif
 
 #if HAVE_SIMD_PATH
 /* One token (T == 1) over the half cache, ggml_vec_dot_f16's order (lane
@@ -762,7 +624,7 @@ static int attention_half_decode(float *out, const float *q, const uint16_t *kc,
             else dec_scores(wh, (size_t)np, qh, 1, kh, vh, kvs, j0, j1, D, scale);
         }
 #pragma omp for schedule(static)
-        for (int h = 0; h < Hq; h++) probs_half(w + (size_t)h * np, n);
+        for (int h = 0; h < Hq; h++) lcpp_probs_half(w + (size_t)h * np, n, 0);
 #pragma omp for schedule(dynamic, 1)
         for (int it = 0; it < value_items; it++) {
             const int ds = it % (D / 32), s = it / (D / 32) % sets, kvh = it / (D / 32) / sets, h0 = kvh * group + s * DEC_G;
@@ -826,7 +688,7 @@ int lcpp_attention_f16(float *out, const float *q, const uint16_t *kc, const uin
                        int Hkv, int D) {
 #if HAVE_SIMD_PATH
     if (T >= 2 && have_avx2() && Hkv > 0 && Hq % Hkv == 0)
-        return attention_half_batched(out, q, kc, vc, T, pos0, Hq, Hkv, D);
+        return lcpp_attention_half_batched(out, q, kc, vc, T, pos0, Hq, Hkv, D);
     if (T == 1 && have_avx2() && Hkv > 0 && Hq % Hkv == 0)
         return attention_half_decode(out, q, kc, vc, pos0, Hq, Hkv, D);
 #endif

@@ -70,7 +70,6 @@ int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 
 TGT512 static inline __m512i bcast4(const int8_t *q) {
     int32_t v;

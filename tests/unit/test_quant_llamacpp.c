@@ -11,6 +11,25 @@
 
 #include "check.h"
 
+#if HAVE_SIMD_PATH
+/* Lanes where the sixteen-lane exp differs from the scalar one, over the
+ * range the eight-lane check uses (its own function: AVX-512 code). */
+TGT512 static long exp16_mismatches(void) {
+    long bad = 0;
+    for (long i = 0; i < 200000; i++) {
+        float xs[16], v[16];
+        for (int l = 0; l < 16; l++) xs[l] = (float)((i * 16 + l) * 6e-5 - 120.0);
+        if (i == 0) xs[0] = -INFINITY, xs[1] = 100.f, xs[2] = -100.f, xs[3] = 0.f, xs[9] = -95.f;
+        _mm512_storeu_ps(v, exp16(_mm512_loadu_ps(xs)));
+        for (int l = 0; l < 16; l++) {
+            const float s = exp_ggml(xs[l]);
+            bad += memcmp(&s, &v[l], 4) != 0;
+        }
+    }
+    return bad;
+}
+#endif
+
 int main(void) {
 #if HAVE_SIMD_PATH
     if (!have_avx2()) {
@@ -31,6 +50,13 @@ int main(void) {
         }
     }
     CHECK(bad == 0, "vector exp differs from the scalar one in %ld lanes", bad);
+    if (kernel_isa() >= ISA_AVX512) { /* the sixteen-lane exp of the AVX-512 softmax, the same inputs */
+        bad = exp16_mismatches();
+        CHECK(bad == 0, "sixteen-lane exp differs from the scalar one in %ld lanes", bad);
+        printf("  exp, sixteen lanes (AVX-512): same bits as the scalar exp\n");
+    } else {
+        printf("  exp, sixteen lanes (AVX-512): skipped (no AVX-512 on this CPU, or capped by JARIP_ISA)\n");
+    }
     CHECK(exp_ggml(-INFINITY) == 0.0f, "exp(-inf) = %g", exp_ggml(-INFINITY));
     CHECK(fabsf(exp_ggml(1.0f) - 2.7182817f) < 1e-6f, "exp(1) = %.9g", exp_ggml(1.0f));
 
@@ -108,11 +134,23 @@ int main(void) {
      * GQA groups that do and do not fill the 4-query kernel, an odd
      * number of keys, and a four of queries whose first one ends at 32
      * positions and the others at 33 (pos0 5, group 3: its probabilities
-     * past 32 must be zeroed for the shared pass) */
-    {
-        static const int shapes[][4] = {{2, 0, 2, 2}, {5, 3, 3, 1}, {13, 0, 9, 3}, {17, 37, 4, 2}, {9, 2, 1, 1}, {3, 30, 6, 3}, {30, 5, 9, 3}};
+     * past 32 must be zeroed for the shared pass); then several work items
+     * of 16 positions (run in parallel) and D = 128. Both paths: AVX-512's
+     * 3 x 16 outer-form tile and sixteen-lane softmax where the CPU has them,
+     * AVX2's 2 x 4 dot-form tile (JARIP_ISA=avx2). */
+    for (int wide = 1; wide >= 0; wide--) {
+        if (wide && kernel_isa() < ISA_AVX512) {
+            printf("  batched half attention, AVX-512 path: skipped (no AVX-512 on this CPU, or capped by JARIP_ISA)\n");
+            continue;
+        }
+        const char *cap = getenv("JARIP_ISA");
+        char saved[32] = "";
+        if (cap) snprintf(saved, sizeof saved, "%s", cap);
+        if (!wide) setenv("JARIP_ISA", "avx2", 1);
+        static const int shapes[][4] = {{2, 0, 2, 2}, {5, 3, 3, 1}, {13, 0, 9, 3}, {17, 37, 4, 2}, {9, 2, 1, 1},
+                                        {3, 30, 6, 3}, {30, 5, 9, 3}, {70, 11, 9, 3}, {33, 0, 8, 2}};
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-            for (int Dh = 32; Dh <= 64; Dh += 32) {
+            for (int Dh = 32; Dh <= 128; Dh *= 2) {
                 const int Tn = shapes[s][0], p0 = shapes[s][1], Hq = shapes[s][2], Hk = shapes[s][3], S = p0 + Tn;
                 float *qb = malloc((size_t)Tn * Hq * Dh * sizeof(float)), *o1 = malloc((size_t)Tn * Hq * Dh * sizeof(float)),
                       *o2 = malloc((size_t)Tn * Hq * Dh * sizeof(float));
@@ -121,12 +159,15 @@ int main(void) {
                 if (!(qb && o1 && o2 && kb && vb)) break;
                 for (int i = 0; i < Tn * Hq * Dh; i++) qb[i] = sinf(i * 0.37f + s) * 2;
                 for (int i = 0; i < S * Hk * Dh; i++) kb[i] = f32_to_fp16(cosf(i * 0.29f) * 3), vb[i] = f32_to_fp16(sinf(i * 0.13f + 1));
-                CHECK(attention_half_batched(o1, qb, kb, vb, Tn, p0, Hq, Hk, Dh) == 0, "batched half attention failed");
+                CHECK(lcpp_attention_half_batched(o1, qb, kb, vb, Tn, p0, Hq, Hk, Dh) == 0, "batched half attention failed");
                 CHECK(attention_any(o2, qb, NULL, NULL, kb, vb, Tn, p0, Hq, Hk, Dh) == 0, "attention failed");
                 CHECK(memcmp(o1, o2, (size_t)Tn * Hq * Dh * sizeof(float)) == 0,
-                      "batched half attention (T %d, pos0 %d, Hq %d, Hkv %d, D %d): bits differ from one query at a time", Tn, p0, Hq, Hk, Dh);
+                      "batched half attention (%s, T %d, pos0 %d, Hq %d, Hkv %d, D %d): bits differ from one query at a time",
+                      wide ? "avx512" : "avx2", Tn, p0, Hq, Hk, Dh);
                 free(qb), free(o1), free(o2), free(kb), free(vb);
             }
+        if (cap) setenv("JARIP_ISA", saved, 1); else unsetenv("JARIP_ISA");
+        printf("  batched half attention, %s tile: same bits as one query at a time\n", wide ? "AVX-512 3x16 outer" : "AVX2 2x4 dot");
     }
 
     /* the decoding attention (the query heads of a kv head sharing each
