@@ -138,6 +138,9 @@ int quant_r16_available(void);
  * place into DT_Q4_0_R16. Returns 0, ERR_INVALID (shape) or ERR_NOMEM
  * (16 rows of scratch per thread). */
 int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K);
+/* The same for Q8_0 into DT_Q8_0_R16, whose outputs have the bits of
+ * DT_Q8_0's (llama.cpp's order) at every M and thread count. */
+int quant_repack_q8_0_r16(void *w, int64_t N, int64_t K);
 
 /* ---- inference kernels with llama.cpp's CPU numerics (quant_llamacpp.c) ----
  * The operations of a Llama block around its matmuls, computed in the order

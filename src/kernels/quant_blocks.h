@@ -98,10 +98,11 @@ QPanelPackFn quant_panel_pack_fn(int wtype);
 QPanelFn quant_panel_fn_avx512(int wtype); /* Q4_0, Q5_0, Q4_K */
 QPanelFn quant_panel_fn_avx2(int wtype);   /* Q4_0, Q5_0 */
 void quant_block_corr(int wtype, const QAct *acts, int M, int64_t nb, int32_t *corr);
-/* matmul_quant_forward_multi for DT_Q4_0_R16 weights (quant_r16.c): every
- * part's N a multiple of 16; the integer path at every M (flags do not
- * apply). 0, ERR_INVALID, ERR_NOMEM, or ERR_UNSUPPORTED without VNNI. */
-int quant_r16_forward(const float *inp, int M, int K, const QMMPart *parts, int n_parts);
+/* matmul_quant_forward_multi for DT_Q4_0_R16 / DT_Q8_0_R16 weights
+ * (quant_r16.c): every part's N a multiple of 16; the integer path at every
+ * M (flags do not apply). 0, ERR_INVALID, ERR_NOMEM, or ERR_UNSUPPORTED
+ * without VNNI. */
+int quant_r16_forward(int wtype, const float *inp, int M, int K, const QMMPart *parts, int n_parts);
 
 /* Q8_0 prompts on AVX-512 VNNI (quant_avx512.c): four activation rows x four
  * weight rows, out[4*c + r] = activation row r against weight row c, each

@@ -642,7 +642,7 @@ static int attention_half_decode(float *out, const float *q, const uint16_t *kc,
 }
 #endif
 
-int quant_matches_llamacpp(int t) { return t == DT_Q4_1 || t == DT_Q8_0; }
+int quant_matches_llamacpp(int t) { return t == DT_Q4_1 || t == DT_Q8_0 || t == DT_Q8_0_R16; }
 
 int lcpp_attention_ok(int D) { return D % 32 == 0 && D <= 1024; }
 

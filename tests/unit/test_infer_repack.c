@@ -1,11 +1,12 @@
-/* infer_model_repack on a small Q4_0 Llama made here (llama-tiny, exported
- * to GGUF with Q4_0 weights and a Q8_0 head, as llama.cpp quantizes):
- *  - the layers' 7 linear weights are repacked (DT_Q4_0_R16), not the Q4_0
- *    token_embd (the embedding lookup reads its rows);
+/* infer_model_repack on small Llamas made here (llama-tiny, exported to
+ * GGUF with Q4_0 weights and a Q8_0 head, as llama.cpp quantizes, and all
+ * Q8_0):
+ *  - the layers' 7 linear weights are repacked (DT_Q4_0_R16 / DT_Q8_0_R16),
+ *    not the token_embd (the embedding lookup reads its rows);
  *  - a batched prompt (chunks of 16 and 8 tokens: the panels) and greedy
  *    decoding (the 16-row matvec) give the logits of the unrepacked model
  *    bit for bit, hence the same tokens;
- *  - the same on SmolLM2-135M's Q4_0 file when present;
+ *  - the same on SmolLM2-135M's Q4_0 and Q8_0 files when present;
  *  - it leaves alone: weights still in the caller's (read-only) memory, a
  *    GPT-2 model (its prompts dequantize Q4_0), and JARIP_REPACK=0. */
 #include <omp.h>
@@ -19,8 +20,8 @@
 
 #include "check.h"
 
-/* A random preset model exported as a Q4_0 GGUF at path. */
-static int make_gguf(const char *preset, const char *path) {
+/* A random preset model exported as a GGUF of type dtype at path. */
+static int make_gguf(const char *preset, const char *path, int dtype) {
     Config c;
     Model m;
     Err err = {0};
@@ -28,7 +29,7 @@ static int make_gguf(const char *preset, const char *path) {
     if (config_preset(&c, preset, &err) || model_create(&m, &c, 1, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
     model_init_weights(&m, 11);
     int rc = export_byte_tokenizer(&tok, &err);
-    if (!rc) rc = export_model_gguf(&m, tok, NULL, 0, path, DT_Q4_0, &err);
+    if (!rc) rc = export_model_gguf(&m, tok, NULL, 0, path, dtype, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
     tokenizer_free(tok);
     model_free(&m);
@@ -68,7 +69,8 @@ static void compare_generation(const InferModel *a, const InferModel *b, int P, 
     infer_session_free(&sb);
 }
 
-static void test_llama(const char *path) {
+static void test_llama(const char *path, int dtype) {
+    const int packed_type = dtype == DT_Q8_0 ? DT_Q8_0_R16 : DT_Q4_0_R16;
     InferModel plain, packed;
     Err err = {0};
     if (infer_model_open(&plain, path, &err) || infer_model_open(&packed, path, &err)) {
@@ -84,25 +86,27 @@ static void test_llama(const char *path) {
     } else {
         printf("  repack: %d tensors; token_embd %s, output %s\n", n, dtype_name(m->tok_emb->dtype), dtype_name(m->lm_head->dtype));
         CHECK(n == 7 * m->cfg.n_layer, "%d tensors repacked, want the 7 linear weights of %d layers", n, m->cfg.n_layer);
-        CHECK(m->layers[0].wq->dtype == DT_Q4_0_R16 && m->layers[1].w_down->dtype == DT_Q4_0_R16, "types after repack");
-        CHECK(m->tok_emb->dtype == DT_Q4_0 && m->lm_head->dtype == DT_Q8_0, "token_embd (read by rows) / head untouched");
+        CHECK(m->layers[0].wq->dtype == packed_type && m->layers[1].w_down->dtype == packed_type, "types after repack");
+        CHECK(m->tok_emb->dtype == dtype && m->lm_head->dtype == DT_Q8_0, "token_embd (read by rows) / head untouched");
     }
     compare_generation(&plain, &packed, 40, 24);
     infer_model_close(&plain);
     infer_model_close(&packed);
 }
 
-/* SmolLM2-135M's Q4_0 file when present (its real shapes: 576 / 192 / 1536
- * rows, K 576 and 1536; a Q8_0 tied head). */
-static void test_smollm2(void) {
+/* SmolLM2-135M's Q4_0 or Q8_0 file when present (its real shapes: 576 /
+ * 192 / 1536 rows, K 576 and 1536; a Q8_0 tied head). */
+static void test_smollm2(const char *type) {
 #ifdef __SANITIZE_ADDRESS__
-    printf("  SmolLM2 Q4_0: skipped under the sanitizers (minutes there; the release build runs it)\n");
+    printf("  SmolLM2 %s: skipped under the sanitizers (minutes there; the release build runs it)\n", type);
     return;
 #endif
-    char *path = test_root_path("models/SmolLM2-135M-Instruct.Q4_0.gguf");
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/SmolLM2-135M-Instruct.%s.gguf", type);
+    char *path = test_root_path(rel);
     FILE *f = path ? fopen(path, "rb") : NULL;
     if (!f) {
-        printf("  SmolLM2 Q4_0: skipped (models/SmolLM2-135M-Instruct.Q4_0.gguf absent)\n");
+        printf("  SmolLM2 %s: skipped (%s absent)\n", type, rel);
         free(path);
         return;
     }
@@ -116,7 +120,7 @@ static void test_smollm2(void) {
         infer_model_repack(&packed, &n, &err)) {
         CHECK(0, "SmolLM2: %s", err.msg);
     } else {
-        printf("  SmolLM2 Q4_0: %d tensors repacked\n", n);
+        printf("  SmolLM2 %s: %d tensors repacked\n", type, n);
         CHECK(n == (quant_r16_available() ? 7 * packed.model.cfg.n_layer : 0), "SmolLM2: %d tensors repacked", n);
         compare_generation(&plain, &packed, 20, 8);
         infer_model_close(&plain);
@@ -168,13 +172,18 @@ static void test_left_alone(const char *path, const char *gpt2_path) {
 
 int main(void) {
     const char *dir = getenv("JARIP_TEST_DIR");
-    char path[4096], gpt2[4096];
+    char path[4096], path8[4096], gpt2[4096];
     if (dir) mkdir_p(dir, NULL);
     snprintf(path, sizeof path, "%s/repack_llama_q4_0.gguf", dir ? dir : "/tmp");
+    snprintf(path8, sizeof path8, "%s/repack_llama_q8_0.gguf", dir ? dir : "/tmp");
     snprintf(gpt2, sizeof gpt2, "%s/repack_gpt2_q4_0.gguf", dir ? dir : "/tmp");
-    if (make_gguf("llama-tiny", path) || make_gguf("gpt2-tiny", gpt2)) return 1;
-    test_llama(path);
-    test_smollm2();
+    if (make_gguf("llama-tiny", path, DT_Q4_0) || make_gguf("llama-tiny", path8, DT_Q8_0) ||
+        make_gguf("gpt2-tiny", gpt2, DT_Q4_0))
+        return 1;
+    test_llama(path, DT_Q4_0);
+    test_llama(path8, DT_Q8_0);
+    test_smollm2("Q4_0");
+    test_smollm2("Q8_0");
     test_left_alone(path, gpt2);
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
