@@ -56,7 +56,7 @@ int infer_model_open(InferModel *im, const char *path, Err *err);
  * so (gguf_map_tensor_data: no copy, instant when the file is cached, shared
  * with other processes), else a private copy in 2 MiB pages
  * (gguf_load_tensor_data). Always the copy when infer_model_repack will
- * rewrite Q4_0 or Q8_0 weights in place, or with JARIP_MAP_WEIGHTS=0. */
+ * rewrite Q4_0, Q5_0 or Q8_0 weights in place, or with JARIP_MAP_WEIGHTS=0. */
 int infer_model_load_weights(GGUFFile *g, const char *path, Err *err);
 /* The same from an opened file g (taken: infer_model_close closes it, and
  * so does a failure); path names it in errors. Tensor data must stay where
@@ -70,9 +70,9 @@ void infer_model_close(InferModel *im);
  * naming the tensor. Call before creating sessions (their activations
  * include the adapter's scratch). */
 int infer_model_add_lora(InferModel *im, const char *path, float scale, Err *err);
-/* Rearrange im's Q4_0 and Q8_0 linear weights (q, k, v, o, gate, up, down
- * of dense layers; rows a multiple of 16) in place into DT_Q4_0_R16 /
- * DT_Q8_0_R16, read as one stream by 16-row VNNI kernels
+/* Rearrange im's Q4_0, Q5_0 and Q8_0 linear weights (q, k, v, o, gate, up,
+ * down of dense layers; rows a multiple of 16) in place into DT_Q4_0_R16 /
+ * DT_Q5_0_R16 / DT_Q8_0_R16, read as one stream by 16-row VNNI kernels
  * (kernels/quant_r16.c): same bytes, same output bits. Only where it is safe and pays: the weights were copied out
  * of the file (infer_model_open), this CPU has AVX-512 VNNI (JARIP_ISA not
  * below avx512), and JARIP_REPACK is not "0". Afterwards only matmul reads

@@ -1,8 +1,8 @@
 /* Where generation's weights live (infer_model_load_weights), and
- * infer_model_repack: Q4_0 and Q8_0 linear weights into the 16-row layouts
- * of the VNNI kernels (kernels/quant_r16.c), measured 1.8x (Q4_0, bench/qmm_hot.c tg)
- * and 1.3x (Q8_0, a 200000 x 576 matvec) faster per token at one thread on
- * Zen 4. */
+ * infer_model_repack: Q4_0, Q5_0 and Q8_0 linear weights into the 16-row
+ * layouts of the VNNI kernels (kernels/quant_r16.c), measured faster per
+ * token at one thread on Zen 4: Q4_0 matvecs 1.8x (bench/qmm_hot.c tg);
+ * SmolLM2 tg128 Q8_0 1.2-1.3x, its Q4_K file (mostly Q5_0) 1.35x. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,8 +17,10 @@
 /* A layer's linear weights: the ones only matmul reads. Not token_embd
  * (rows read by the embedding lookup) nor the output head (it may be
  * token_embd, tied). */
+static int repackable_type(int t) { return t == DT_Q4_0 || t == DT_Q5_0 || t == DT_Q8_0; }
+
 static int repackable(const Tensor *t) {
-    return t && (t->dtype == DT_Q4_0 || t->dtype == DT_Q8_0) && t->ndim == 2 && t->shape[0] > 0 && t->shape[0] % 16 == 0 &&
+    return t && repackable_type(t->dtype) && t->ndim == 2 && t->shape[0] > 0 && t->shape[0] % 16 == 0 &&
            t->shape[1] % 32 == 0;
 }
 
@@ -33,7 +35,7 @@ static int repack_enabled(void) {
 static int repack_wanted(const GGUFFile *g) {
     if (!repack_enabled()) return 0;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++)
-        if (gguf_tensor(g, i)->type == DT_Q4_0 || gguf_tensor(g, i)->type == DT_Q8_0) return 1;
+        if (repackable_type(gguf_tensor(g, i)->type)) return 1;
     return 0;
 }
 
@@ -53,10 +55,11 @@ int infer_model_repack(InferModel *im, int *n, Err *err) {
         for (int i = 0; i < 7; i++) {
             Tensor *t = ts[i];
             if (!repackable(t) || t == m->tok_emb || t == m->lm_head) continue;
-            const int q8 = t->dtype == DT_Q8_0;
-            const int rc = (q8 ? quant_repack_q8_0_r16 : quant_repack_q4_0_r16)(t->data, t->shape[0], t->shape[1]);
+            const int d = t->dtype;
+            const int rc = (d == DT_Q8_0 ? quant_repack_q8_0_r16 : d == DT_Q5_0 ? quant_repack_q5_0_r16 : quant_repack_q4_0_r16)(
+                t->data, t->shape[0], t->shape[1]);
             if (rc) return err_set(err, rc, "repacking %s (%lld x %lld)", t->name, (long long)t->shape[0], (long long)t->shape[1]);
-            t->dtype = q8 ? DT_Q8_0_R16 : DT_Q4_0_R16;
+            t->dtype = d == DT_Q8_0 ? DT_Q8_0_R16 : d == DT_Q5_0 ? DT_Q5_0_R16 : DT_Q4_0_R16;
             if (n) ++*n;
         }
     }

@@ -26,12 +26,13 @@ static const DTypeInfo dtypes[DT_COUNT] = {
     [35] = {"tq2_0", 256, 66},   [39] = {"mxfp4", 32, 17},
 };
 
-/* The in-memory repacked Q4_0 / Q8_0 have their type's block size and bytes (the same
+/* The in-memory repacked Q4_0 / Q8_0 / Q5_0 have their type's block size and bytes (the same
  * bytes in another order), a name of its own, and no name lookup (no file
  * or flag can ask for it). */
 const char *dtype_name(int t) {
     if (t == DT_Q4_0_R16) return "q4_0_r16";
     if (t == DT_Q8_0_R16) return "q8_0_r16";
+    if (t == DT_Q5_0_R16) return "q5_0_r16";
     return t >= 0 && t < DT_COUNT ? dtypes[t].name : NULL;
 }
 
@@ -44,12 +45,14 @@ int dtype_from_name(const char *name) {
 int dtype_block_size(int t) {
     if (t == DT_Q4_0_R16) t = DT_Q4_0;
     if (t == DT_Q8_0_R16) t = DT_Q8_0;
+    if (t == DT_Q5_0_R16) t = DT_Q5_0;
     return t >= 0 && t < DT_COUNT ? dtypes[t].block : 0;
 }
 
 size_t dtype_block_bytes(int t) {
     if (t == DT_Q4_0_R16) t = DT_Q4_0;
     if (t == DT_Q8_0_R16) t = DT_Q8_0;
+    if (t == DT_Q5_0_R16) t = DT_Q5_0;
     return t >= 0 && t < DT_COUNT ? dtypes[t].bytes : 0;
 }
 

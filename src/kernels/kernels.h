@@ -18,11 +18,11 @@ typedef enum {
     DT_Q8_0 = 8, DT_Q8_1 = 9, DT_Q2_K = 10, DT_Q3_K = 11, DT_Q4_K = 12, DT_Q5_K = 13,
     DT_Q6_K = 14, DT_Q8_K = 15, DT_BF16 = 30, DT_COUNT = 40,
     /* In memory only, never in a file (beyond DT_COUNT, so a GGUF reader
-     * refuses it and a writer too): Q4_0 and Q8_0 rows repacked 16 at a
-     * time for the VNNI kernels (quant_r16.c, quant_repack_q4_0_r16,
-     * quant_repack_q8_0_r16). */
+     * refuses it and a writer too): Q4_0, Q8_0 and Q5_0 rows repacked 16
+     * at a time for the VNNI kernels (quant_r16.c, quant_repack_*_r16). */
     DT_Q4_0_R16 = 64,
-    DT_Q8_0_R16 = 65
+    DT_Q8_0_R16 = 65,
+    DT_Q5_0_R16 = 66
 } DType;
 
 const char *dtype_name(int dtype);           /* "f32", "q4_1", ... or NULL */

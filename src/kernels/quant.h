@@ -141,6 +141,9 @@ int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K);
 /* The same for Q8_0 into DT_Q8_0_R16, whose outputs have the bits of
  * DT_Q8_0's (llama.cpp's order) at every M and thread count. */
 int quant_repack_q8_0_r16(void *w, int64_t N, int64_t K);
+/* The same for Q5_0 into DT_Q5_0_R16 (the bits of DT_Q5_0's block-total
+ * order). */
+int quant_repack_q5_0_r16(void *w, int64_t N, int64_t K);
 
 /* ---- inference kernels with llama.cpp's CPU numerics (quant_llamacpp.c) ----
  * The operations of a Llama block around its matmuls, computed in the order

@@ -35,7 +35,7 @@
 #define QMM_PANEL_MIN_M_AVX2 4
 
 int quant_can_matmul(int t) {
-    return t == DT_Q4_0_R16 || t == DT_Q8_0_R16 ? quant_r16_available() : quant_dot_fn(t) != NULL;
+    return t == DT_Q4_0_R16 || t == DT_Q8_0_R16 || t == DT_Q5_0_R16 ? quant_r16_available() : quant_dot_fn(t) != NULL;
 }
 
 /* Where the panels run: measured on Zen 4 (pp512, one thread, CPU time of
@@ -43,7 +43,8 @@ int quant_can_matmul(int t) {
  * Q4_K file) faster than dequantize + sgemm; the AVX2 ones (Q4_0, Q5_0;
  * JARIP_ISA=avx2 ONEDNN_MAX_CPU_ISA=AVX2, 1536x576, M = 256) 1.65x. */
 int quant_batch_dots_fast(int t) {
-    return t == DT_Q4_0_R16 || t == DT_Q8_0_R16 || quant_panel_fn_avx512(t) != NULL || quant_panel_fn_avx2(t) != NULL;
+    return t == DT_Q4_0_R16 || t == DT_Q8_0_R16 || t == DT_Q5_0_R16 || quant_panel_fn_avx512(t) != NULL ||
+           quant_panel_fn_avx2(t) != NULL;
 }
 
 QDotFn quant_dot_fn(int t) {
@@ -232,7 +233,7 @@ static void interleave_scales(const QAct *acts, int M, int64_t nb, float *ds) {
 int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const QMMPart *parts, int n_parts, int flags) {
     if (M <= 0) return 0;
     if (n_parts < 1 || n_parts > QMM_MAX_PARTS) return ERR_INVALID;
-    if (wtype == DT_Q4_0_R16 || wtype == DT_Q8_0_R16) /* repacked Q4_0 / Q8_0 (quant_r16.c) */
+    if (wtype == DT_Q4_0_R16 || wtype == DT_Q8_0_R16 || wtype == DT_Q5_0_R16) /* repacked (quant_r16.c) */
         return quant_r16_forward(wtype, inp, M, K, parts, n_parts);
     QDotFn dot = quant_dot_fn(wtype);
     const int act = quant_act_type(wtype);

@@ -1,5 +1,6 @@
-/* Q4_0 repacked 16 rows at a time (DT_Q4_0_R16): decode without
- * horizontal sums.
+/* Q4_0, Q5_0 and Q8_0 repacked 16 rows at a time (DT_Q4_0_R16,
+ * DT_Q5_0_R16, DT_Q8_0_R16): decode without horizontal sums, the weights
+ * read as one stream.
  *
  * GGML's Q4_0 keeps each row's blocks together, so a matvec of one
  * activation row takes a vpdpbusd per row and block and then has to add each
@@ -29,7 +30,14 @@
  * rows, as the prompt panels of GGML's layout do after unpacking 16 rows
  * into memory (here nothing is written: hot 1536x576, one thread, M = 2 /
  * 16: 26 / 93 us unpacked into such a panel first, 12 / 83 us read directly;
- * GGML's layout through its panels 47 / 116 us). */
+ * GGML's layout through its panels 47 / 116 us).
+ *
+ * Q5_0 (DT_Q5_0_R16, i * 352): the same scales and nibble vectors, then at
+ * +288 its fifth bits as 8 masks of 64 bits, mask g bit 4r + k = the fifth
+ * bit of row r's element 4g + k, added (16) to level vector g under the mask;
+ * Q5_0's block-total order (offset 16). SmolLM2's Q4_K file is mostly Q5_0
+ * (K = 576 is not a multiple of 256): tg128 one thread 141-144 -> 192-194
+ * tok/s on Zen 4 against GGML's layout through the eight-row bt_dot8_v. */
 /* Q8_0 repacked the same way (DT_Q8_0_R16), for llama.cpp's Q8_0 numerics.
  * One row at a time, GGML's Q8_0 matvec is bound by its single FMA chain
  * (~6.5 cycles a block on Zen 4, ~21 GB/s), and kernels reading eight
@@ -55,6 +63,8 @@
 
 #define R16_ROWS QPANEL_ROWS                               /* rows per group */
 #define R16_BLOCK (R16_ROWS * sizeof(BlockQ4_0))            /* 288 bytes per 32-block of a group */
+#define R16Q5_BLOCK (R16_ROWS * sizeof(BlockQ5_0))          /* 352: Q5_0 */
+#define R16Q5_MASKS 288                                     /* offset of Q5_0's fifth-bit masks in a block */
 #define R16_QS 32                                           /* offset of the nibble vectors in a block */
 #define R16_STACK_BYTES (16u << 10)                         /* activation scratch kept on the stack */
 
@@ -70,6 +80,24 @@ static void repack_group(const uint8_t *src, size_t rb, int64_t nb, uint8_t *dst
         }
 }
 
+/* Q5_0: Q4_0's layout of scales and nibbles, then the fifth bits as 8
+ * masks of 64 bits: mask g, bit 4r + k = the fifth bit of row r's element
+ * 4g + k (the lanes of level vector g). */
+static void repack_group_q5_0(const uint8_t *src, size_t rb, int64_t nb, uint8_t *dst) {
+    for (int64_t i = 0; i < nb; i++, dst += R16Q5_BLOCK) {
+        uint64_t m[8] = {0};
+        for (int r = 0; r < R16_ROWS; r++) {
+            const BlockQ5_0 *b = (const BlockQ5_0 *)(src + r * rb) + i;
+            uint32_t qh;
+            memcpy(&qh, b->qh, 4);
+            memcpy(dst + 2 * r, &b->d, 2);
+            for (int q = 0; q < 4; q++) memcpy(dst + R16_QS + 64 * q + 4 * r, b->qs + 4 * q, 4);
+            for (int e = 0; e < QK; e++) m[e / 4] |= (uint64_t)(qh >> e & 1) << (4 * r + e % 4);
+        }
+        memcpy(dst + R16Q5_MASKS, m, sizeof m);
+    }
+}
+
 #define R16Q8_BLOCK (R16_ROWS * sizeof(BlockQ8_0)) /* 544 bytes per 32-block of a Q8_0 group */
 
 static void repack_group_q8_0(const uint8_t *src, size_t rb, int64_t nb, uint8_t *dst) {
@@ -81,30 +109,34 @@ static void repack_group_q8_0(const uint8_t *src, size_t rb, int64_t nb, uint8_t
         }
 }
 
-/* Either type in place: each thread copies a group aside, then writes it
- * back repacked (the same bytes, so no extra memory beyond one group). */
-static int repack_r16(void *w, int64_t N, int64_t K, int q8) {
+/* Any of the three in place (t: DT_Q4_0, DT_Q5_0, DT_Q8_0): each thread
+ * copies a group aside, then writes it back repacked (the same bytes, so
+ * no extra memory beyond one group). */
+static int repack_r16(void *w, int64_t N, int64_t K, int t) {
     if (!w || N <= 0 || K <= 0 || N % R16_ROWS || K % QK) return ERR_INVALID;
     const int64_t nb = K / QK, groups = N / R16_ROWS;
-    const size_t rb = (size_t)nb * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0)), gb = R16_ROWS * rb;
+    const size_t rb = (size_t)nb * dtype_block_bytes(t), gb = R16_ROWS * rb;
     const int nth = groups > 1 && !omp_in_parallel() ? omp_get_max_threads() : 1;
     uint8_t *tmp = malloc((size_t)nth * gb);
     if (!tmp) return ERR_NOMEM;
 #pragma omp parallel for schedule(static) num_threads(nth)
     for (int64_t g = 0; g < groups; g++) {
-        uint8_t *grp = (uint8_t *)w + (size_t)g * gb, *t = tmp + (size_t)omp_get_thread_num() * gb;
-        memcpy(t, grp, gb);
-        if (q8)
-            repack_group_q8_0(t, rb, nb, grp);
+        uint8_t *grp = (uint8_t *)w + (size_t)g * gb, *tmp_g = tmp + (size_t)omp_get_thread_num() * gb;
+        memcpy(tmp_g, grp, gb);
+        if (t == DT_Q8_0)
+            repack_group_q8_0(tmp_g, rb, nb, grp);
+        else if (t == DT_Q5_0)
+            repack_group_q5_0(tmp_g, rb, nb, grp);
         else
-            repack_group(t, rb, nb, grp);
+            repack_group(tmp_g, rb, nb, grp);
     }
     free(tmp);
     return 0;
 }
 
-int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, 0); }
-int quant_repack_q8_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, 1); }
+int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, DT_Q4_0); }
+int quant_repack_q5_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, DT_Q5_0); }
+int quant_repack_q8_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, DT_Q8_0); }
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -114,27 +146,49 @@ TGT512 static inline __m512i bcast4(const int8_t *q) {
     return _mm512_set1_epi32(v);
 }
 
+/* Q5_0's level vector g: nibbles plus 16 where the fifth bit is set. */
+TGT512 static inline __m512i fifth_bits(__m512i nib, const uint8_t *blk, int g) {
+    __mmask64 m;
+    memcpy(&m, blk + R16Q5_MASKS + 8 * g, 8);
+    return _mm512_mask_add_epi8(nib, m, nib, _mm512_set1_epi8(16));
+}
+
 /* One group against one activation row: out[0..16). Low nibbles against
- * activations 4q.., the high nibbles kept times 16 (one AND, no shift)
- * against 16+4q.. in a second chain, shifted back once per block (exact:
- * a multiple of 16). corr: the block offsets -8 * sum(a) (quant_block_corr). */
-TGT512 static void r16_dot16(const uint8_t *grp, const QAct *a, const int32_t *corr, int64_t nb, float *out) {
+ * activations 4q.., the high nibbles against 16+4q.. in a second chain;
+ * Q4_0 keeps them times 16 (one AND, no shift) and shifts the chain back
+ * once per block (exact: a multiple of 16); Q5_0 (q5) shifts each and adds
+ * its fifth bits. corr: the block offsets -off * sum(a) (quant_block_corr). */
+TGT512 static inline __attribute__((always_inline)) void r16_dot16_body(const int q5, const uint8_t *grp, const QAct *a,
+                                                                        const int32_t *corr, int64_t nb, float *out) {
     const __m512i lo = _mm512_set1_epi8(0x0F), hi = _mm512_set1_epi8((char)0xF0);
+    const size_t bs = q5 ? R16Q5_BLOCK : R16_BLOCK;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *p = grp + i * R16_BLOCK;
+        const uint8_t *p = grp + i * bs;
         const int8_t *aq = a->qs + i * QK;
         __m512i x0 = _mm512_set1_epi32(corr[i]), x1 = _mm512_setzero_si512();
         for (int q = 0; q < 4; q++) {
             const __m512i v = _mm512_loadu_si512(p + R16_QS + 64 * q);
-            x0 = _mm512_dpbusd_epi32(x0, _mm512_and_si512(v, lo), bcast4(aq + 4 * q));
-            x1 = _mm512_dpbusd_epi32(x1, _mm512_and_si512(v, hi), bcast4(aq + 16 + 4 * q));
+            if (q5) {
+                x0 = _mm512_dpbusd_epi32(x0, fifth_bits(_mm512_and_si512(v, lo), p, q), bcast4(aq + 4 * q));
+                x1 = _mm512_dpbusd_epi32(x1, fifth_bits(_mm512_and_si512(_mm512_srli_epi16(v, 4), lo), p, q + 4),
+                                         bcast4(aq + 16 + 4 * q));
+            } else {
+                x0 = _mm512_dpbusd_epi32(x0, _mm512_and_si512(v, lo), bcast4(aq + 4 * q));
+                x1 = _mm512_dpbusd_epi32(x1, _mm512_and_si512(v, hi), bcast4(aq + 16 + 4 * q));
+            }
         }
-        const __m512i isum = _mm512_add_epi32(x0, _mm512_srai_epi32(x1, 4));
+        const __m512i isum = _mm512_add_epi32(x0, q5 ? x1 : _mm512_srai_epi32(x1, 4));
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(a->d[i])), _mm512_cvtepi32_ps(isum), acc);
     }
     _mm512_storeu_ps(out, acc);
+}
+TGT512 static void r16_dot16(const uint8_t *grp, const QAct *a, const int32_t *corr, int64_t nb, float *out) {
+    r16_dot16_body(0, grp, a, corr, nb, out);
+}
+TGT512 static void r16q5_dot16(const uint8_t *grp, const QAct *a, const int32_t *corr, int64_t nb, float *out) {
+    r16_dot16_body(1, grp, a, corr, nb, out);
 }
 
 /* mr (1..8) activation rows against one group, reading the repacked bytes
@@ -142,18 +196,22 @@ TGT512 static void r16_dot16(const uint8_t *grp, const QAct *a, const int32_t *c
  * of the prompt panels (vector q: elements 4q..4q+3 of each row), then per
  * row 8 vpdpbusd in two chains and the multiply-add; out row r at out + r*ldo. */
 #define R16_MR 8
-TGT512 static inline __attribute__((always_inline)) void r16_rows(const int mr, const uint8_t *grp, const QAct *a,
-                                                                  const int32_t *corr, int64_t nb, float *out, size_t ldo) {
+TGT512 static inline __attribute__((always_inline)) void r16_rows(const int q5, const int mr, const uint8_t *grp,
+                                                                  const QAct *a, const int32_t *corr, int64_t nb, float *out,
+                                                                  size_t ldo) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const size_t bs = q5 ? R16Q5_BLOCK : R16_BLOCK;
     __m512 acc[R16_MR];
     for (int r = 0; r < mr; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        const uint8_t *p = grp + i * R16_BLOCK;
+        const uint8_t *p = grp + i * bs;
         __m512i wq[8];
         for (int q = 0; q < 4; q++) {
             const __m512i v = _mm512_loadu_si512(p + R16_QS + 64 * q);
             wq[q] = _mm512_and_si512(v, m4), wq[q + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         }
+        if (q5)
+            for (int g = 0; g < 8; g++) wq[g] = fifth_bits(wq[g], p, g);
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
         for (int r = 0; r < mr; r++) {
             const int8_t *aq = a[r].qs + i * QK;
@@ -169,10 +227,11 @@ TGT512 static inline __attribute__((always_inline)) void r16_rows(const int mr, 
 }
 
 /* M activation rows against one group, R16_MR at a time. */
-TGT512 static void r16_group_rows(const uint8_t *grp, const QAct *a, const int32_t *corr, int M, int64_t nb, float *out,
-                                  size_t ldo) {
+TGT512 static inline __attribute__((always_inline)) void r16_group_rows_body(const int q5, const uint8_t *grp,
+                                                                             const QAct *a, const int32_t *corr, int M,
+                                                                             int64_t nb, float *out, size_t ldo) {
     int m = 0;
-#define ROWS(mr) r16_rows(mr, grp, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo)
+#define ROWS(mr) r16_rows(q5, mr, grp, a + m, corr + (size_t)m * nb, nb, out + m * ldo, ldo)
     for (; m + R16_MR <= M; m += R16_MR) ROWS(R16_MR);
     switch (M - m) {
     case 7: ROWS(7); break;
@@ -185,6 +244,14 @@ TGT512 static void r16_group_rows(const uint8_t *grp, const QAct *a, const int32
     default: break;
     }
 #undef ROWS
+}
+TGT512 static void r16_group_rows(const uint8_t *grp, const QAct *a, const int32_t *corr, int M, int64_t nb, float *out,
+                                  size_t ldo) {
+    r16_group_rows_body(0, grp, a, corr, M, nb, out, ldo);
+}
+TGT512 static void r16q5_group_rows(const uint8_t *grp, const QAct *a, const int32_t *corr, int M, int64_t nb, float *out,
+                                    size_t ldo) {
+    r16_group_rows_body(1, grp, a, corr, M, nb, out, ldo);
 }
 /* Q8_0, one group against one activation row: out[0..16). corr8: per
  * block the 8 lane offsets -128 * sum(a[4q..4q+3]). */
@@ -258,6 +325,13 @@ static void r16_group_rows(const uint8_t *grp, const QAct *a, const int32_t *cor
                            size_t ldo) {
     (void)grp, (void)a, (void)corr, (void)M, (void)nb, (void)out, (void)ldo;
 }
+static void r16q5_dot16(const uint8_t *grp, const QAct *a, const int32_t *corr, int64_t nb, float *out) {
+    (void)grp, (void)a, (void)corr, (void)nb, (void)out;
+}
+static void r16q5_group_rows(const uint8_t *grp, const QAct *a, const int32_t *corr, int M, int64_t nb, float *out,
+                             size_t ldo) {
+    (void)grp, (void)a, (void)corr, (void)M, (void)nb, (void)out, (void)ldo;
+}
 #endif
 
 typedef struct {
@@ -266,7 +340,7 @@ typedef struct {
     const QMMPart *parts;
     const int *first;     /* first[p]: groups of the parts before p */
     int64_t nb;
-    int M, q8;
+    int M, wt; /* wt: DT_Q4_0_R16, DT_Q5_0_R16 or DT_Q8_0_R16 */
 } R16Job;
 
 /* Flat group t of all parts. */
@@ -274,13 +348,22 @@ static void run_group(const R16Job *j, int t) {
     int p = 0;
     while (t >= j->first[p + 1]) p++;
     const int g = t - j->first[p];
-    const size_t bb = j->q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-    const uint8_t *grp = (const uint8_t *)j->parts[p].W + (size_t)g * R16_ROWS * (size_t)j->nb * bb;
+    const uint8_t *grp = (const uint8_t *)j->parts[p].W + (size_t)g * R16_ROWS * dtype_row_bytes(j->wt, j->nb * QK);
     float *out = j->parts[p].out + (size_t)g * R16_ROWS;
-    if (j->q8 && j->M == 1) r16q8_dot16(grp, &j->acts[0], j->corr, j->nb, out);
-    else if (j->q8) r16q8_group_rows(grp, j->acts, j->corr, j->M, j->nb, out, (size_t)j->parts[p].N);
-    else if (j->M == 1) r16_dot16(grp, &j->acts[0], j->corr, j->nb, out);
-    else r16_group_rows(grp, j->acts, j->corr, j->M, j->nb, out, (size_t)j->parts[p].N);
+    const size_t ldo = (size_t)j->parts[p].N;
+    switch (j->wt) {
+    case DT_Q8_0_R16:
+        if (j->M == 1) r16q8_dot16(grp, &j->acts[0], j->corr, j->nb, out);
+        else r16q8_group_rows(grp, j->acts, j->corr, j->M, j->nb, out, ldo);
+        break;
+    case DT_Q5_0_R16:
+        if (j->M == 1) r16q5_dot16(grp, &j->acts[0], j->corr, j->nb, out);
+        else r16q5_group_rows(grp, j->acts, j->corr, j->M, j->nb, out, ldo);
+        break;
+    default:
+        if (j->M == 1) r16_dot16(grp, &j->acts[0], j->corr, j->nb, out);
+        else r16_group_rows(grp, j->acts, j->corr, j->M, j->nb, out, ldo);
+    }
 }
 
 /* Q8_0's lane offsets: corr8[(m * nb + i) * 8 + q] = -128 * the sum of
@@ -304,7 +387,7 @@ int quant_r16_forward(int wtype, const float *inp, int M, int K, const QMMPart *
     }
     const int64_t nb = K / QK;
     const int q8 = wtype == DT_Q8_0_R16;
-    if (!q8 && wtype != DT_Q4_0_R16) return ERR_INVALID;
+    if (!q8 && wtype != DT_Q4_0_R16 && wtype != DT_Q5_0_R16) return ERR_INVALID;
     const size_t ab = quant_act_bytes(DT_Q8_0, K), cb = (size_t)M * nb * (q8 ? 8 : 1) * sizeof(int32_t);
     const size_t bytes = (size_t)M * ab + ((cb + 63) & ~(size_t)63);
     /* the activations (M rows, Q8) and their block offsets (M, nb); on the
@@ -326,8 +409,8 @@ int quant_r16_forward(int wtype, const float *inp, int M, int K, const QMMPart *
         if (q8)
             lane_corr_q8(acts, M, nb, corr);
         else
-            quant_block_corr(DT_Q4_0, acts, M, nb, corr);
-        R16Job j = {acts, corr, parts, first, nb, M, q8};
+            quant_block_corr(wtype == DT_Q5_0_R16 ? DT_Q5_0 : DT_Q4_0, acts, M, nb, corr);
+        R16Job j = {acts, corr, parts, first, nb, M, wtype};
         if (nth == 1) { /* no team of one: entering a parallel region costs ~1 us */
             for (int t = 0; t < first[n_parts]; t++) run_group(&j, t);
         } else { /* whole groups, a contiguous share per thread; all parts' groups in one range (q, k and v of a

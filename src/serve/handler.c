@@ -158,7 +158,7 @@ static int default_slots(const Config *c, int ctx, int kv_type) {
 
 int server_load(Server *s, Err *err) {
     int rc = infer_model_open(&s->im, s->o.model, err);
-    if (!rc) rc = infer_model_repack(&s->im, NULL, err); /* Q4_0 / Q8_0 for the VNNI kernels: same outputs */
+    if (!rc) rc = infer_model_repack(&s->im, NULL, err); /* Q4_0 / Q5_0 / Q8_0 for the VNNI kernels: same outputs */
     if (rc) return rc;
     const Config *c = &s->im.model.cfg;
     s->ctx = s->o.ctx > 0 ? s->o.ctx : c->context_length < 4096 ? c->context_length : 4096;

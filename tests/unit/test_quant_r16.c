@@ -1,5 +1,5 @@
-/* Q4_0 and Q8_0 repacked 16 rows at a time (DT_Q4_0_R16, DT_Q8_0_R16,
- * kernels/quant_r16.c):
+/* Q4_0, Q5_0 and Q8_0 repacked 16 rows at a time (DT_Q4_0_R16,
+ * DT_Q5_0_R16, DT_Q8_0_R16, kernels/quant_r16.c):
  *  - the repacked bytes are the documented layouts;
  *  - the matmul on repacked weights (the decode kernel at M = 1, the row
  *    kernels at M >= 2) gives the bits of the scalar reference of the type
@@ -37,8 +37,12 @@ static uint8_t *random_rows(int t, int N, int64_t K, uint64_t seed) {
 }
 
 static int repack(int t, void *w, int64_t N, int64_t K) {
-    return t == DT_Q8_0 ? quant_repack_q8_0_r16(w, N, K) : quant_repack_q4_0_r16(w, N, K);
+    return t == DT_Q8_0 ? quant_repack_q8_0_r16(w, N, K)
+           : t == DT_Q5_0 ? quant_repack_q5_0_r16(w, N, K)
+                          : quant_repack_q4_0_r16(w, N, K);
 }
+
+static int repacked_type(int t) { return t == DT_Q8_0 ? DT_Q8_0_R16 : t == DT_Q5_0 ? DT_Q5_0_R16 : DT_Q4_0_R16; }
 
 /* M rows of K activations: N(0,1), +-1000 (-> +-127) in rows 0 and 1, an all-zero block in row 2. */
 static float *activations(int M, int64_t K, uint64_t seed) {
@@ -101,12 +105,35 @@ static void test_layout(void) {
         }
     CHECK(bad == 0, "repacked q8_0 layout: %d pieces out of place", bad);
     free(Q), free(R);
+    /* Q5_0: Q4_0's scales and nibbles, then 8 masks: mask g, bit 4r+k = fifth bit of element 4g+k */
+    const size_t rb5 = dtype_row_bytes(DT_Q5_0, K);
+    Q = random_rows(DT_Q5_0, N, K, 5), R = malloc(rb5 * N);
+    memcpy(R, Q, rb5 * N);
+    CHECK(quant_repack_q5_0_r16(R, N, K) == 0, "repack q5_0");
+    bad = 0;
+    for (int n = 0; n < N; n++)
+        for (int64_t i = 0; i < nb; i++) {
+            const BlockQ5_0 *b = (const BlockQ5_0 *)(Q + n * rb5) + i;
+            const uint8_t *blk = R + (size_t)(n / 16) * 16 * rb5 + i * 352;
+            const int r = n % 16;
+            uint32_t qh;
+            memcpy(&qh, b->qh, 4);
+            bad += memcmp(blk + 2 * r, &b->d, 2) != 0;
+            for (int q = 0; q < 4; q++) bad += memcmp(blk + 32 + 64 * q + 4 * r, b->qs + 4 * q, 4) != 0;
+            for (int e = 0; e < 32; e++) {
+                uint64_t m;
+                memcpy(&m, blk + 288 + 8 * (e / 4), 8);
+                bad += (int)(m >> (4 * r + e % 4) & 1) != (int)(qh >> e & 1);
+            }
+        }
+    CHECK(bad == 0, "repacked q5_0 layout: %d pieces out of place", bad);
+    free(Q), free(R);
 }
 
 /* One shape, one thread count: every M of 1..9 through one part, and
  * M = 1 and 5 through three parts (the rows split as q, k, v). */
 static void check_shape(int t, int N, int64_t K, int threads) {
-    const int MMAX = 9, rt = t == DT_Q8_0 ? DT_Q8_0_R16 : DT_Q4_0_R16;
+    const int MMAX = 9, rt = repacked_type(t);
     const size_t rb = dtype_row_bytes(t, K);
     uint8_t *Q = random_rows(t, N, K, 100 + N + K), *R = malloc(rb * N);
     memcpy(R, Q, rb * N);
@@ -147,12 +174,13 @@ static void check_shape(int t, int N, int64_t K, int threads) {
 }
 
 static void test_bits(void) {
-    printf("  q4_0_r16 and q8_0_r16 decode and row kernels: %s\n", quant_r16_available() ? "tested" : SKIPPED);
+    printf("  q4_0_r16, q5_0_r16 and q8_0_r16 decode and row kernels: %s\n", quant_r16_available() ? "tested" : SKIPPED);
     if (!quant_r16_available()) {
         float x[32] = {0}, o[16];
         uint8_t w[16 * 18] = {0};
         CHECK(matmul_quant_forward(o, x, w, DT_Q4_0_R16, 1, 16, 32) == ERR_UNSUPPORTED, "no VNNI: refused");
         CHECK(matmul_quant_forward(o, x, w, DT_Q8_0_R16, 1, 16, 32) == ERR_UNSUPPORTED, "no VNNI: refused (q8_0)");
+        CHECK(matmul_quant_forward(o, x, w, DT_Q5_0_R16, 1, 16, 32) == ERR_UNSUPPORTED, "no VNNI: refused (q5_0)");
         return;
     }
     const int Ns[] = {16, 32, 48};
@@ -163,6 +191,7 @@ static void test_bits(void) {
             for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++) {
                 check_shape(DT_Q4_0, Ns[a], Ks[b], threads);
                 check_shape(DT_Q8_0, Ns[a], Ks[b], threads);
+                check_shape(DT_Q5_0, Ns[a], Ks[b], threads);
             }
     omp_set_num_threads(max_threads);
 }
@@ -180,6 +209,9 @@ static void test_refusals(void) {
     CHECK(quant_repack_q8_0_r16(w, 16, 40) == ERR_INVALID, "q8_0: K not a multiple of 32");
     CHECK(!strcmp(dtype_name(DT_Q8_0_R16), "q8_0_r16") && dtype_from_name("q8_0_r16") == -1, "q8_0_r16 name");
     CHECK(dtype_row_bytes(DT_Q8_0_R16, 64) == dtype_row_bytes(DT_Q8_0, 64), "q8_0 row bytes");
+    CHECK(quant_repack_q5_0_r16(w, 20, 64) == ERR_INVALID, "q5_0: N not a multiple of 16");
+    CHECK(!strcmp(dtype_name(DT_Q5_0_R16), "q5_0_r16") && dtype_from_name("q5_0_r16") == -1, "q5_0_r16 name");
+    CHECK(dtype_row_bytes(DT_Q5_0_R16, 64) == dtype_row_bytes(DT_Q5_0, 64), "q5_0 row bytes");
     GGUFWriter *gw = gguf_writer_create();
     const int64_t ne[2] = {64, 16};
     CHECK(gguf_writer_add_tensor(gw, "w", 2, ne, DT_Q4_0_R16, w, 16 * 36) == ERR_INVALID, "a GGUF writer takes q4_0_r16");
