@@ -14,9 +14,9 @@
  * tokens and more, which a repacked matrix cannot (its results would
  * differ by rounding). */
 
-/* A layer's linear weights: the ones only matmul reads. Not token_embd
- * (rows read by the embedding lookup) nor the output head (it may be
- * token_embd, tied). */
+/* A linear weight of a type with a 16-row layout: the layers' and the
+ * output head (also the token embedding when tied: the lookup reads its
+ * rows from the repacked layout). Not an untied token_embd. */
 static int repackable_type(int t) { return t == DT_Q4_0 || t == DT_Q5_0 || t == DT_Q8_0; }
 
 static int repackable(const Tensor *t) {
@@ -45,6 +45,18 @@ int infer_model_load_weights(GGUFFile *g, const char *path, Err *err) {
     return gguf_load_tensor_data(g, err);
 }
 
+/* t rewritten in place into its 16-row type when repackable; *n counted. */
+static int repack_tensor(Tensor *t, int *n, Err *err) {
+    if (!repackable(t)) return 0;
+    const int d = t->dtype;
+    const int rc = (d == DT_Q8_0 ? quant_repack_q8_0_r16 : d == DT_Q5_0 ? quant_repack_q5_0_r16 : quant_repack_q4_0_r16)(
+        t->data, t->shape[0], t->shape[1]);
+    if (rc) return err_set(err, rc, "repacking %s (%lld x %lld)", t->name, (long long)t->shape[0], (long long)t->shape[1]);
+    t->dtype = d == DT_Q8_0 ? DT_Q8_0_R16 : d == DT_Q5_0 ? DT_Q5_0_R16 : DT_Q4_0_R16;
+    if (n) ++*n;
+    return 0;
+}
+
 int infer_model_repack(InferModel *im, int *n, Err *err) {
     if (n) *n = 0;
     Model *m = &im->model;
@@ -53,15 +65,12 @@ int infer_model_repack(InferModel *im, int *n, Err *err) {
         LayerWeights *w = &m->layers[l];
         Tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
         for (int i = 0; i < 7; i++) {
-            Tensor *t = ts[i];
-            if (!repackable(t) || t == m->tok_emb || t == m->lm_head) continue;
-            const int d = t->dtype;
-            const int rc = (d == DT_Q8_0 ? quant_repack_q8_0_r16 : d == DT_Q5_0 ? quant_repack_q5_0_r16 : quant_repack_q4_0_r16)(
-                t->data, t->shape[0], t->shape[1]);
-            if (rc) return err_set(err, rc, "repacking %s (%lld x %lld)", t->name, (long long)t->shape[0], (long long)t->shape[1]);
-            t->dtype = d == DT_Q8_0 ? DT_Q8_0_R16 : d == DT_Q5_0 ? DT_Q5_0_R16 : DT_Q4_0_R16;
-            if (n) ++*n;
+            if (ts[i] == m->tok_emb || ts[i] == m->lm_head) continue;
+            const int rc = repack_tensor(ts[i], n, err);
+            if (rc) return rc;
         }
     }
-    return 0;
+    /* the output head: matmul reads it, and the embedding lookup reads a
+     * tied one through quant_r16_dequantize_row; an untied token_embd stays */
+    return repack_tensor(m->lm_head, n, err);
 }

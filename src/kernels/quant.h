@@ -144,6 +144,10 @@ int quant_repack_q8_0_r16(void *w, int64_t N, int64_t K);
 /* The same for Q5_0 into DT_Q5_0_R16 (the bits of DT_Q5_0's block-total
  * order). */
 int quant_repack_q5_0_r16(void *w, int64_t N, int64_t K);
+/* Row `row` of a repacked matrix w (type wt, K columns) dequantized into
+ * out (K floats): the values dequantize_row gives for that row before the
+ * repack (an embedding lookup in a tied head). 0 or ERR_INVALID. */
+int quant_r16_dequantize_row(int wt, const void *w, int64_t row, int64_t K, float *out);
 
 /* ---- inference kernels with llama.cpp's CPU numerics (quant_llamacpp.c) ----
  * The operations of a Llama block around its matmuls, computed in the order

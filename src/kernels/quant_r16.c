@@ -134,6 +134,42 @@ static int repack_r16(void *w, int64_t N, int64_t K, int t) {
     return 0;
 }
 
+/* Row r of a repacked block back in GGML's block layout (the inverse of
+ * the repack_group_* functions, one row). */
+static void unpack_block(int t, const uint8_t *blk, int r, uint8_t *dst) {
+    memcpy(dst, blk + 2 * r, 2);
+    if (t == DT_Q8_0) {
+        for (int k = 0; k < QK; k++) dst[2 + k] = blk[R16_QS + 64 * (k / 4) + 4 * r + k % 4] ^ 0x80;
+        return;
+    }
+    uint8_t *qs = dst + (t == DT_Q5_0 ? 6 : 2);
+    for (int q = 0; q < 4; q++) memcpy(qs + 4 * q, blk + R16_QS + 64 * q + 4 * r, 4);
+    if (t == DT_Q5_0) {
+        uint32_t qh = 0;
+        for (int e = 0; e < QK; e++) {
+            uint64_t m;
+            memcpy(&m, blk + R16Q5_MASKS + 8 * (e / 4), 8);
+            qh |= (uint32_t)(m >> (4 * r + e % 4) & 1) << e;
+        }
+        memcpy(dst + 2, &qh, 4);
+    }
+}
+
+int quant_r16_dequantize_row(int wt, const void *w, int64_t row, int64_t K, float *out) {
+    const int t = wt == DT_Q4_0_R16 ? DT_Q4_0 : wt == DT_Q5_0_R16 ? DT_Q5_0 : wt == DT_Q8_0_R16 ? DT_Q8_0 : -1;
+    if (t < 0 || row < 0 || K <= 0 || K % QK) return ERR_INVALID;
+    const int64_t nb = K / QK;
+    const size_t bb = dtype_block_bytes(t), rb = (size_t)nb * bb;
+    const uint8_t *grp = (const uint8_t *)w + (size_t)(row / R16_ROWS) * R16_ROWS * rb;
+    for (int64_t i = 0; i < nb; i++) {
+        _Alignas(8) uint8_t b[sizeof(BlockQ8_0)]; /* the largest of the three blocks */
+        unpack_block(t, grp + (size_t)i * R16_ROWS * bb, (int)(row % R16_ROWS), b);
+        const int rc = dequantize_row(t, b, out + i * QK, QK);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 int quant_repack_q4_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, DT_Q4_0); }
 int quant_repack_q5_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, DT_Q5_0); }
 int quant_repack_q8_0_r16(void *w, int64_t N, int64_t K) { return repack_r16(w, N, K, DT_Q8_0); }

@@ -81,11 +81,13 @@ static int embed(Model *m, float *out, const int32_t *tokens, int B, int T, int 
         embedding_forward(out, tokens, F(m->tok_emb), F(m->pos_emb), B, T, C, pos0);
         return 0;
     }
-    size_t rb = dtype_row_bytes(m->tok_emb->dtype, C);
-    if (rb == 0) return err_set(err, ERR_UNSUPPORTED, "embedding type %s", dtype_name(m->tok_emb->dtype));
+    const int dt = m->tok_emb->dtype;
+    const int r16 = dt == DT_Q4_0_R16 || dt == DT_Q5_0_R16 || dt == DT_Q8_0_R16; /* a repacked tied head (infer_model_repack) */
+    size_t rb = dtype_row_bytes(dt, C);
+    if (rb == 0) return err_set(err, ERR_UNSUPPORTED, "embedding type %s", dtype_name(dt));
     for (int i = 0; i < B * T; i++) {
-        int rc = dequantize_row(m->tok_emb->dtype, (const char *)m->tok_emb->data + (size_t)tokens[i] * rb,
-                                out + (size_t)i * C, C);
+        int rc = r16 ? quant_r16_dequantize_row(dt, m->tok_emb->data, tokens[i], C, out + (size_t)i * C)
+                     : dequantize_row(dt, (const char *)m->tok_emb->data + (size_t)tokens[i] * rb, out + (size_t)i * C, C);
         if (rc) return err_set(err, rc, "embedding type %s", dtype_name(m->tok_emb->dtype));
         if (m->pos_emb) add_inplace(out + (size_t)i * C, F(m->pos_emb) + (size_t)(pos0 + i % T) * C, (size_t)C);
     }

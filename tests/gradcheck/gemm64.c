@@ -77,6 +77,10 @@ int matmul_quant_forward(float *out, const float *inp, const void *W, int wtype,
 
 int quant_matches_llamacpp(int t) { (void)t; return 0; }
 int quant_batch_dots_fast(int t) { (void)t; return 0; }
+int quant_r16_dequantize_row(int wt, const void *w, int64_t row, int64_t K, float *out) {
+    (void)wt; (void)w; (void)row; (void)K; (void)out;
+    return ERR_UNSUPPORTED;
+}
 int lcpp_attention_ok(int D) { (void)D; return 0; }
 int matmul_quant_forward_ex(float *out, const float *inp, const void *W, int wtype, int M, int N, int K, int flags) {
     (void)flags;

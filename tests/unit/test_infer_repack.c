@@ -1,9 +1,9 @@
 /* infer_model_repack on small Llamas made here (llama-tiny, exported to
  * GGUF with Q4_0 or Q5_0 weights and a Q8_0 head, as llama.cpp quantizes,
  * and all Q8_0):
- *  - the layers' 7 linear weights are repacked (DT_Q4_0_R16 / DT_Q5_0_R16 /
- *    DT_Q8_0_R16),
- *    not the token_embd (the embedding lookup reads its rows);
+ *  - the layers' 7 linear weights and the head are repacked (DT_Q4_0_R16 /
+ *    DT_Q5_0_R16 / DT_Q8_0_R16), SmolLM2's tied head too (its embedding
+ *    lookup then reads the repacked rows), not an untied token_embd;
  *  - a batched prompt (chunks of 16 and 8 tokens: the panels) and greedy
  *    decoding (the 16-row matvec) give the logits of the unrepacked model
  *    bit for bit, hence the same tokens;
@@ -87,9 +87,10 @@ static void test_llama(const char *path, int dtype) {
         CHECK(n == 0, "repacked without VNNI");
     } else {
         printf("  repack: %d tensors; token_embd %s, output %s\n", n, dtype_name(m->tok_emb->dtype), dtype_name(m->lm_head->dtype));
-        CHECK(n == 7 * m->cfg.n_layer, "%d tensors repacked, want the 7 linear weights of %d layers", n, m->cfg.n_layer);
+        CHECK(n == 7 * m->cfg.n_layer + 1, "%d tensors repacked, want the 7 linear weights of %d layers and the head", n,
+              m->cfg.n_layer);
         CHECK(m->layers[0].wq->dtype == packed_type && m->layers[1].w_down->dtype == packed_type, "types after repack");
-        CHECK(m->tok_emb->dtype == dtype && m->lm_head->dtype == DT_Q8_0, "token_embd (read by rows) / head untouched");
+        CHECK(m->tok_emb->dtype == dtype && m->lm_head->dtype == DT_Q8_0_R16, "untied token_embd untouched / head repacked");
     }
     compare_generation(&plain, &packed, 40, 24);
     infer_model_close(&plain);
@@ -122,7 +123,8 @@ static void test_smollm2(const char *type) {
         infer_model_repack(&packed, &n, &err)) {
         CHECK(0, "SmolLM2: %s", err.msg);
     } else {
-        int want = 0; /* the layers' Q4_0 / Q5_0 / Q8_0 linear weights (the Q4_K file: most are Q5_0) */
+        int want = plain.model.lm_head->dtype == DT_Q8_0; /* the tied Q8_0 head, then the layers' Q4_0 / Q5_0 / Q8_0
+                                                             linear weights (the Q4_K file: most are Q5_0) */
         for (int l = 0; l < plain.model.cfg.n_layer; l++) {
             const LayerWeights *w = &plain.model.layers[l];
             const Tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
@@ -130,7 +132,8 @@ static void test_smollm2(const char *type) {
                 want += ts[i]->dtype == DT_Q4_0 || ts[i]->dtype == DT_Q5_0 || ts[i]->dtype == DT_Q8_0;
         }
         printf("  SmolLM2 %s: %d tensors repacked\n", type, n);
-        CHECK(want > 0 && n == (quant_r16_available() ? want : 0), "SmolLM2 %s: %d tensors repacked, want %d", type, n, want);
+        CHECK(want > 1 && n == (quant_r16_available() ? want : 0), "SmolLM2 %s: %d tensors repacked, want %d", type, n, want);
+        CHECK(packed.model.tok_emb == packed.model.lm_head, "SmolLM2 ties its embeddings: the lookup reads the repacked head");
         compare_generation(&plain, &packed, 20, 8);
         infer_model_close(&plain);
         infer_model_close(&packed);

@@ -196,6 +196,31 @@ static void test_bits(void) {
     omp_set_num_threads(max_threads);
 }
 
+/* quant_r16_dequantize_row: every row of each type gives dequantize_row's
+ * values on the original row (the lookup of a tied, repacked head). */
+static void test_rows(void) {
+    const int N = 32, types[3] = {DT_Q4_0, DT_Q5_0, DT_Q8_0};
+    const int64_t K = 96;
+    float want[96], got[96];
+    for (int ti = 0; ti < 3; ti++) {
+        const int t = types[ti];
+        const size_t rb = dtype_row_bytes(t, K);
+        uint8_t *Q = random_rows(t, N, K, 9 + t), *R = malloc(rb * N);
+        memcpy(R, Q, rb * N);
+        CHECK(repack(t, R, N, K) == 0, "repack %s", dtype_name(t));
+        int bad = 0;
+        for (int n = 0; n < N; n++) {
+            CHECK(dequantize_row(t, Q + n * rb, want, K) == 0, "dequantize_row");
+            CHECK(quant_r16_dequantize_row(repacked_type(t), R, n, K, got) == 0, "quant_r16_dequantize_row");
+            bad += memcmp(want, got, sizeof want) != 0;
+        }
+        CHECK(bad == 0, "%s: %d repacked rows dequantize differently", dtype_name(t), bad);
+        free(Q), free(R);
+    }
+    CHECK(quant_r16_dequantize_row(DT_Q8_0, NULL, 0, K, got) == ERR_INVALID, "not a repacked type");
+    printf("  rows of repacked matrices (a tied head's embedding lookup): tested\n");
+}
+
 static void test_refusals(void) {
     uint8_t w[48 * 18 * 2] = {0};
     float x[64] = {0}, o[64];
@@ -221,6 +246,7 @@ static void test_refusals(void) {
 int main(void) {
     test_layout();
     test_bits();
+    test_rows();
     test_refusals();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
