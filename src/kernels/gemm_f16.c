@@ -173,11 +173,31 @@ GF_TGT2 static float dot_f16_row(const void *w, const QAct *a, const float *x, i
 
 QDotFn quant_dot_f16_fn(void) { return kernel_isa() >= ISA_AVX2 ? dot_f16_row : NULL; }
 
-int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K) {
-    if (M <= 0 || N <= 0) return 0;
+/* One part's share for thread t of nth: an equal share of W's column
+ * panels (the rounding of N to whole blocks left one of two threads with
+ * 448 of N = 576), widened bpan panels at a time into mine, each block run
+ * against every row panel of xp. */
+GF_TGT static void f16_part(const float *xp, float *mine, const uint16_t *W, float *out, int M, int N, int K, int bpan,
+                            int t, int nth) {
+    const int mp = (M + GF_MR - 1) / GF_MR, np = (N + GF_NR - 1) / GF_NR;
+    const int q0 = (int)((long)np * t / nth), q1 = (int)((long)np * (t + 1) / nth);
+    for (int b0 = q0; b0 < q1; b0 += bpan) {
+        const int n0 = b0 * GF_NR, nend = (b0 + bpan < q1 ? b0 + bpan : q1) * GF_NR, nb = (nend < N ? nend : N) - n0;
+        for (int j = 0; j < nb; j += GF_NR)
+            pack_panel(mine + (size_t)j * K, W, K, n0 + j, nb - j < GF_NR ? nb - j : GF_NR);
+        for (int p = 0; p < mp; p++) {
+            const int mr = M - p * GF_MR < GF_MR ? M - p * GF_MR : GF_MR;
+            for (int j = 0; j < nb; j += GF_NR)
+                micro_any(mr, xp + (size_t)p * K * GF_MR, mine + (size_t)j * K, K, out + (size_t)p * GF_MR * N + n0 + j, N,
+                          nb - j < GF_NR ? nb - j : GF_NR);
+        }
+    }
+}
+
+int gemm_f16_parts(const float *x, int M, int K, const QMMPart *parts, int n_parts) {
+    if (M <= 0) return 0;
     if (K <= 0 || !gemm_f16_available()) return ERR_UNSUPPORTED;
-    const int mp = (M + GF_MR - 1) / GF_MR;  /* row panels of x */
-    const int np = (N + GF_NR - 1) / GF_NR;  /* column panels of W */
+    const int mp = (M + GF_MR - 1) / GF_MR;                     /* row panels of x */
     int bpan = (int)(GF_BLOCK_BYTES / ((size_t)K * 4 * GF_NR)); /* panels per widened block */
     if (bpan < 1) bpan = 1;
     const int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -186,31 +206,27 @@ int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K)
     float *xp = aligned_alloc(64, ((size_t)mp * K * GF_MR * sizeof(float) + 63) & ~(size_t)63); /* (mp, K, MR) */
     float *bp = aligned_alloc(64, (size_t)nth * bpan * GF_NR * K * sizeof(float)); /* per thread (bpan, K, NR), 128-byte rows */
     if (!xp || !bp) return free(xp), free(bp), ERR_NOMEM;
+    /* x packed once for every part (q, k and v share it; so do gate and
+     * up), all parts in one parallel region */
 #pragma omp parallel num_threads(nth)
     {
         const int t = omp_get_thread_num();
-        float *mine = bp + (size_t)t * bpan * GF_NR * K;
 #pragma omp for schedule(static)
         for (int p = 0; p < mp; p++)
             pack_x(xp + (size_t)p * K * GF_MR, x, K, p * GF_MR, M - p * GF_MR < GF_MR ? M - p * GF_MR : GF_MR);
-        /* each thread an equal share of the column panels (the rounding of
-         * N to whole blocks left one of two threads with 448 of N = 576) */
-        const int q0 = (int)((long)np * t / nth), q1 = (int)((long)np * (t + 1) / nth);
-        for (int b0 = q0; b0 < q1; b0 += bpan) {
-            const int n0 = b0 * GF_NR, nend = (b0 + bpan < q1 ? b0 + bpan : q1) * GF_NR, nb = (nend < N ? nend : N) - n0;
-            for (int j = 0; j < nb; j += GF_NR)
-                pack_panel(mine + (size_t)j * K, W, K, n0 + j, nb - j < GF_NR ? nb - j : GF_NR);
-            for (int p = 0; p < mp; p++) {
-                const int mr = M - p * GF_MR < GF_MR ? M - p * GF_MR : GF_MR;
-                for (int j = 0; j < nb; j += GF_NR)
-                    micro_any(mr, xp + (size_t)p * K * GF_MR, mine + (size_t)j * K, K,
-                              out + (size_t)p * GF_MR * N + n0 + j, N, nb - j < GF_NR ? nb - j : GF_NR);
-            }
-        }
+        for (int i = 0; i < n_parts; i++)
+            if (parts[i].N > 0)
+                f16_part(xp, bp + (size_t)t * bpan * GF_NR * K, (const uint16_t *)parts[i].W, parts[i].out, M, parts[i].N, K,
+                         bpan, t, nth);
     }
     free(xp);
     free(bp);
     return 0;
+}
+
+int gemm_f16(float *out, const float *x, const uint16_t *W, int M, int N, int K) {
+    const QMMPart part = {out, W, N};
+    return N <= 0 ? 0 : gemm_f16_parts(x, M, K, &part, 1);
 }
 
 #else

@@ -126,6 +126,10 @@ typedef struct {
     int N;
 } QMMPart;
 int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const QMMPart *parts, int n_parts, int flags);
+/* gemm_f16 (kernels.h) of one x against several F16 matrices (parts[i].W,
+ * N_i rows each): x packed once, every part in one parallel region; the
+ * same bits as one gemm_f16 per part. */
+int gemm_f16_parts(const float *x, int M, int K, const QMMPart *parts, int n_parts);
 
 /* ---- Q4_0 repacked for the VNNI kernels (DT_Q4_0_R16, quant_r16.c) ---------
  * 16 rows interleaved per 32-block (the layout is in quant_r16.c), the same

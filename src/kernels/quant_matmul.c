@@ -242,6 +242,7 @@ int matmul_quant_forward_multi(const float *inp, int wtype, int M, int K, const 
     const int ablock = act == DT_Q8_K ? QK_K : act == DT_Q8_0 ? QK : 1;
     if (K <= 0 || !rb || K % ablock) return ERR_INVALID;
     if (M >= QMM_GEMM_MIN_M && !(flags & QMM_Q8_ACTIVATIONS)) {
+        if (wtype == DT_F16 && gemm_f16_available()) return gemm_f16_parts(inp, M, K, parts, n_parts); /* x packed once */
         for (int p = 0; p < n_parts; p++) {
             int rc = parts[p].N > 0 ? gemm_path(parts[p].out, inp, parts[p].W, wtype, rb, M, parts[p].N, K) : 0;
             if (rc) return rc;

@@ -19,7 +19,7 @@
 
 static void fill(float *x, uint16_t *w, int M, int N, int K, uint64_t seed) {
     for (size_t i = 0; i < (size_t)M * K; i++) x[i] = rng_normal(seed, i);
-    for (size_t i = 0; i < (size_t)N * K; i++) w[i] = f32_to_fp16(0.1f * rng_normal(seed + 1, i));
+    for (size_t i = 0; w && i < (size_t)N * K; i++) w[i] = f32_to_fp16(0.1f * rng_normal(seed + 1, i));
 }
 
 /* Outputs that differ from the sequential fmaf chain. */
@@ -68,6 +68,36 @@ static void test_dispatch(void) {
     free(x), free(a), free(b), free(w);
 }
 
+/* Several F16 matrices against one x (q, k, v: x packed once,
+ * matmul_quant_forward_multi's prompt path): each part the fmaf chain, at
+ * one and two threads, an empty part included. */
+static void test_parts(void) {
+    enum { M = 29, K = 80 };
+    const int Ns[4] = {70, 33, 0, 64};
+    float *x = malloc(M * K * 4), *o[4];
+    uint16_t *w[4];
+    QMMPart parts[4];
+    fill(x, NULL, M, 0, K, 5);
+    for (int i = 0; i < 4; i++) {
+        w[i] = malloc((size_t)(Ns[i] + 1) * K * 2), o[i] = malloc((size_t)M * (Ns[i] + 1) * 4);
+        fill(x, w[i], 0, Ns[i], K, 20 + i);
+        parts[i] = (QMMPart){o[i], w[i], Ns[i]};
+    }
+    const int nth = omp_get_max_threads();
+    for (int t = 1; t <= 2; t++) {
+        omp_set_num_threads(t);
+        for (int i = 0; i < 4; i++)
+            for (size_t j = 0; j < (size_t)M * Ns[i]; j++) o[i][j] = NAN;
+        CHECK(matmul_quant_forward_multi(x, DT_F16, M, K, parts, 4, 0) == 0, "multi F16");
+        int bad = 0;
+        for (int i = 0; i < 4; i++) bad += mismatches(o[i], x, w[i], M, Ns[i], K);
+        CHECK(bad == 0, "F16 parts, %d threads: %d outputs differ from the fmaf chain", t, bad);
+    }
+    omp_set_num_threads(nth);
+    for (int i = 0; i < 4; i++) free(w[i]), free(o[i]);
+    free(x);
+}
+
 int main(void) {
     if (!gemm_f16_available()) {
         printf("SKIP gemm_f16: no AVX-512 on this CPU (or JARIP_ISA caps it); the dequantize + sgemm path runs\n");
@@ -77,6 +107,7 @@ int main(void) {
                              {16, 200, 31}, {37, 1000, 64}, {64, 576, 40}, {3, 200, 1536}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_shape(shapes[i][0], shapes[i][1], shapes[i][2]);
     test_dispatch();
+    test_parts();
     CHECK(gemm_f16(NULL, NULL, NULL, 0, 5, 5) == 0, "an empty product must be a no-op");
     printf("gemm_f16: avx512 path checked, %d failures\n", failures);
     return failures != 0;
