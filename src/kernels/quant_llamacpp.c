@@ -391,18 +391,27 @@ static void weighted_sum_scalar(float *out, const float *p, const float *vf, con
 
 /* ---- public ------------------------------------------------------------------ */
 
+/* Rows four at a time: each row's sum of squares is still one sequential
+ * double chain (ggml's order), but four chains run side by side instead of
+ * one add's latency per element (~1.5% of a prompt). */
 void lcpp_rmsnorm(float *out, const float *x, const float *w, int N, int C, float eps) {
 #pragma omp parallel for if (N >= 16)
-    for (int i = 0; i < N; i++) {
-        const float *xi = x + (size_t)i * C;
-        float *oi = out + (size_t)i * C;
-        double ss = 0;
-        for (int j = 0; j < C; j++) ss += (double)(xi[j] * xi[j]);
-        const float mean = (float)(ss / C);
-        const float scale = 1.0f / sqrtf(mean + eps);
-        for (int j = 0; j < C; j++) {
-            const float y = xi[j] * scale; /* rounded before the weight, as in ggml */
-            oi[j] = y * w[j];
+    for (int g = 0; g < (N + 3) / 4; g++) {
+        const int i0 = 4 * g, n = N - i0 < 4 ? N - i0 : 4;
+        const float *xr[4];
+        for (int r = 0; r < 4; r++) xr[r] = x + (size_t)(i0 + (r < n ? r : 0)) * C; /* a short group repeats row i0 */
+        double ss[4] = {0, 0, 0, 0};
+        for (int j = 0; j < C; j++)
+            for (int r = 0; r < 4; r++) ss[r] += (double)(xr[r][j] * xr[r][j]);
+        for (int r = 0; r < n; r++) {
+            const float *xi = xr[r];
+            float *oi = out + (size_t)(i0 + r) * C;
+            const float mean = (float)(ss[r] / C);
+            const float scale = 1.0f / sqrtf(mean + eps);
+            for (int j = 0; j < C; j++) {
+                const float y = xi[j] * scale; /* rounded before the weight, as in ggml */
+                oi[j] = y * w[j];
+            }
         }
     }
 }

@@ -203,6 +203,29 @@ int main(void) {
     CHECK(lcpp_attention(out, q, kc, vc, T, 0, H, H, D) == 0, "attention failed");
     CHECK(lcpp_attention(one, q, kc, vc, 1, 0, H, H, D) == 0, "attention failed"); /* position 0 sees only itself: softmax 1 */
     for (int i = 0; i < H * D; i++) CHECK(one[i] == vc[i] && out[i] == vc[i], "position 0 attends only to itself: %g %g vs %g", one[i], out[i], vc[i]);
+    /* RMSNorm, rows four at a time: every row the sequential double sum of
+     * ggml (a scalar copy here), for 1..9 rows (short last groups) and in
+     * parallel (N >= 16) */
+    {
+        enum { C = 96, NMAX = 37 };
+        static float xs[NMAX * C], ws[C], got[NMAX * C];
+        for (int i = 0; i < NMAX * C; i++) xs[i] = sinf(i * 0.731f) * (1 + i % 7);
+        for (int j = 0; j < C; j++) ws[j] = 0.5f + cosf(j * 0.1f);
+        int bad = 0;
+        for (int N = 1; N <= NMAX; N += N < 9 ? 1 : 28) {
+            lcpp_rmsnorm(got, xs, ws, N, C, 1e-5f);
+            for (int i = 0; i < N; i++) {
+                double ss = 0;
+                for (int j = 0; j < C; j++) ss += (double)(xs[i * C + j] * xs[i * C + j]);
+                const float scale = 1.0f / sqrtf((float)(ss / C) + 1e-5f);
+                for (int j = 0; j < C; j++) {
+                    const float y = xs[i * C + j] * scale, want = y * ws[j];
+                    bad += memcmp(&want, &got[i * C + j], 4) != 0;
+                }
+            }
+        }
+        CHECK(bad == 0, "rmsnorm: %d values differ from the sequential double sum", bad);
+    }
 #else
     printf("SKIP test_quant_llamacpp: not x86\n");
 #endif
