@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +326,13 @@ int serve_start(Server **out, const ServeOptions *o, Err *err) {
     /* /health says 503 while this loads */
     if ((rc = server_load(s, err))) goto fail;
     if ((rc = slots_create(s, err))) goto fail;
+    /* The forward runs on the scheduler thread, with its own OpenMP team.
+     * Loading ran parallel loops here (copying and repacking weights), and
+     * this thread's idle team would stay counted against the CPUs: libgomp
+     * then stops spinning between parallel regions and every region of
+     * every token paid futex wake-ups (Q4_1 with its repacked head, one
+     * client: 107 tokens/s against 217). Release it. */
+    omp_pause_resource_all(omp_pause_hard);
     if (pthread_create(&s->sched, NULL, sched_main, s)) {
         rc = err_set(err, ERR_IO, "cannot start the scheduler thread");
         goto fail;
