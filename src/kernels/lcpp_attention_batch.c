@@ -153,7 +153,7 @@ typedef struct {
 
 /* One work item: kv head kvh with every query head of its group at
  * positions [t0, t1) (query i: position t0 + i / group, head kvh * group +
- * i % group). scr: item_floats(nmax, Q, D). */
+ * i % group). scr: Q * (np + D) floats (scores, rounded queries). */
 TGT static inline __attribute__((always_inline)) void attend_block(const int wide, float *out, const float *q,
                                                                    const Widened *c, int t0, int t1, int pos0, int Hq,
                                                                    int Hkv, int kvh, int D, float scale, float *scr) {

@@ -133,9 +133,9 @@ int gemm_f16_parts(const float *x, int M, int K, const QMMPart *parts, int n_par
 
 /* ---- Q4_0 repacked for the VNNI kernels (DT_Q4_0_R16, quant_r16.c) ---------
  * 16 rows interleaved per 32-block (the layout is in quant_r16.c), the same
- * bytes as GGML's rows. Only matmul reads such a matrix (not dequantize_row,
- * not an embedding lookup, not a file writer); its outputs have the bits of
- * DT_Q4_0's at every M and thread count. */
+ * bytes as GGML's rows. Matmul reads such a matrix, and one row at a time
+ * only quant_r16_dequantize_row (not dequantize_row, not a file writer); its
+ * outputs have the bits of DT_Q4_0's at every M and thread count. */
 /* Whether this CPU, under JARIP_ISA, runs DT_Q4_0_R16 (AVX-512 VNNI). */
 int quant_r16_available(void);
 /* w (N x K Q4_0 in GGML's layout, N % 16 == 0, K % 32 == 0) rearranged in

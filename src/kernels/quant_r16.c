@@ -17,8 +17,9 @@
  *   +32   4 vectors of 64 bytes: vector q, bytes 4r..4r+3 = row r's
  *         qs[4q..4q+3], whose low nibbles are elements 4q..4q+3 and high
  *         nibbles elements 16+4q..16+4q+3.
- * Nothing reads such a matrix by rows (no dequantize_row, no embedding
- * lookup): only quant_r16_forward, from matmul_quant_forward_multi.
+ * Matmul reads such a matrix (quant_r16_forward, from
+ * matmul_quant_forward_multi); a row only through quant_r16_dequantize_row
+ * (a tied head's embedding lookup), never dequantize_row.
  *
  * Arithmetic: the block-total order of Q4_0 (quant_blocks.h): per block the
  * exact integer total isum = sum (q - 8) a, then
@@ -376,7 +377,8 @@ typedef struct {
     const QMMPart *parts;
     const int *first;     /* first[p]: groups of the parts before p */
     int64_t nb;
-    int M, wt; /* wt: DT_Q4_0_R16, DT_Q5_0_R16 or DT_Q8_0_R16 */
+    size_t group_bytes; /* 16 rows of K */
+    int M, wt;          /* wt: DT_Q4_0_R16, DT_Q5_0_R16 or DT_Q8_0_R16 */
 } R16Job;
 
 /* Flat group t of all parts. */
@@ -384,7 +386,7 @@ static void run_group(const R16Job *j, int t) {
     int p = 0;
     while (t >= j->first[p + 1]) p++;
     const int g = t - j->first[p];
-    const uint8_t *grp = (const uint8_t *)j->parts[p].W + (size_t)g * R16_ROWS * dtype_row_bytes(j->wt, j->nb * QK);
+    const uint8_t *grp = (const uint8_t *)j->parts[p].W + (size_t)g * j->group_bytes;
     float *out = j->parts[p].out + (size_t)g * R16_ROWS;
     const size_t ldo = (size_t)j->parts[p].N;
     switch (j->wt) {
@@ -446,7 +448,7 @@ int quant_r16_forward(int wtype, const float *inp, int M, int K, const QMMPart *
             lane_corr_q8(acts, M, nb, corr);
         else
             quant_block_corr(wtype == DT_Q5_0_R16 ? DT_Q5_0 : DT_Q4_0, acts, M, nb, corr);
-        R16Job j = {acts, corr, parts, first, nb, M, wtype};
+        R16Job j = {acts, corr, parts, first, nb, R16_ROWS * dtype_row_bytes(wtype, K), M, wtype};
         if (nth == 1) { /* no team of one: entering a parallel region costs ~1 us */
             for (int t = 0; t < first[n_parts]; t++) run_group(&j, t);
         } else { /* whole groups, a contiguous share per thread; all parts' groups in one range (q, k and v of a
